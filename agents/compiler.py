@@ -1,0 +1,113 @@
+"""Compile a graph spec to a LangGraph ``StateGraph`` and run it in-process.
+
+Every spec node becomes one LangGraph node that runs the shared step of
+:class:`~agents.plan.GraphPlan` and returns a ``Command`` (its updates and where to go),
+so LangGraph holds the graph semantics here exactly as the Temporal workflow does there.
+Message fields get an appending reducer; every other field keeps the last value.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict, cast
+
+from langgraph.errors import GraphRecursionError
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
+
+from agents.exceptions import StepLimitExceeded
+from agents.models import ModelRegistry, call_model
+from agents.plan import GraphPlan, RunOutcome, StepOutcome
+from agents.spec import ApprovalNode, GraphSpec, ModelNode, ToolNode
+from agents.steps import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ModelCall,
+    ModelReply,
+    StepContext,
+    StepExecutor,
+    ToolCall,
+    ToolReply,
+)
+from agents.validation import successors
+from tools.adapter import ToolContext
+from tools.registry import ToolRegistry
+
+Approver = Callable[[ApprovalRequest], ApprovalDecision]
+
+
+def compile_to_langgraph(
+    plan: GraphPlan, executor: StepExecutor, *, run_id: str, trace: list[StepOutcome] | None = None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """The plan as a compiled LangGraph graph whose effects go through ``executor``."""
+    fields: dict[str, Any] = {
+        name: Annotated[list[Any], operator.add] if plan.is_message_field(name) else Any for name in plan.spec.state
+    }
+    builder: StateGraph[Any, Any, Any, Any] = StateGraph(TypedDict("State", fields))  # type: ignore[operator]
+    visits: Counter[str] = Counter()
+
+    def node_function(name: str) -> Callable[[dict[str, Any]], Any]:
+        async def run(state: dict[str, Any]) -> Command[Any]:
+            visits[name] += 1
+            outcome = await plan.step(
+                name, dict(state), executor, StepContext(run_id=run_id, node=name, visit=visits[name])
+            )
+            if trace is not None:
+                trace.append(outcome)
+            return Command(update=outcome.updates, goto=outcome.next or END)
+
+        return run
+
+    for name, node in plan.spec.nodes.items():
+        builder.add_node(name, cast(Any, node_function(name)), destinations=tuple(successors(node)) or (END,))
+    builder.add_edge(START, plan.start)
+    return builder.compile()
+
+
+class LocalExecutor:
+    """Runs steps in this process: models and tools directly, approvals through a callback."""
+
+    def __init__(self, models: ModelRegistry, tools: ToolRegistry, approve: Approver | None = None) -> None:
+        self.models, self.tools, self.approve = models, tools, approve
+
+    async def call_model(self, call: ModelCall, node: ModelNode) -> ModelReply:
+        return await call_model(self.models, call)
+
+    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+        context = ToolContext(step_id=call.step.step_id, idempotency_key=call.idempotency_key)
+        return ToolReply(output=await self.tools.invoke(call.tool, call.args, context))
+
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+        if self.approve is None:
+            return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="default")
+        return self.approve(request)
+
+
+async def run_in_process(
+    spec: GraphSpec,
+    values: dict[str, Any],
+    *,
+    models: ModelRegistry,
+    tools: ToolRegistry,
+    approve: Approver | None = None,
+    trace: list[StepOutcome] | None = None,
+) -> RunOutcome:
+    """Run a graph once in this process with LangGraph — no durability, for quick iteration."""
+    plan = GraphPlan(spec)
+    steps: list[StepOutcome] = [] if trace is None else trace
+    run_id = f"local-{uuid.uuid4().hex[:12]}"
+    graph = compile_to_langgraph(plan, LocalExecutor(models, tools, approve), run_id=run_id, trace=steps)
+    try:
+        state = await graph.ainvoke(plan.initial_state(values), {"recursion_limit": plan.max_steps + 1})
+    except GraphRecursionError as exc:
+        raise StepLimitExceeded(f"graph '{spec.name}' walked more than {plan.max_steps} steps") from exc
+    last = steps[-1]
+    rejected = last.decision == "reject"
+    end = None if rejected else last.node
+    return RunOutcome(
+        status="rejected" if rejected else "completed", end=end, output=plan.output(end, state), steps=len(steps)
+    )

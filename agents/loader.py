@@ -1,0 +1,126 @@
+"""Load graph specs from YAML with errors that point at the line to fix.
+
+PyYAML's composer keeps each node's position; we build the plain data and an index of
+``path → line`` from the same tree, so both Pydantic's errors and the cross-reference
+checks of :mod:`agents.validation` come back as ``returns.yaml:14: … — did you mean …?``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from agents import spec as spec_module
+from agents.exceptions import GraphSpecError, SpecIssue
+from agents.spec import GraphSpec
+from agents.validation import did_you_mean, validate_graph
+
+PathKey = tuple[str | int, ...]
+
+
+def load_graph(source: str | Path, *, tools: Collection[str] | None = None) -> GraphSpec:
+    """Load and fully validate the graph in the YAML file ``source``.
+
+    Raises :class:`GraphSpecError` listing every problem with its file and line.
+    """
+    path = Path(source)
+    return parse_graph(path.read_text(encoding="utf-8"), filename=str(path), tools=tools)
+
+
+def parse_graph(text: str, *, filename: str = "<graph>", tools: Collection[str] | None = None) -> GraphSpec:
+    """Like :func:`load_graph`, from YAML text."""
+    try:
+        data, lines = _compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise GraphSpecError(
+            [SpecIssue(f"not valid YAML: {getattr(exc, 'problem', exc)}", file=filename, line=line)]
+        ) from exc
+    if not isinstance(data, dict):
+        raise GraphSpecError([SpecIssue("a graph file must be a mapping", file=filename, line=1)])
+    try:
+        spec = GraphSpec.model_validate(data)
+    except ValidationError as exc:
+        raise GraphSpecError([_locate(_from_pydantic(e), filename, lines) for e in exc.errors()]) from exc
+    issues = validate_graph(spec, tools)
+    if issues:
+        raise GraphSpecError([_locate(issue, filename, lines) for issue in issues])
+    return spec
+
+
+def check_graph(spec: GraphSpec, *, tools: Collection[str] | None = None) -> GraphSpec:
+    """Validate a graph built in Python; raises :class:`GraphSpecError` with dotted paths."""
+    issues = validate_graph(spec, tools)
+    if issues:
+        raise GraphSpecError(issues)
+    return spec
+
+
+def _from_pydantic(error: Any) -> SpecIssue:
+    loc: PathKey = tuple(error["loc"])
+    message = error["msg"]
+    suggestion = None
+    if error["type"] == "extra_forbidden":
+        message = f"unknown key '{loc[-1]}'"
+        suggestion = did_you_mean(str(loc[-1]), _KNOWN_KEYS)
+    elif error["type"] == "missing":
+        message = f"missing required key '{loc[-1]}'"
+    elif error["type"] == "union_tag_invalid":
+        message = f"unknown node type {error['input'].get('type')!r}" if isinstance(error["input"], dict) else message
+        suggestion = "use one of: model, tool, route, approval, end"
+    else:
+        where = ".".join(str(p) for p in loc)
+        message = f"{where}: {message}"
+    return SpecIssue(message, loc, suggestion=suggestion)
+
+
+def _locate(issue: SpecIssue, filename: str, lines: dict[PathKey, int]) -> SpecIssue:
+    """Attach the line of the deepest part of ``issue.path`` present in the file."""
+    line, walked = lines.get((), 1), cast(PathKey, ())
+    for part in issue.path:
+        candidate = (*walked, part)
+        if candidate in lines:  # skip parts Pydantic adds (union tags) that are not in the file
+            walked, line = candidate, lines[candidate]
+    return SpecIssue(issue.message, issue.path, filename, line, issue.suggestion)
+
+
+def _compose(text: str) -> tuple[Any, dict[PathKey, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        lines: dict[PathKey, int] = {}
+        data = _build(loader, root, (), lines) if root is not None else None
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            result[key] = _build(loader, value_node, (*path, key), lines)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _spec_keys() -> frozenset[str]:
+    keys: set[str] = set()
+    for model in vars(spec_module).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name, field in model.model_fields.items():
+                keys.add(field.alias or name)
+    return frozenset(keys)
+
+
+_KNOWN_KEYS = _spec_keys()

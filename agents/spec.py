@@ -1,0 +1,170 @@
+"""The declarative agent graph, as Pydantic models.
+
+The same models back the YAML format (see :mod:`agents.loader`) and Python-built
+graphs, so editors autocomplete specs through the JSON schema and a graph crosses
+Temporal's boundary as validated data. Structure lives here; cross-references
+(unknown nodes, fields, tools, cycles) are checked in :mod:`agents.validation`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` and ``"250ms"`` beside what Pydantic accepts."""
+    if isinstance(value, str) and (match := _DURATION.match(value)):
+        return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FieldType(StrEnum):
+    """The types a state field may have; ``messages`` holds LangChain messages."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    LIST = "list"
+    DICT = "dict"
+    MESSAGES = "messages"
+    ANY = "any"
+
+
+class Tier(StrEnum):
+    """Where a model runs, which is what decides the data it may see."""
+
+    EDGE = "edge"
+    PRIVATE = "private"
+    EXTERNAL = "external"
+
+
+class StateField(_Spec):
+    """A typed field of the graph state, with the classification labels of its values."""
+
+    type: FieldType = FieldType.STR
+    default: Any = None
+    labels: list[str] = []
+    description: str = ""
+
+
+class RetrySpec(_Spec):
+    """How an activity step is retried; maps onto Temporal's retry policy."""
+
+    max_attempts: int = Field(3, ge=1)
+    initial_interval: Duration = timedelta(seconds=1)
+    backoff: float = Field(2.0, ge=1.0)
+    max_interval: Duration = timedelta(seconds=30)
+
+
+class Branch(_Spec):
+    """A conditional edge: go ``to`` a node when ``when`` holds (no ``when``: the default)."""
+
+    when: str | None = None
+    to: str
+
+
+Next = str | list[Branch] | None
+
+
+class _Node(_Spec):
+    description: str = ""
+    next: Next = None
+
+
+class _ActivityNode(_Node):
+    timeout: Duration = timedelta(seconds=60)
+    retry: RetrySpec = RetrySpec()
+
+
+class OutputField(_Spec):
+    """One field of a model node's structured output; constraints become JSON-schema constraints."""
+
+    type: FieldType = FieldType.STR
+    description: str = ""
+    enum: list[str] | None = None
+    max_length: int | None = Field(None, alias="maxLength", ge=1)
+    pattern: str | None = None
+
+
+class ModelNode(_ActivityNode):
+    """Ask a model. ``output`` fields are written to the state fields of the same names;
+    ``write`` names one field that receives the answer's text (or the message itself)."""
+
+    type: Literal["model"]
+    prompt: str
+    system: str | None = None
+    messages: str | None = None
+    tier: Tier | None = None
+    model: str | None = None
+    output: dict[str, OutputField] | None = None
+    write: str | None = None
+
+
+class ToolNode(_ActivityNode):
+    """Call a tool adapter. ``args`` and ``output`` values are expressions: over the state,
+    and over the state plus ``result`` (the tool's output) respectively."""
+
+    type: Literal["tool"]
+    tool: str
+    args: dict[str, str] = {}
+    output: dict[str, str] = {}
+
+
+class RouteNode(_Node):
+    """Choose the next node from conditions over the state; does nothing else."""
+
+    type: Literal["route"]
+
+
+class ApprovalNode(_Node):
+    """Park the run until someone with one of ``approvers`` decides; ``next`` follows approval."""
+
+    type: Literal["approval"]
+    ask: str
+    approvers: list[str] = Field(min_length=1)
+    timeout: Duration = timedelta(hours=24)
+    escalate_to: list[str] = []
+    default: Literal["approve", "reject"] = "reject"
+    on_reject: str | None = None
+
+
+class EndNode(_Spec):
+    """Finish the run; ``output`` names the state fields returned (default: all)."""
+
+    type: Literal["end"]
+    description: str = ""
+    output: list[str] | None = None
+
+
+Node = Annotated[ModelNode | ToolNode | RouteNode | ApprovalNode | EndNode, Field(discriminator="type")]
+ActivityNode = ModelNode | ToolNode
+FlowNode = ModelNode | ToolNode | RouteNode | ApprovalNode
+
+
+class GraphSpec(_Spec):
+    """A whole agent graph: typed state, nodes, edges and the bound on its steps."""
+
+    schema_: str | None = Field(None, alias="$schema")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    version: str = "1"
+    state: dict[str, StateField]
+    start: str
+    nodes: dict[str, Node]
+    max_steps: int | None = Field(None, ge=1)

@@ -1,0 +1,222 @@
+"""Cross-reference checks of a graph spec: every name resolves, every node is reachable,
+every run ends. All problems are collected, each with the path of the offending value, so
+the loader can point at its line and an author fixes the whole file in one pass."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Iterator
+
+from langchain_core.prompts import PromptTemplate
+
+from agents.exceptions import ExpressionError, SpecIssue
+from agents.expressions import compile_expression
+from agents.spec import (
+    ApprovalNode,
+    Branch,
+    EndNode,
+    FieldType,
+    FlowNode,
+    GraphSpec,
+    ModelNode,
+    Node,
+    RouteNode,
+    ToolNode,
+)
+
+Path = tuple[str | int, ...]
+
+
+def did_you_mean(name: str, known: Collection[str]) -> str | None:
+    """The suggestion for a misspelt ``name``, if one of ``known`` is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def successors(node: Node) -> list[str]:
+    """The nodes a node may hand over to."""
+    if isinstance(node, EndNode):
+        return []
+    targets = [node.next] if isinstance(node.next, str) else [b.to for b in node.next or []]
+    if isinstance(node, ApprovalNode) and node.on_reject:
+        targets.append(node.on_reject)
+    return targets
+
+
+def validate_graph(spec: GraphSpec, tools: Collection[str] | None = None) -> list[SpecIssue]:
+    """Every problem in ``spec``; ``tools`` (names of registered adapters) enables tool checks."""
+    return list(_Checker(spec, tools).issues())
+
+
+class _Checker:
+    def __init__(self, spec: GraphSpec, tools: Collection[str] | None) -> None:
+        self.spec = spec
+        self.tools = tools
+        self.fields = set(spec.state)
+
+    def issues(self) -> Iterator[SpecIssue]:
+        yield from self._node_ref(self.spec.start, ("start",))
+        for name, node in self.spec.nodes.items():
+            yield from self._node(name, node, ("nodes", name))
+        if not any(isinstance(n, EndNode) for n in self.spec.nodes.values()):
+            yield SpecIssue("graph has no end node", ("nodes",), suggestion="add a node with 'type: end'")
+            return
+        if self.spec.start in self.spec.nodes:
+            yield from self._shape()
+
+    # -- one node -------------------------------------------------------------------------
+
+    def _node(self, name: str, node: Node, path: Path) -> Iterator[SpecIssue]:
+        if not isinstance(node, EndNode):
+            yield from self._next(name, node, path)
+        match node:
+            case ModelNode():
+                yield from self._model(name, node, path)
+            case ToolNode():
+                yield from self._tool(name, node, path)
+            case ApprovalNode(on_reject=str(target)):
+                yield from self._node_ref(target, (*path, "on_reject"))
+            case EndNode(output=list(fields)):
+                for i, f in enumerate(fields):
+                    yield from self._field_ref(f, (*path, "output", i), f"end node '{name}' returns")
+
+    def _next(self, name: str, node: FlowNode, path: Path) -> Iterator[SpecIssue]:
+        match node.next:
+            case None:
+                yield SpecIssue(f"node '{name}' has no 'next'", path, suggestion="name the node that follows it")
+            case str(target):
+                if isinstance(node, RouteNode):
+                    yield SpecIssue(f"route '{name}' needs a list of branches in 'next'", (*path, "next"))
+                yield from self._node_ref(target, (*path, "next"))
+            case list(branches):
+                yield from self._branches(name, branches, (*path, "next"))
+
+    def _branches(self, name: str, branches: list[Branch], path: Path) -> Iterator[SpecIssue]:
+        for i, branch in enumerate(branches):
+            yield from self._node_ref(branch.to, (*path, i, "to"))
+            if branch.when is not None:
+                yield from self._expression(branch.when, (*path, i, "when"), self.fields)
+        if not branches or branches[-1].when is not None:
+            yield SpecIssue(
+                f"node '{name}' has no default branch",
+                path,
+                suggestion="end the list with a branch that has no 'when'",
+            )
+
+    def _model(self, name: str, node: ModelNode, path: Path) -> Iterator[SpecIssue]:
+        try:
+            variables = PromptTemplate.from_template(node.prompt).input_variables
+        except ValueError as exc:
+            yield SpecIssue(f"prompt of '{name}' is not a valid template: {exc}", (*path, "prompt"))
+            variables = []
+        for variable in variables:
+            yield from self._field_ref(variable, (*path, "prompt"), "prompt uses")
+        if node.tier and node.model:
+            yield SpecIssue(f"model node '{name}' names both a tier and a model", (*path, "model"))
+        if node.messages is not None:
+            yield from self._field_ref(node.messages, (*path, "messages"), "messages come from", FieldType.MESSAGES)
+        if node.output is None and node.write is None:
+            yield SpecIssue(f"model node '{name}' writes nothing", path, suggestion="add 'output' or 'write'")
+        for field in node.output or {}:
+            yield from self._field_ref(field, (*path, "output", field), "output writes")
+        if node.write is not None:
+            yield from self._field_ref(node.write, (*path, "write"), "write targets")
+
+    def _tool(self, name: str, node: ToolNode, path: Path) -> Iterator[SpecIssue]:
+        if self.tools is not None and node.tool not in self.tools:
+            yield SpecIssue(
+                f"node '{name}' uses unknown tool '{node.tool}'",
+                (*path, "tool"),
+                suggestion=did_you_mean(node.tool, self.tools),
+            )
+        for arg, source in node.args.items():
+            yield from self._expression(source, (*path, "args", arg), self.fields)
+        for field, source in node.output.items():
+            yield from self._field_ref(field, (*path, "output", field), "output writes")
+            yield from self._expression(source, (*path, "output", field), {*self.fields, "result"})
+
+    # -- references -----------------------------------------------------------------------
+
+    def _node_ref(self, target: str, path: Path) -> Iterator[SpecIssue]:
+        if target not in self.spec.nodes:
+            yield SpecIssue(f"unknown node '{target}'", path, suggestion=did_you_mean(target, self.spec.nodes))
+
+    def _field_ref(self, field: str, path: Path, what: str, required: FieldType | None = None) -> Iterator[SpecIssue]:
+        if field not in self.fields:
+            yield SpecIssue(
+                f"{what} unknown state field '{field}'",
+                path,
+                suggestion=did_you_mean(field, self.fields) or f"declare '{field}' under 'state'",
+            )
+        elif required and self.spec.state[field].type is not required:
+            yield SpecIssue(f"{what} '{field}', which is not of type {required.value}", path)
+
+    def _expression(self, source: str, path: Path, names: set[str]) -> Iterator[SpecIssue]:
+        try:
+            expression = compile_expression(source)
+        except ExpressionError as exc:
+            yield SpecIssue(str(exc), path)
+            return
+        for unknown in sorted(expression.names - names):
+            yield SpecIssue(
+                f"expression {source!r} reads unknown state field '{unknown}'",
+                path,
+                suggestion=did_you_mean(unknown, names),
+            )
+
+    # -- the graph's shape ----------------------------------------------------------------
+
+    def _shape(self) -> Iterator[SpecIssue]:
+        graph = {name: [t for t in successors(n) if t in self.spec.nodes] for name, n in self.spec.nodes.items()}
+        reachable = _reach(graph, [self.spec.start])
+        for name in self.spec.nodes:
+            if name not in reachable:
+                yield SpecIssue(f"node '{name}' is unreachable from '{self.spec.start}'", ("nodes", name))
+        ends = [n for n, node in self.spec.nodes.items() if isinstance(node, EndNode)]
+        reverse: dict[str, list[str]] = {n: [] for n in graph}
+        for source, targets in graph.items():
+            for target in targets:
+                reverse[target].append(source)
+        can_end = _reach(reverse, ends)
+        for name in sorted(reachable - can_end):
+            yield SpecIssue(f"node '{name}' can never reach an end node", ("nodes", name))
+        cycle = _find_cycle(graph, self.spec.start)
+        if cycle and self.spec.max_steps is None:
+            yield SpecIssue(
+                f"cycle {' → '.join(cycle)} is unbounded",
+                ("nodes", cycle[0]),
+                suggestion="set 'max_steps' on the graph",
+            )
+
+
+def _reach(graph: dict[str, list[str]], roots: list[str]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(graph.get(node, []))
+    return seen
+
+
+def _find_cycle(graph: dict[str, list[str]], start: str) -> list[str] | None:
+    """A cycle reachable from ``start`` as a closed path of node names, or None."""
+    path: list[str] = []
+    on_path: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for target in graph[node]:
+            if target in on_path:
+                return [*path[path.index(target) :], target]
+            if target not in done and (found := visit(target)):
+                return found
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return None
+
+    return visit(start)

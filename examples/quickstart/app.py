@@ -1,0 +1,86 @@
+"""The quickstart's tools and models: a tiny shop in SQLite with idempotent refunds.
+
+A refund stores the idempotency key it was made with, under a unique constraint, so a
+retried or replayed step answers with the first refund instead of paying twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from agents import ModelRegistry, ScriptedChatModel, Tier
+from tools import Effect, ToolContext, ToolRegistry, ToolRejected, tool
+
+ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}
+
+
+def _db() -> sqlite3.Connection:
+    path = Path(os.environ.get("QUICKSTART_DB", ".chamberlain/quickstart-shop.sqlite"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE IF NOT EXISTS refunds (key TEXT PRIMARY KEY, order_id TEXT, amount REAL)")
+    return db
+
+
+class OrderQuery(BaseModel):
+    order_id: str
+
+
+class Order(BaseModel):
+    order_id: str
+    total: float
+    status: str
+
+
+class RefundRequest(BaseModel):
+    order_id: str
+    amount: float
+
+
+class Refund(BaseModel):
+    refund_id: str
+    amount: float
+
+
+@tool("shop.order", action="shop.order.read", labels={"total": ["financial"]})
+async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
+    """Look an order up by its ID (A and four digits)."""
+    if args.order_id not in ORDERS:
+        raise ToolRejected(f"no order {args.order_id}")
+    return Order(order_id=args.order_id, total=ORDERS[args.order_id], status="delivered")
+
+
+@tool("shop.refund", effect=Effect.WRITE, action="shop.refund.create")
+async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
+    """Refund an order, once per idempotency key."""
+    with closing(_db()) as db, db:
+        db.execute("INSERT OR IGNORE INTO refunds VALUES (?, ?, ?)", (ctx.idempotency_key, args.order_id, args.amount))
+        rowid, amount = db.execute("SELECT rowid, amount FROM refunds WHERE key = ?", (ctx.idempotency_key,)).fetchone()
+    return Refund(refund_id=f"RF{rowid:05d}", amount=amount)
+
+
+def tools() -> ToolRegistry:
+    return ToolRegistry([get_order, refund])
+
+
+def _keyword_classifier(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> str:
+    text = messages[-1].text.lower()
+    intent = "refund" if re.search(r"refund|return|退", text) else "status" if "where" in text else "other"
+    order = re.search(r"a\d{4}", text)
+    return json.dumps({"intent": intent, "order_id": order[0].upper() if order else "A0000"})
+
+
+def models() -> ModelRegistry:
+    registry = ModelRegistry()
+    registry.register("keyword-classifier", ScriptedChatModel(respond=_keyword_classifier), Tier.EDGE)
+    return registry

@@ -1,0 +1,160 @@
+"""The ``chamberlain`` command: validate and run graphs, run workers and the embedded stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agents.compiler import run_in_process
+from agents.exceptions import GraphSpecError
+from agents.loader import load_graph
+from agents.spec import GraphSpec
+from server.app import load_app
+from workflows.converter import connect
+from workflows.devserver import DevServer
+from workflows.worker import TASK_QUEUE, create_worker
+
+app = typer.Typer(help="Chamberlain: durable, permission-checked agent workflows on your private model.")
+graph_app = typer.Typer(help="Validate, inspect and run agent graphs.")
+app.add_typer(graph_app, name="graph")
+console = Console()
+errors = Console(stderr=True)
+
+AppOption = Annotated[str | None, typer.Option("--app", help="module offering tools() and models()")]
+DATA_DIR = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
+
+
+def _load(path: Path, app_name: str | None, check_tools: bool = True) -> GraphSpec:
+    tools = load_app(app_name).tools if check_tools else None
+    try:
+        return load_graph(path, tools=tools)
+    except GraphSpecError as exc:
+        for issue in exc.issues:
+            errors.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+@graph_app.command("validate")
+def graph_validate(files: list[Path], app_name: AppOption = None) -> None:
+    """Check graph files; print every problem with its file and line, exit 1 if any."""
+    failed = False
+    for path in files:
+        try:
+            spec = _load(path, app_name)
+            console.print(f"[green]ok[/green] {path}: graph '{spec.name}', {len(spec.nodes)} nodes")
+        except typer.Exit:
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@graph_app.command("schema")
+def graph_schema() -> None:
+    """Print the JSON schema of graph files (point an editor's ``$schema`` at it)."""
+    print(json.dumps(GraphSpec.model_json_schema(by_alias=True), indent=2))
+
+
+@graph_app.command("run")
+def graph_run(
+    file: Path,
+    input: Annotated[str, typer.Option("--input", help="initial state as JSON")] = "{}",
+    approve: Annotated[bool, typer.Option(help="answer approval steps with approve")] = False,
+    app_name: AppOption = None,
+) -> None:
+    """Run a graph once in this process with LangGraph (no durability): for quick iteration."""
+    from agents.steps import ApprovalDecision, ApprovalRequest
+
+    spec = _load(file, app_name)
+    loaded = load_app(app_name)
+
+    def decide(request: ApprovalRequest) -> ApprovalDecision:
+        outcome = "approve" if approve else "reject"
+        console.print(f"[yellow]approval[/yellow] {request.ask} → {outcome}")
+        return ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver="cli")
+
+    trace: list[Any] = []
+    result = asyncio.run(
+        run_in_process(spec, json.loads(input), models=loaded.models, tools=loaded.tools, approve=decide, trace=trace)
+    )
+    table = Table("step", "node", "updates", "next")
+    for i, step in enumerate(trace, 1):
+        table.add_row(str(i), step.node, json.dumps(step.updates, ensure_ascii=False)[:80], step.next or "—")
+    console.print(table)
+    console.print_json(result.model_dump_json())
+
+
+@app.command()
+def worker(
+    address: Annotated[str, typer.Option(envvar="TEMPORAL_ADDRESS")] = "127.0.0.1:7233",
+    namespace: Annotated[str, typer.Option(envvar="TEMPORAL_NAMESPACE")] = "default",
+    task_queue: Annotated[str, typer.Option(envvar="CHAMBERLAIN_TASK_QUEUE")] = TASK_QUEUE,
+    tls: Annotated[bool, typer.Option(envvar="TEMPORAL_TLS", help="connect with TLS")] = False,
+    tls_cert: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_CERT")] = None,
+    tls_key: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_KEY")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_CA")] = None,
+    app_name: AppOption = None,
+) -> None:
+    """Run a worker against any Temporal service: start more of them to scale out."""
+    from temporalio.client import TLSConfig
+
+    tls_config: TLSConfig | bool = tls
+    if tls_cert or tls_ca:
+        tls_config = TLSConfig(
+            client_cert=tls_cert.read_bytes() if tls_cert else None,
+            client_private_key=tls_key.read_bytes() if tls_key else None,
+            server_root_ca_cert=tls_ca.read_bytes() if tls_ca else None,
+        )
+    loaded = load_app(app_name)
+
+    async def serve() -> None:
+        client = await connect(address, namespace, tls=tls_config)
+        console.print(f"worker on [bold]{address}[/bold] namespace {namespace}, task queue {task_queue}")
+        async with create_worker(client, models=loaded.models, tools=loaded.tools, task_queue=task_queue):
+            await _until_interrupted()
+
+    asyncio.run(serve())
+
+
+@app.command()
+def dev(
+    port: int = 7233,
+    ui_port: int = 8233,
+    app_name: AppOption = None,
+) -> None:
+    """Start the embedded stack: Temporal dev server (SQLite in .chamberlain/) and a worker."""
+    loaded = load_app(app_name)
+    server = DevServer(DATA_DIR / "temporal.db", port=port, ui_port=ui_port, log_file=DATA_DIR / "temporal.log")
+
+    async def serve() -> None:
+        client = await server.start()
+        try:
+            async with create_worker(client, models=loaded.models, tools=loaded.tools):
+                console.print(f"Temporal   [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
+                console.print(f"Temporal UI [bold]http://127.0.0.1:{ui_port}[/bold]")
+                console.print(f"worker     task queue [bold]{TASK_QUEUE}[/bold] — Ctrl-C stops everything")
+                await _until_interrupted()
+        finally:
+            server.stop()
+            console.print("stopped")
+
+    asyncio.run(serve())
+
+
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def main() -> None:
+    app()

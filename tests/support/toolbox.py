@@ -1,0 +1,100 @@
+"""Tools and models for the tests: real side effects in a SQLite ledger, so tests can
+count exactly how many times each step ran."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from agents import ModelRegistry, ScriptedChatModel, Tier
+from tools import Effect, ToolContext, ToolRegistry, tool
+
+
+def ledger_path() -> Path:
+    return Path(os.environ.get("CHAMBERLAIN_TEST_LEDGER", "/tmp/chamberlain-test-ledger.sqlite"))
+
+
+def record(event: str, step_id: str) -> None:
+    """Append one side effect; no idempotency here on purpose: the ledger counts executions."""
+    with sqlite3.connect(ledger_path()) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS effects (event TEXT, step_id TEXT)")
+        db.execute("INSERT INTO effects VALUES (?, ?)", (event, step_id))
+
+
+def effects(event: str | None = None) -> list[tuple[str, str]]:
+    with sqlite3.connect(ledger_path()) as db:
+        db.execute("CREATE TABLE IF NOT EXISTS effects (event TEXT, step_id TEXT)")
+        query = "SELECT event, step_id FROM effects" + (" WHERE event = ?" if event else "")
+        return list(db.execute(query, (event,) if event else ()))
+
+
+class OrderQuery(BaseModel):
+    order_id: str
+
+
+class Order(BaseModel):
+    order_id: str
+    total: float
+
+
+class RefundRequest(BaseModel):
+    order_id: str
+    amount: float
+
+
+class Refund(BaseModel):
+    refund_id: str
+    amount: float
+
+
+class SlowInput(BaseModel):
+    seconds: float = 0.0
+    label: str = ""
+
+
+class SlowOutput(BaseModel):
+    label: str
+
+
+@tool("erp.order", action="erp.order.read")
+async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
+    """Look an order up."""
+    record("order", ctx.step_id)
+    return Order(order_id=args.order_id, total=120.5)
+
+
+@tool("erp.refund", effect=Effect.WRITE, action="erp.refund.create")
+async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
+    """Refund an order."""
+    record("refund", ctx.step_id)
+    return Refund(refund_id=f"R-{args.order_id}", amount=args.amount)
+
+
+@tool("test.slow", effect=Effect.WRITE)
+async def slow(args: SlowInput, ctx: ToolContext) -> SlowOutput:
+    """Record a start, wait, record a finish: lets a test kill a worker in the middle."""
+    record("start", ctx.step_id)
+    await asyncio.sleep(args.seconds)
+    record("done", ctx.step_id)
+    return SlowOutput(label=args.label)
+
+
+def tools() -> ToolRegistry:
+    return ToolRegistry([get_order, refund, slow])
+
+
+def classify(messages: object, kwargs: dict[str, object]) -> str:
+    text = str(messages[-1].content).lower()  # type: ignore[index]
+    intent = "return" if "return" in text or "refund" in text else "status"
+    return json.dumps({"intent": intent, "order_id": "A1002"})
+
+
+def models() -> ModelRegistry:
+    registry = ModelRegistry()
+    registry.register("scripted-edge", ScriptedChatModel(respond=classify), Tier.EDGE)
+    return registry

@@ -1,0 +1,18 @@
+"""What the agent acts with: the adapter contract and the registry graphs resolve tools in."""
+
+from tools.adapter import Effect, ToolAdapter, ToolContext, tool
+from tools.exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
+from tools.registry import ToolRegistry
+
+__all__ = [
+    "Effect",
+    "ToolAdapter",
+    "ToolContext",
+    "ToolError",
+    "ToolInputInvalid",
+    "ToolRegistry",
+    "ToolRejected",
+    "ToolUnavailable",
+    "UnknownTool",
+    "tool",
+]

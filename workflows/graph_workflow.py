@@ -1,0 +1,183 @@
+"""The durable graph run: routing in the workflow, every model and tool call an activity.
+
+The workflow walks a :class:`~agents.plan.GraphPlan` — the same step and routing code the
+in-process LangGraph runner uses — with an executor whose effects are activities (timeouts
+and retries from the spec, activity IDs from the deterministic step ID) and whose approvals
+park the run until an update decides them. Long runs continue-as-new with their cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from agents.exceptions import AgentError
+    from agents.plan import GraphPlan
+    from agents.spec import ActivityNode, ApprovalNode, ModelNode, ToolNode
+    from agents.steps import (
+        ApprovalDecision,
+        ApprovalRequest,
+        ModelCall,
+        ModelReply,
+        StepContext,
+        ToolCall,
+        ToolReply,
+    )
+    from workflows.activities import GraphActivities
+    from workflows.types import (
+        Cursor,
+        Decision,
+        PendingApproval,
+        RunProgress,
+        RunRequest,
+        RunResult,
+        StepRecord,
+    )
+
+
+Call = TypeVar("Call", ModelCall, ToolCall)
+Reply = TypeVar("Reply", ModelReply, ToolReply)
+
+
+def _retry_policy(node: ActivityNode) -> RetryPolicy:
+    return RetryPolicy(
+        maximum_attempts=node.retry.max_attempts,
+        initial_interval=node.retry.initial_interval,
+        backoff_coefficient=node.retry.backoff,
+        maximum_interval=node.retry.max_interval,
+    )
+
+
+@workflow.defn(name="chamberlain.graph", failure_exception_types=[AgentError])
+class GraphWorkflow:
+    def __init__(self) -> None:
+        self._request: RunRequest | None = None
+        self._node: str | None = None
+        self._steps: list[StepRecord] = []
+        self._pending: PendingApproval | None = None
+        self._decision: Decision | None = None
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        self._request = request
+        plan = GraphPlan(request.graph)
+        cursor = request.resume or Cursor(node=plan.start, state=plan.initial_state(request.input))
+        steps_this_segment = 0
+        while True:
+            self._node = cursor.node
+            if cursor.steps >= plan.max_steps:
+                raise ApplicationError(
+                    f"graph '{plan.spec.name}' reached max_steps={plan.max_steps} at node '{cursor.node}'",
+                    type="StepLimitExceeded",
+                    non_retryable=True,
+                )
+            visit = cursor.visits.get(cursor.node, 0) + 1
+            ctx = StepContext(run_id=workflow.info().workflow_id, node=cursor.node, visit=visit)
+            started = workflow.now()
+            outcome = await plan.step(cursor.node, cursor.state, self, ctx)
+            self._steps.append(
+                StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
+            )
+            cursor.state = plan.merge(cursor.state, outcome.updates)
+            cursor.visits[cursor.node] = visit
+            cursor.steps += 1
+            steps_this_segment += 1
+            if outcome.next is None:
+                rejected = outcome.decision == "reject"
+                end = None if rejected else cursor.node
+                return RunResult(
+                    status="rejected" if rejected else "completed",
+                    end=end,
+                    output=plan.output(end, cursor.state),
+                    steps=cursor.steps,
+                    segments=cursor.segment,
+                )
+            cursor.node = outcome.next
+            if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                cursor.segment += 1
+                workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
+
+    # -- the executor: effects as activities, approvals as updates ---------------------------
+
+    async def call_model(self, call: ModelCall, node: ModelNode) -> ModelReply:
+        return await self._activity(GraphActivities.model_step, call, node)
+
+    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+        return await self._activity(GraphActivities.tool_step, call, node)
+
+    async def _activity(
+        self, method: Callable[[GraphActivities, Call], Awaitable[Reply]], call: Call, node: ActivityNode
+    ) -> Reply:
+        try:
+            return await workflow.execute_activity_method(
+                method,
+                call,
+                activity_id=f"{call.step.node}/{call.step.visit}",
+                start_to_close_timeout=node.timeout,
+                retry_policy=_retry_policy(node),
+            )
+        except ActivityError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            raise ApplicationError(
+                f"step {call.step.step_id} failed: {exc.cause}",
+                type=cause.type if cause else "StepFailed",
+                non_retryable=True,
+            ) from exc
+
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+        principal = self._request.principal if self._request else None
+        self._pending = PendingApproval(
+            step_id=request.step.step_id,
+            node=request.step.node,
+            ask=request.ask,
+            approvers=node.approvers,
+            requested_by=principal.id if principal else None,
+        )
+        groups = [node.approvers, *([node.escalate_to] if node.escalate_to else [])]
+        try:
+            for i, group in enumerate(groups):
+                self._pending.approvers, self._pending.escalated = group, i > 0
+                try:
+                    await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
+                    break
+                except TimeoutError:
+                    workflow.logger.info("approval %s timed out for %s", request.step.step_id, group)
+            decision = self._decision
+            if decision is None:
+                return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
+            return ApprovalDecision(
+                step_id=decision.step_id,
+                outcome=decision.outcome,
+                approver=decision.approver.id,
+                reason=decision.reason,
+            )
+        finally:
+            self._pending, self._decision = None, None
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: Decision) -> str:
+        self._decision = decision
+        return decision.outcome
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        """Rejects, before anything reaches history, a decision that may not be taken."""
+        pending = self._pending
+        if pending is None or pending.step_id != decision.step_id:
+            raise ValueError(f"step {decision.step_id} has no pending approval")
+        if self._decision is not None:
+            raise ValueError(f"step {decision.step_id} is already decided")
+        if pending.requested_by is not None and decision.approver.id == pending.requested_by:
+            raise ValueError("the requester may not approve their own request")
+        if not set(decision.approver.roles) & set(pending.approvers):
+            raise ValueError(f"{decision.approver.id} lacks every approver role of {pending.approvers}")
+
+    @workflow.query(name="progress")
+    def progress(self) -> RunProgress:
+        return RunProgress(node=self._node, steps=self._steps, pending_approval=self._pending)

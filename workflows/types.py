@@ -1,0 +1,77 @@
+"""What crosses the workflow boundary: single typed objects, validated by Pydantic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agents.plan import RunOutcome, StepOutcome
+from agents.spec import GraphSpec
+
+
+class Principal(BaseModel):
+    """Who a run acts for, or who decides an approval."""
+
+    id: str
+    kind: Literal["user", "service"] = "user"
+    roles: list[str] = []
+    department: str | None = None
+
+
+class Cursor(BaseModel):
+    """Where a run is, carried across continue-as-new."""
+
+    node: str
+    state: dict[str, Any]
+    visits: dict[str, int] = {}
+    steps: int = 0
+    segment: int = 1
+
+
+class RunRequest(BaseModel):
+    """Start a graph run. The spec travels in the request, so history records the exact
+    graph a run used and a changed YAML file never alters a run already under way."""
+
+    graph: GraphSpec
+    input: dict[str, Any] = {}
+    principal: Principal | None = None
+    steps_per_segment: int = Field(500, ge=1, description="steps before continue-as-new")
+    resume: Cursor | None = None
+
+
+class RunResult(RunOutcome):
+    segments: int = 1
+
+
+class StepRecord(StepOutcome):
+    """A finished step as the console shows it."""
+
+    step_id: str
+    started_at: datetime
+    ended_at: datetime
+
+
+class PendingApproval(BaseModel):
+    step_id: str
+    node: str
+    ask: str
+    approvers: list[str]
+    requested_by: str | None
+    escalated: bool = False
+
+
+class Decision(BaseModel):
+    """An approver's answer to a pending approval, sent as a workflow update."""
+
+    step_id: str
+    outcome: Literal["approve", "reject"]
+    approver: Principal
+    reason: str = ""
+
+
+class RunProgress(BaseModel):
+    node: str | None
+    steps: list[StepRecord]
+    pending_approval: PendingApproval | None

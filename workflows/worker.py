@@ -1,0 +1,47 @@
+"""A worker: the graph workflow plus the activities bound to this process's models and tools.
+
+Scale out by running more of these against the same Temporal address and task queue.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from agents.models import ModelRegistry
+from tools.registry import ToolRegistry
+from workflows.activities import GraphActivities
+from workflows.graph_workflow import GraphWorkflow
+
+TASK_QUEUE = "chamberlain"
+
+# Pure, deterministic code the workflow uses; imported once outside the sandbox.
+_PASSTHROUGH = ("agents", "tools", "langchain_core", "langgraph", "langsmith", "pydantic", "pydantic_core", "yaml")
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH))
+
+
+def create_worker(
+    client: Client,
+    *,
+    models: ModelRegistry,
+    tools: ToolRegistry,
+    task_queue: str = TASK_QUEUE,
+    max_concurrent_activities: int = 50,
+    sticky_queue_timeout: timedelta = timedelta(seconds=3),
+) -> Worker:
+    """A worker for graph runs. A short sticky timeout lets a crashed worker's runs move on quickly."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[GraphWorkflow],
+        activities=GraphActivities(models, tools).all(),
+        workflow_runner=sandbox_runner(),
+        max_concurrent_activities=max_concurrent_activities,
+        sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
+    )
