@@ -8,8 +8,9 @@ checks of :mod:`agents.validation` come back as ``returns.yaml:14: … — did y
 from __future__ import annotations
 
 from collections.abc import Collection
+from itertools import combinations
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -71,6 +72,7 @@ def _from_pydantic(error: Any) -> SpecIssue:
     elif error["type"] == "missing":
         message = f"missing required key '{loc[-1]}'"
     elif error["type"] == "union_tag_invalid":
+        loc = (*loc, "type")
         message = f"unknown node type {error['input'].get('type')!r}" if isinstance(error["input"], dict) else message
         suggestion = "use one of: model, tool, route, approval, end"
     else:
@@ -80,12 +82,21 @@ def _from_pydantic(error: Any) -> SpecIssue:
 
 
 def _locate(issue: SpecIssue, filename: str, lines: dict[PathKey, int]) -> SpecIssue:
-    """Attach the line of the deepest part of ``issue.path`` present in the file."""
-    line, walked = lines.get((), 1), cast(PathKey, ())
-    for part in issue.path:
-        candidate = (*walked, part)
-        if candidate in lines:  # skip parts Pydantic adds (union tags) that are not in the file
-            walked, line = candidate, lines[candidate]
+    """Attach the line of the most specific part of ``issue.path`` present in the file.
+
+    Pydantic puts union tags into error paths (``nodes.refund.tool.timeout``, where the
+    middle ``tool`` is the node type), so we take the longest sub-path the file has,
+    preferring later parts on a tie.
+    """
+    parts = issue.path
+    candidates = (
+        picked
+        for size in range(len(parts), 0, -1)
+        for picked in sorted(combinations(range(len(parts)), size), reverse=True)
+        if tuple(parts[i] for i in picked) in lines
+    )
+    best = next(candidates, None)
+    line = lines[tuple(parts[i] for i in best)] if best else lines.get((), 1)
     return SpecIssue(issue.message, issue.path, filename, line, issue.suggestion)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.prompts import PromptTemplate
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from agents.exceptions import ExpressionError
 from agents.expressions import Expression, compile_expression
@@ -94,12 +94,16 @@ class GraphPlan:
         unknown = sorted(set(values) - set(self.spec.state))
         if unknown:
             raise ValueError(f"input field(s) {', '.join(unknown)} not in the state of graph '{self.spec.name}'")
-        state = {name: copy.deepcopy(field.default) for name, field in self.spec.state.items()}
-        for name, value in values.items():
-            state[name] = [_message_dict(m) for m in value] if self.is_message_field(name) else value
-        for name in state:
-            if self.is_message_field(name) and state[name] is None:
-                state[name] = []
+        state: State = {}
+        for name, field in self.spec.state.items():
+            value = values.get(name, copy.deepcopy(field.default))
+            if self.is_message_field(name):
+                state[name] = [_message_dict(m) for m in value or []]
+                continue
+            try:
+                state[name] = _FIELD_TYPES[field.type].validate_python(value)
+            except ValidationError as exc:
+                raise ValueError(f"state field '{name}' of graph '{self.spec.name}': {exc.errors()[0]['msg']}") from exc
         return state
 
     def merge(self, state: State, updates: dict[str, Any]) -> State:
@@ -180,6 +184,17 @@ class GraphPlan:
             message: AIMessage = reply.message  # type: ignore[assignment]
             updates[node.write] = [message_to_dict(message)] if self.is_message_field(node.write) else message.text
         return updates
+
+
+_FIELD_TYPES: dict[FieldType, TypeAdapter[Any]] = {
+    FieldType.STR: TypeAdapter(str | None),
+    FieldType.INT: TypeAdapter(int | None),
+    FieldType.FLOAT: TypeAdapter(float | None),
+    FieldType.BOOL: TypeAdapter(bool | None),
+    FieldType.LIST: TypeAdapter(list[Any] | None),
+    FieldType.DICT: TypeAdapter(dict[str, Any] | None),
+    FieldType.ANY: TypeAdapter(Any),
+}
 
 
 def _prompt_values(state: State) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agents import ModelRegistry, ScriptedChatModel, Tier
-from tools import Effect, ToolContext, ToolRegistry, tool
+from tools import Effect, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
 
 
 def ledger_path() -> Path:
@@ -84,8 +84,33 @@ async def slow(args: SlowInput, ctx: ToolContext) -> SlowOutput:
     return SlowOutput(label=args.label)
 
 
+class FlakyInput(BaseModel):
+    fail_times: int
+    kind: str = "unavailable"
+
+
+class Count(BaseModel):
+    n: int
+
+
+@tool("test.flaky", effect=Effect.WRITE)
+async def flaky(args: FlakyInput, ctx: ToolContext) -> Count:
+    """Fail the first ``fail_times`` attempts, as a backend that is down, or refuses."""
+    record("flaky", ctx.step_id)
+    if ctx.attempt <= args.fail_times:
+        raise (ToolRejected if args.kind == "rejected" else ToolUnavailable)(f"attempt {ctx.attempt} fails")
+    return Count(n=ctx.attempt)
+
+
+@tool("test.count")
+async def count(args: Count, ctx: ToolContext) -> Count:
+    """Add one; a loop of these walks many steps."""
+    record("count", ctx.step_id)
+    return Count(n=args.n + 1)
+
+
 def tools() -> ToolRegistry:
-    return ToolRegistry([get_order, refund, slow])
+    return ToolRegistry([get_order, refund, slow, flaky, count])
 
 
 def classify(messages: object, kwargs: dict[str, object]) -> str:

@@ -1,0 +1,96 @@
+"""The graph compiled to LangGraph and run in this process."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, message_to_dict
+from langgraph.graph.state import CompiledStateGraph
+
+from agents import (
+    ApprovalDecision,
+    ApprovalRequest,
+    GraphPlan,
+    LocalExecutor,
+    StepLimitExceeded,
+    StepOutcome,
+    compile_to_langgraph,
+    run_in_process,
+)
+from tests.support import toolbox
+from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
+
+
+async def test_compiles_to_a_langgraph_state_graph() -> None:
+    plan = GraphPlan(graph("five_steps"))
+    compiled = compile_to_langgraph(plan, LocalExecutor(toolbox.models(), toolbox.tools()), run_id="r")
+    assert isinstance(compiled, CompiledStateGraph)
+    assert set(plan.spec.nodes) <= set(compiled.get_graph().nodes)
+
+
+async def test_five_step_graph_runs_in_process() -> None:
+    trace: list[StepOutcome] = []
+    result = await run_in_process(
+        graph("five_steps"), {"message": "please refund"}, models=toolbox.models(), tools=toolbox.tools(), trace=trace
+    )
+    assert result.status == "completed" and result.end == "done"
+    assert result.output == {"intent": "return", "order_id": "A1002", "amount": 120.5, "refund_id": "R-A1002"}
+    assert [s.node for s in trace] == ["classify", "decide", "lookup", "refund", "done"]
+    assert [e for e, _ in toolbox.effects()] == ["order", "refund"]
+
+
+async def test_routes_by_condition() -> None:
+    result = await run_in_process(
+        graph("five_steps"), {"message": "where is it?"}, models=toolbox.models(), tools=toolbox.tools()
+    )
+    assert result.output["intent"] == "status" and result.output["refund_id"] is None
+    assert toolbox.effects() == []
+
+
+async def test_messages_keep_their_types() -> None:
+    models, model = chat_models()
+    history = [message_to_dict(m) for m in conversation()]
+    result = await run_in_process(graph("chat"), {"history": history}, models=models, tools=toolbox.tools())
+    second_call = model.calls[1][0]
+    assert [type(m) for m in second_call] == expected_second_call_types()
+    assert isinstance(second_call[1], AIMessage) and second_call[1].tool_calls[0]["id"] == "call-1"
+    assert result.output["answer"] == "Asked about A1; told it ships."
+
+
+async def test_loop_respects_max_steps() -> None:
+    spec = graph("loop")
+    ok = await run_in_process(spec, {"limit": 5}, models=toolbox.models(), tools=toolbox.tools())
+    assert ok.output["n"] == 5 and ok.steps == 11
+    bounded = spec.model_copy(update={"max_steps": 7})
+    with pytest.raises(StepLimitExceeded, match="more than 7 steps"):
+        await run_in_process(bounded, {"limit": 5}, models=toolbox.models(), tools=toolbox.tools())
+
+
+async def test_approval_decides_the_path() -> None:
+    def reject(request: ApprovalRequest) -> ApprovalDecision:
+        assert request.ask == "Refund 500.0?" and request.approvers == ["manager"]
+        return ApprovalDecision(step_id=request.step.step_id, outcome="reject", approver="m")
+
+    rejected = await run_in_process(
+        graph("approval"), {}, models=toolbox.models(), tools=toolbox.tools(), approve=reject
+    )
+    assert rejected.status == "rejected" and toolbox.effects("refund") == []
+
+    def approve(request: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision(step_id=request.step.step_id, outcome="approve", approver="m")
+
+    approved = await run_in_process(
+        graph("approval"), {}, models=toolbox.models(), tools=toolbox.tools(), approve=approve
+    )
+    assert approved.status == "completed" and approved.output["refund_id"] == "R-A1"
+
+
+def test_unknown_input_field_is_named() -> None:
+    with pytest.raises(ValueError, match=r"input field.*colour.*not in the state of graph .loop."):
+        GraphPlan(graph("loop")).initial_state({"colour": "red"})
+
+
+def test_input_is_coerced_to_the_declared_types() -> None:
+    state = GraphPlan(graph("approval")).initial_state({"amount": "12"})
+    assert state["amount"] == 12.0 and isinstance(state["amount"], float)
+    with pytest.raises(ValueError, match="state field 'amount' of graph 'approval'"):
+        GraphPlan(graph("approval")).initial_state({"amount": "twelve"})

@@ -1,0 +1,66 @@
+"""Shared fixtures: one real Temporal dev server and one time-skipping server per session;
+each test gets a fresh task queue and its own side-effect ledger."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from agents import GraphSpec, load_graph
+from tests.support import toolbox
+from workflows import DevServer, temporal_binary
+
+GRAPHS = Path(__file__).parent / "graphs"
+
+
+@pytest.fixture(scope="session")
+async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[DevServer]:
+    folder = tmp_path_factory.mktemp("temporal")
+    server = DevServer(folder / "temporal.db", log_file=folder / "temporal.log")
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(dev_server: DevServer) -> Client:
+    from workflows import connect
+
+    return await connect(dev_server.address)
+
+
+@pytest.fixture(scope="session")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(temporal_binary("temporal-test-server")),
+        data_converter=pydantic_data_converter,
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    path = tmp_path / "ledger.sqlite"
+    monkeypatch.setenv("CHAMBERLAIN_TEST_LEDGER", str(path))
+    yield path
+
+
+@pytest.fixture
+def five_steps() -> GraphSpec:
+    return load_graph(GRAPHS / "five_steps.yaml", tools=toolbox.tools())
+
+
+def run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
