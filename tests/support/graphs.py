@@ -18,8 +18,8 @@ def graph(name: str) -> GraphSpec:
 
 def chat_models() -> tuple[ModelRegistry, ScriptedChatModel]:
     model = ScriptedChatModel(replies=["Your order A1 is on its way.", "Asked about A1; told it ships."])
-    registry = ModelRegistry()
-    registry.register("scripted", model, Tier.EDGE)
+    registry = toolbox.models()
+    registry.register("chat", model, Tier.PRIVATE)
     return registry, model
 
 

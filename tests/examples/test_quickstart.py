@@ -1,0 +1,27 @@
+"""The quickstart scenario end to end, as `make demo` runs it, on the session's dev server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from examples.quickstart import starter
+from workflows import DevServer
+
+
+async def test_quickstart_runs_end_to_end(
+    dev_server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
+    monkeypatch.setenv("QUICKSTART_DB", str(tmp_path / "shop.sqlite"))
+    console = Console(record=True, width=120)
+    outputs = await starter.main(console)
+    assert [o["reply"] for o in outputs] == [
+        "Order A1001 is delivered",
+        "Refunded 120.5 CNY",
+        "Refunded 1299.0 CNY",
+    ]
+    text = console.export_text()
+    assert "waiting for approval Refund 1299.0 CNY on order A1003?" in text and "maria (manager) approved" in text

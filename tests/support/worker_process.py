@@ -1,0 +1,20 @@
+"""A graph worker in its own process, for tests that kill it: python -m tests.support.worker_process ADDRESS QUEUE"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from tests.support.workers import graph_worker
+from workflows import connect
+
+
+async def main(address: str, task_queue: str) -> None:
+    client = await connect(address)
+    async with graph_worker(client, task_queue):
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))

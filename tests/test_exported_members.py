@@ -1,0 +1,51 @@
+"""The public surface of each layer changes only on purpose."""
+
+import agents
+import tools
+import workflows
+
+
+def test_agents_exports() -> None:
+    for name in agents.__all__:
+        assert hasattr(agents, name), name
+    assert {"GraphSpec", "load_graph", "GraphPlan", "run_in_process", "compile_to_langgraph", "ModelRegistry"} <= set(
+        agents.__all__
+    )
+
+
+def test_tools_exports() -> None:
+    assert tools.__all__ == [
+        "Effect",
+        "ToolAdapter",
+        "ToolContext",
+        "ToolError",
+        "ToolInputInvalid",
+        "ToolRegistry",
+        "ToolRejected",
+        "ToolUnavailable",
+        "UnknownTool",
+        "tool",
+    ]
+
+
+def test_workflows_exports() -> None:
+    for name in workflows.__all__:
+        assert hasattr(workflows, name), name
+    assert {"GraphWorkflow", "create_worker", "start_run", "DevServer", "RunRequest", "RunResult"} <= set(
+        workflows.__all__
+    )
+
+
+def test_layers_point_one_way() -> None:
+    """agents and tools never import workflows or server; workflows never imports server."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    rules = {"agents": ("workflows", "server"), "tools": ("agents", "workflows", "server"), "workflows": ("server",)}
+    for package, forbidden in rules.items():
+        for path in (root / package).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                stripped = line.strip()
+                if stripped.startswith(("import ", "from ")):
+                    module = stripped.split()[1]
+                    assert module.split(".")[0] not in forbidden, f"{path.relative_to(root)}: {stripped}"
