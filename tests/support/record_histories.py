@@ -23,16 +23,19 @@ async def main() -> None:
     server = DevServer(folder / "temporal.db")
     client = await server.start()
     models, _ = chat_models()
+    queue = {"task_queue": "record"}
     try:
         async with graph_worker(client, "record", models):
+            chat_input = {"history": [message_to_dict(m) for m in conversation()]}
             runs = {
-                "five_steps": await start_run(client, graph("five_steps"), {"message": "refund"}, run_id="h-five", task_queue="record"),
-                "chat": await start_run(
-                    client, graph("chat"), {"history": [message_to_dict(m) for m in conversation()]}, run_id="h-chat",
-                    task_queue="record",
+                "five_steps": await start_run(
+                    client, graph("five_steps"), {"message": "refund"}, run_id="h-five", **queue
                 ),
-                "loop": await start_run(client, graph("loop"), {"limit": 3}, run_id="h-loop", task_queue="record", steps_per_segment=4),
-            }  # fmt: skip
+                "chat": await start_run(client, graph("chat"), chat_input, run_id="h-chat", **queue),
+                "loop": await start_run(
+                    client, graph("loop"), {"limit": 3}, run_id="h-loop", steps_per_segment=4, **queue
+                ),
+            }
             approval = await start_run(
                 client, graph("approval"), {}, run_id="h-approval", principal=Principal(id="alice"), task_queue="record"
             )
