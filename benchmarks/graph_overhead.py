@@ -43,11 +43,19 @@ async def noop(args: Counter, ctx: ToolContext) -> Counter:
 
 def chain(steps: int) -> GraphSpec:
     nodes: dict[str, Any] = {
-        f"s{i}": {"type": "tool", "tool": "bench.noop", "args": {"n": "n"}, "output": {"n": "result.n"}, "next": f"s{i + 1}"}
+        f"s{i}": {
+            "type": "tool",
+            "tool": "bench.noop",
+            "args": {"n": "n"},
+            "output": {"n": "result.n"},
+            "next": f"s{i + 1}",
+        }
         for i in range(steps)
     }
     nodes[f"s{steps}"] = {"type": "end"}
-    return GraphSpec.model_validate({"name": "chain", "state": {"n": {"type": "int", "default": 0}}, "start": "s0", "nodes": nodes})
+    return GraphSpec.model_validate(
+        {"name": "chain", "state": {"n": {"type": "int", "default": 0}}, "start": "s0", "nodes": nodes}
+    )
 
 
 async def measure(steps: int, runs: int, console: Console) -> dict[str, list[float]]:
@@ -62,10 +70,14 @@ async def measure(steps: int, runs: int, console: Console) -> dict[str, list[flo
         async with raw_worker, graph_worker:
             for i in track(range(runs + 1), description="measuring", console=console):
                 start = time.perf_counter()
-                await client.execute_workflow(RawChain.run, steps, id=f"raw-{i}-{time.time_ns()}", task_queue="bench-raw")
+                await client.execute_workflow(
+                    RawChain.run, steps, id=f"raw-{i}-{time.time_ns()}", task_queue="bench-raw"
+                )
                 raw = time.perf_counter() - start
                 start = time.perf_counter()
-                result = await run_graph(client, spec, {}, run_id=f"graph-{i}-{time.time_ns()}", task_queue="bench-graph")
+                result = await run_graph(
+                    client, spec, {}, run_id=f"graph-{i}-{time.time_ns()}", task_queue="bench-graph"
+                )
                 graph = time.perf_counter() - start
                 assert result.output["n"] == steps
                 start = time.perf_counter()
