@@ -5,7 +5,10 @@ from agents.exceptions import (
     AgentError,
     ExpressionError,
     GraphSpecError,
+    ModelCallError,
     ModelOutputInvalid,
+    ModelRequestRejected,
+    ModelUnavailable,
     SpecIssue,
     StepLimitExceeded,
 )
@@ -13,6 +16,7 @@ from agents.loader import check_graph, load_graph, parse_graph
 from agents.messages import Message
 from agents.models import ModelRegistry, call_model
 from agents.plan import GraphPlan, RunOutcome, StepOutcome
+from agents.private_model import PrivateChatModel
 from agents.scripted import ScriptedChatModel
 from agents.spec import (
     ApprovalNode,
@@ -55,11 +59,15 @@ __all__ = [
     "LocalExecutor",
     "Message",
     "ModelCall",
+    "ModelCallError",
     "ModelNode",
     "ModelOutputInvalid",
     "ModelRegistry",
     "ModelReply",
+    "ModelRequestRejected",
+    "ModelUnavailable",
     "OutputField",
+    "PrivateChatModel",
     "RetrySpec",
     "RouteNode",
     "RunOutcome",

@@ -19,13 +19,16 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
+from agents.classifier import ExemplarClassifier
 from agents.exceptions import StepLimitExceeded
 from agents.models import ModelRegistry, call_model
 from agents.plan import GraphPlan, RunOutcome, StepOutcome
-from agents.spec import ApprovalNode, GraphSpec, ModelNode, ToolNode
+from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
 from agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
+    ClassifyCall,
+    ClassifyReply,
     ModelCall,
     ModelReply,
     StepContext,
@@ -73,9 +76,13 @@ class LocalExecutor:
 
     def __init__(self, models: ModelRegistry, tools: ToolRegistry, approve: Approver | None = None) -> None:
         self.models, self.tools, self.approve = models, tools, approve
+        self.classifier = ExemplarClassifier()
 
-    async def call_model(self, call: ModelCall, node: ModelNode) -> ModelReply:
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
         return await call_model(self.models, call)
+
+    async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
+        return self.classifier.classify(call)
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
         context = ToolContext(step_id=call.step.step_id, idempotency_key=call.idempotency_key)

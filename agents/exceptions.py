@@ -54,3 +54,23 @@ class StepLimitExceeded(AgentError):
 
 class ModelOutputInvalid(AgentError):
     """The model's output failed validation against the node's declared output."""
+
+
+class ModelCallError(AgentError):
+    """The model server did not produce an answer."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelUnavailable(ModelCallError):
+    """A failure that may pass: retry, honouring ``retry_after`` seconds when the server gave it."""
+
+    retryable = True
+
+
+class ModelRequestRejected(ModelCallError):
+    """The server refused the request itself; retrying the same request cannot help."""

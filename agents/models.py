@@ -1,22 +1,28 @@
-"""Models by name and tier, and the one way a model step is executed.
+"""Models by name and tier, their trust and cost, and the one way a model step runs.
 
-``call_model`` is what both the in-process runner and the Temporal model activity run:
-it picks the model, asks for JSON-schema output when the node declares one, and
-validates the answer against that schema — a failure is recorded as
-:class:`ModelOutputInvalid`, never passed on as if it were data.
+``call_model`` is what both the in-process runner and the Temporal model activity run. It
+refuses to send data to a model whose trust does not cover the data's labels (the reply
+says it skipped, nothing leaves), asks for JSON-schema output when the node declares one,
+validates the answer, repairs it once by showing the model its error, and prices the call.
+A failure to produce valid output is returned as data, so the caller can escalate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from pydantic import BaseModel, Field, ValidationError, create_model
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agents.exceptions import ModelOutputInvalid
+from agents.private_model import PrivateChatModel, StructuredOutput
 from agents.spec import FieldType, OutputField, Tier
 from agents.steps import ModelCall, ModelReply, TokenUsage
 
@@ -31,23 +37,89 @@ _PYTHON_TYPES: dict[FieldType, Any] = {
 }
 
 
-@dataclass(frozen=True)
+class ModelConfig(BaseModel):
+    """One model in ``models.yaml``: where it runs, what it may see, what it costs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    tier: Tier
+    endpoint: str = Field(description="base URL of the OpenAI-compatible API, e.g. http://10.0.0.5:8000/v1")
+    model: str | None = Field(None, description="the model name the server expects (default: name)")
+    structured_output: StructuredOutput = "json_schema"
+    trust: list[str] = Field([], description="data labels this model may receive")
+    context_window: int = 4096
+    cost_per_1k_input: float = 0.0
+    cost_per_1k_output: float = 0.0
+    concurrency: int = Field(4, ge=1)
+    timeout: float = 60.0
+    max_tokens: int = 512
+    api_key_env: str | None = None
+    embedded: bool = Field(False, description="`chamberlain dev` serves it with the embedded llama.cpp server")
+
+
+class ModelCatalog(BaseModel):
+    models: list[ModelConfig]
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelCatalog:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
 class RegisteredModel:
     name: str
     tier: Tier
     model: BaseChatModel
+    trust: frozenset[str] = frozenset()
+    cost_per_1k_input: float = 0.0
+    cost_per_1k_output: float = 0.0
+    context_window: int = 4096
+    concurrency: int = 4
+    _slots: asyncio.Semaphore | None = field(default=None, repr=False)
+
+    def cost(self, usage: TokenUsage) -> float:
+        return (usage.input_tokens * self.cost_per_1k_input + usage.output_tokens * self.cost_per_1k_output) / 1000
+
+    def slots(self) -> asyncio.Semaphore:
+        """Bounds calls in flight from this worker (created lazily, inside the running loop)."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        return self._slots
 
 
 class ModelRegistry:
     """The models a worker may call; a node names a model or a tier (first registered wins)."""
 
-    def __init__(self, models: list[RegisteredModel] | None = None) -> None:
-        self._models: dict[str, RegisteredModel] = {}
-        for m in models or []:
-            self.register(m.name, m.model, m.tier)
+    def __init__(self, models: Iterable[RegisteredModel] = ()) -> None:
+        self._models: dict[str, RegisteredModel] = {m.name: m for m in models}
 
-    def register(self, name: str, model: BaseChatModel, tier: Tier = Tier.EDGE) -> None:
-        self._models[name] = RegisteredModel(name, tier, model)
+    @classmethod
+    def from_catalog(cls, catalog: ModelCatalog) -> ModelRegistry:
+        registry = cls()
+        for c in catalog.models:
+            client = PrivateChatModel(
+                base_url=c.endpoint,
+                model=c.model or c.name,
+                api_key_env=c.api_key_env,
+                timeout=c.timeout,
+                max_tokens=c.max_tokens,
+                structured_output=c.structured_output,
+            )
+            registry.register(
+                c.name, client, c.tier, trust=c.trust, cost_per_1k_input=c.cost_per_1k_input,
+                cost_per_1k_output=c.cost_per_1k_output, context_window=c.context_window, concurrency=c.concurrency,
+            )  # fmt: skip
+        return registry
+
+    def register(
+        self, name: str, model: BaseChatModel, tier: Tier = Tier.EDGE, *, trust: Iterable[str] = (), **limits: Any
+    ) -> RegisteredModel:
+        self._models[name] = RegisteredModel(name, tier, model, frozenset(trust), **limits)
+        return self._models[name]
+
+    def __iter__(self) -> Iterator[RegisteredModel]:
+        return iter(self._models.values())
 
     def resolve(self, *, model: str | None = None, tier: Tier | None = None) -> RegisteredModel:
         if model is not None:
@@ -61,7 +133,8 @@ class ModelRegistry:
 
 
 def output_model(fields: dict[str, OutputField]) -> type[BaseModel]:
-    """The Pydantic model of a node's structured output; its JSON schema constrains decoding."""
+    """The Pydantic model of a node's structured output; its JSON schema constrains decoding
+    (``enum``, ``maxLength`` and ``pattern`` included)."""
     definitions: dict[str, Any] = {}
     for name, spec in fields.items():
         annotation = Literal[tuple(spec.enum)] if spec.enum else _PYTHON_TYPES[spec.type]
@@ -72,9 +145,22 @@ def output_model(fields: dict[str, OutputField]) -> type[BaseModel]:
     return create_model("StepOutput", **definitions)
 
 
+def parse_output(schema: type[BaseModel], text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The validated output, or why it is not valid."""
+    try:
+        return schema.model_validate(json.loads(text)).model_dump(mode="json"), None
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg})"
+    except ValidationError as exc:
+        return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors())
+
+
 async def call_model(registry: ModelRegistry, call: ModelCall) -> ModelReply:
-    """Run one model step: choose the model, call it, validate structured output."""
+    """Run one model call of a step: trust check, call, validate, repair once, price."""
     chosen = registry.resolve(model=call.model, tier=call.tier)
+    untrusted = sorted(set(call.labels) - chosen.trust)
+    if untrusted:
+        return ModelReply(model=chosen.name, skipped=f"may not receive data labelled {', '.join(untrusted)}")
     schema = output_model(call.output) if call.output else None
     kwargs: dict[str, Any] = {}
     if schema is not None:
@@ -82,21 +168,39 @@ async def call_model(registry: ModelRegistry, call: ModelCall) -> ModelReply:
             "type": "json_schema",
             "json_schema": {"name": "step_output", "schema": schema.model_json_schema(), "strict": True},
         }
-    message = await chosen.model.ainvoke(call.messages, **kwargs)
-    if not isinstance(message, AIMessage):
-        raise ModelOutputInvalid(f"model {chosen.name} returned {type(message).__name__}, not an AIMessage")
-    structured = None
-    if schema is not None:
-        try:
-            structured = schema.model_validate(json.loads(message.text)).model_dump(mode="json")
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise ModelOutputInvalid(f"model {chosen.name} answered {message.text!r:.200}: {exc}") from exc
-    usage = message.usage_metadata
+    usage = TokenUsage()
+    messages: list[BaseMessage] = list(call.messages)
+    async with chosen.slots():
+        message = await _ask(chosen, messages, kwargs, usage)
+        structured, error, repaired = None, None, False
+        if schema is not None:
+            structured, error = parse_output(schema, message.text)
+            if error is not None:  # one repair: show the model its own answer and what was wrong
+                repaired = True
+                messages += [
+                    message,
+                    HumanMessage(f"That answer is invalid: {error}. Reply with only the corrected JSON."),
+                ]
+                message = await _ask(chosen, messages, kwargs, usage)
+                structured, error = parse_output(schema, message.text)
     return ModelReply(
         message=message,
         structured=structured,
         model=chosen.name,
-        usage=TokenUsage(input_tokens=usage["input_tokens"], output_tokens=usage["output_tokens"])
-        if usage
-        else TokenUsage(),
+        usage=usage,
+        cost=chosen.cost(usage),
+        error=error,
+        repaired=repaired,
     )
+
+
+async def _ask(
+    chosen: RegisteredModel, messages: list[BaseMessage], kwargs: dict[str, Any], usage: TokenUsage
+) -> AIMessage:
+    message = await chosen.model.ainvoke(messages, **kwargs)
+    if not isinstance(message, AIMessage):
+        raise ModelOutputInvalid(f"model {chosen.name} returned {type(message).__name__}, not an AIMessage")
+    if message.usage_metadata:
+        usage.input_tokens += message.usage_metadata["input_tokens"]
+        usage.output_tokens += message.usage_metadata["output_tokens"]
+    return message

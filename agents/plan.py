@@ -10,19 +10,34 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.prompts import PromptTemplate
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from agents.exceptions import ExpressionError
+from agents.exceptions import ExpressionError, ModelOutputInvalid
 from agents.expressions import Expression, compile_expression
 from agents.loader import check_graph
 from agents.messages import to_message, to_messages
-from agents.spec import ApprovalNode, EndNode, FieldType, GraphSpec, ModelNode, Node, RouteNode, ToolNode
+from agents.models import output_model, parse_output
+from agents.spec import (
+    ApprovalNode,
+    ClassifyNode,
+    EndNode,
+    FieldType,
+    GraphSpec,
+    ModelNode,
+    Node,
+    OutputField,
+    RouteNode,
+    Tier,
+    ToolNode,
+)
 from agents.steps import (
     ApprovalRequest,
+    ClassifyCall,
     ModelCall,
     ModelReply,
     StepContext,
@@ -43,7 +58,39 @@ class StepOutcome(BaseModel):
     next: str | None
     model: str | None = None
     usage: TokenUsage | None = None
+    cost: float = 0.0
+    routing: list[str] = []
     decision: Literal["approve", "reject"] | None = None
+
+
+@dataclass
+class _Answer:
+    """What a cascade produced, with every model's usage and every routing decision."""
+
+    routing: list[str]
+    values: dict[str, Any] = field(default_factory=dict)
+    message: AIMessage | None = None
+    model: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost: float = 0.0
+
+    def add(self, reply: ModelReply) -> None:
+        self.usage = TokenUsage(
+            input_tokens=self.usage.input_tokens + reply.usage.input_tokens,
+            output_tokens=self.usage.output_tokens + reply.usage.output_tokens,
+        )
+        self.cost += reply.cost
+
+    def outcome(self, name: str, updates: dict[str, Any], next: str | None) -> StepOutcome:
+        return StepOutcome(
+            node=name,
+            updates=updates,
+            next=next,
+            model=self.model,
+            usage=self.usage,
+            cost=self.cost,
+            routing=self.routing,
+        )
 
 
 class RunOutcome(BaseModel):
@@ -62,6 +109,7 @@ class GraphPlan:
         self._args: dict[str, dict[str, Expression]] = {}
         self._outputs: dict[str, dict[str, Expression]] = {}
         self._prompts: dict[str, tuple[PromptTemplate, PromptTemplate | None]] = {}
+        self._labels: dict[str, list[str]] = {}
         for name, node in spec.nodes.items():
             if not isinstance(node, EndNode) and isinstance(node.next, list):
                 self._routes[name] = [(compile_expression(b.when) if b.when else None, b.to) for b in node.next]
@@ -71,6 +119,11 @@ class GraphPlan:
             if isinstance(node, ModelNode):
                 system = PromptTemplate.from_template(node.system) if node.system else None
                 self._prompts[name] = (PromptTemplate.from_template(node.prompt), system)
+                read = {*self._prompts[name][0].input_variables, *(system.input_variables if system else [])}
+                read |= {node.messages} if node.messages else set()
+                self._labels[name] = sorted({label for f in read for label in spec.state[f].labels})
+            if isinstance(node, ClassifyNode):
+                self._labels[name] = sorted(spec.state[node.input].labels)
 
     @property
     def start(self) -> str:
@@ -95,13 +148,13 @@ class GraphPlan:
         if unknown:
             raise ValueError(f"input field(s) {', '.join(unknown)} not in the state of graph '{self.spec.name}'")
         state: State = {}
-        for name, field in self.spec.state.items():
-            value = values.get(name, copy.deepcopy(field.default))
+        for name, declared in self.spec.state.items():
+            value = values.get(name, copy.deepcopy(declared.default))
             if self.is_message_field(name):
                 state[name] = [_message_dict(m) for m in value or []]
                 continue
             try:
-                state[name] = _FIELD_TYPES[field.type].validate_python(value)
+                state[name] = _FIELD_TYPES[declared.type].validate_python(value)
             except ValidationError as exc:
                 raise ValueError(f"state field '{name}' of graph '{self.spec.name}': {exc.errors()[0]['msg']}") from exc
         return state
@@ -112,6 +165,17 @@ class GraphPlan:
         for name, value in updates.items():
             merged[name] = [*(state.get(name) or []), *value] if self.is_message_field(name) else value
         return merged
+
+    def over_budget(self, usage: TokenUsage, cost: float) -> str | None:
+        """Why the run is over its budget, or None."""
+        budget = self.spec.budget
+        if budget is None:
+            return None
+        if budget.max_tokens is not None and (spent := usage.input_tokens + usage.output_tokens) > budget.max_tokens:
+            return f"{spent} tokens > {budget.max_tokens}"
+        if budget.max_cost is not None and cost > budget.max_cost:
+            return f"cost {cost:.4f} > {budget.max_cost}"
+        return None
 
     def route(self, name: str, state: State) -> str | None:
         node = self.node(name)
@@ -136,15 +200,31 @@ class GraphPlan:
         node = self.node(name)
         match node:
             case ModelNode():
-                reply = await executor.call_model(self.model_call(name, state, ctx), node)
-                updates = self.model_updates(node, reply)
-                return StepOutcome(
-                    node=name,
-                    updates=updates,
-                    next=self.route(name, self.merge(state, updates)),
-                    model=reply.model,
-                    usage=reply.usage,
-                )
+                candidates = node.cascade or [node.model or (node.tier.value if node.tier else "")]
+                answer = await self._ask(name, node.output, self.model_messages(name, state), candidates, node.human,
+                                         node.min_confidence, executor, ctx)  # fmt: skip
+                updates = dict(answer.values)
+                if node.write is not None and answer.message is not None:
+                    message = answer.message
+                    updates[node.write] = (
+                        [message_to_dict(message)] if self.is_message_field(node.write) else message.text
+                    )
+                return answer.outcome(name, updates, self.route(name, self.merge(state, updates)))
+            case ClassifyNode():
+                text = str(state[node.input])
+                found = await executor.classify(ClassifyCall(step=ctx, text=text, classes=node.classes), node)
+                routing = [f"classifier: {found.label} (margin {found.margin:.3f})"]
+                if found.margin >= node.min_margin or not node.cascade:
+                    updates = {node.write: found.label}
+                    return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)),
+                                       routing=routing)  # fmt: skip
+                question = [
+                    SystemMessage(f"Classify the message as one of: {', '.join(node.classes)}. Answer in JSON."),
+                    HumanMessage(text),
+                ]
+                output = {node.write: OutputField(enum=list(node.classes))}
+                answer = await self._ask(name, output, question, node.cascade, node.human, 0.5, executor, ctx, routing)
+                return answer.outcome(name, answer.values, self.route(name, self.merge(state, answer.values)))
             case ToolNode():
                 args = {arg: expression(state) for arg, expression in self._args[name].items()}
                 tool_reply = await executor.call_tool(ToolCall(step=ctx, tool=node.tool, args=args), node)
@@ -167,7 +247,7 @@ class GraphPlan:
                 return StepOutcome(node=name, updates={}, next=None)
         raise TypeError(f"unknown node type {type(node).__name__}")  # pragma: no cover
 
-    def model_call(self, name: str, state: State, ctx: StepContext) -> ModelCall:
+    def model_messages(self, name: str, state: State) -> list[BaseMessage]:
         node = self.node(name)
         assert isinstance(node, ModelNode)
         prompt, system = self._prompts[name]
@@ -176,14 +256,70 @@ class GraphPlan:
         if node.messages:
             messages += to_messages(state[node.messages])
         messages.append(HumanMessage(prompt.format(**values)))
-        return ModelCall(step=ctx, messages=messages, tier=node.tier, model=node.model, output=node.output)
+        return messages
 
-    def model_updates(self, node: ModelNode, reply: ModelReply) -> dict[str, Any]:
-        updates = dict(reply.structured or {})
-        if node.write is not None:
-            message: AIMessage = reply.message  # type: ignore[assignment]
-            updates[node.write] = [message_to_dict(message)] if self.is_message_field(node.write) else message.text
-        return updates
+    async def _ask(
+        self,
+        name: str,
+        output: dict[str, OutputField] | None,
+        messages: list[BaseMessage],
+        candidates: list[str],
+        human: list[str],
+        min_confidence: float,
+        executor: StepExecutor,
+        ctx: StepContext,
+        routing: list[str] | None = None,
+    ) -> _Answer:
+        """Walk the cascade until an answer is valid and confident; record every decision."""
+        answer = _Answer(routing=list(routing or []))
+        offset = len(answer.routing)
+        for attempt, candidate in enumerate(candidates, start=offset):
+            if candidate == "human":
+                return await self._ask_human(name, output, answer, human, executor, ctx)
+            tier = Tier(candidate) if candidate in Tier.__members__.values() else None
+            call = ModelCall(
+                step=ctx, messages=messages, tier=tier, model=None if tier or not candidate else candidate,
+                output=output, labels=self._labels.get(name, []), attempt=attempt,
+            )  # fmt: skip
+            reply = await executor.call_model(call, self.node(name))  # type: ignore[arg-type]  # a model or classify node
+            answer.add(reply)
+            if reply.skipped:
+                answer.routing.append(f"{reply.model}: skipped, {reply.skipped}")
+            elif reply.error:
+                answer.routing.append(f"{reply.model}: invalid output ({reply.error[:120]})")
+            elif reply.confidence < min_confidence:
+                answer.routing.append(f"{reply.model}: confidence {reply.confidence} < {min_confidence}")
+            else:
+                answer.routing.append(f"{reply.model}: ok" + (" after repair" if reply.repaired else ""))
+                answer.values, answer.model = reply.structured or {}, reply.model
+                answer.message = reply.message if isinstance(reply.message, AIMessage) else None
+                return answer
+        raise ModelOutputInvalid(f"node '{name}': no model gave valid output: {'; '.join(answer.routing)}")
+
+    async def _ask_human(
+        self,
+        name: str,
+        output: dict[str, OutputField] | None,
+        answer: _Answer,
+        roles: list[str],
+        executor: StepExecutor,
+        ctx: StepContext,
+    ) -> _Answer:
+        fields = ", ".join(output or {}) or "an answer"
+        node = ApprovalNode(
+            type="approval", ask=f"{name}: the models could not answer; provide {fields}", approvers=roles
+        )
+        request = ApprovalRequest(step=ctx, ask=node.ask, approvers=roles)
+        decision = await executor.request_approval(request, node)
+        values, error = (decision.values or {}), "declined" if decision.outcome == "reject" else None
+        if output and error is None:
+            parsed, error = parse_output(output_model(output), json.dumps(values))
+            values = parsed or {}
+        if error:
+            raise ModelOutputInvalid(f"node '{name}': {decision.approver} {error}: {'; '.join(answer.routing)}")
+        answer.routing.append(f"human {decision.approver}: answered")
+        answer.values, answer.model = values, f"human:{decision.approver}"
+        return answer
 
 
 _FIELD_TYPES: dict[FieldType, TypeAdapter[Any]] = {

@@ -104,7 +104,11 @@ class OutputField(_Spec):
 
 class ModelNode(_ActivityNode):
     """Ask a model. ``output`` fields are written to the state fields of the same names;
-    ``write`` names one field that receives the answer's text (or the message itself)."""
+    ``write`` names one field that receives the answer's text (or the message itself).
+
+    ``cascade`` escalates, in order, through tiers or model names and finally ``human``
+    (someone with a ``human`` role answers) while the output is invalid or its confidence
+    is below ``min_confidence`` — skipping any model not trusted with the prompt's data."""
 
     type: Literal["model"]
     prompt: str
@@ -114,6 +118,23 @@ class ModelNode(_ActivityNode):
     model: str | None = None
     output: dict[str, OutputField] | None = None
     write: str | None = None
+    cascade: list[str] = []
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    human: list[str] = []
+
+
+class ClassifyNode(_ActivityNode):
+    """Route by meaning: the nearest labelled exemplar (embeddings, no generation) picks the
+    class written to ``write``. When the margin between the two best classes is below
+    ``min_margin`` the ``cascade`` (models, then ``human``) decides instead."""
+
+    type: Literal["classify"]
+    input: str
+    write: str
+    classes: dict[str, list[str]] = Field(min_length=2)
+    min_margin: float = Field(0.0, ge=0)
+    cascade: list[str] = []
+    human: list[str] = []
 
 
 class ToolNode(_ActivityNode):
@@ -152,9 +173,18 @@ class EndNode(_Spec):
     output: list[str] | None = None
 
 
-Node = Annotated[ModelNode | ToolNode | RouteNode | ApprovalNode | EndNode, Field(discriminator="type")]
-ActivityNode = ModelNode | ToolNode
-FlowNode = ModelNode | ToolNode | RouteNode | ApprovalNode
+Node = Annotated[ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode | EndNode, Field(discriminator="type")]
+ActivityNode = ModelNode | ClassifyNode | ToolNode
+FlowNode = ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode
+
+
+class Budget(_Spec):
+    """Limits on a run's model use; when passed the run stops, or asks ``approvers`` to go on."""
+
+    max_cost: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    on_exceeded: Literal["stop", "escalate"] = "stop"
+    approvers: list[str] = []
 
 
 class GraphSpec(_Spec):
@@ -168,3 +198,4 @@ class GraphSpec(_Spec):
     start: str
     nodes: dict[str, Node]
     max_steps: int | None = Field(None, ge=1)
+    budget: Budget | None = None

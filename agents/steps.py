@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from agents.messages import Message
-from agents.spec import ApprovalNode, ModelNode, OutputField, Tier, ToolNode
+from agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
 
 
 class StepContext(BaseModel):
@@ -33,18 +33,49 @@ class TokenUsage(BaseModel):
 
 
 class ModelCall(BaseModel):
+    """One model call of a step; ``labels`` are the classification labels of the data in it,
+    ``attempt`` its place in the node's cascade."""
+
     step: StepContext
     messages: list[Message]
     tier: Tier | None = None
     model: str | None = None
     output: dict[str, OutputField] | None = None
+    labels: list[str] = []
+    attempt: int = 0
 
 
 class ModelReply(BaseModel):
-    message: Message
+    """The answer, or why there is none: ``skipped`` (the model may not see the data, nothing
+    was sent) or ``error`` (the output failed validation, even after one repair)."""
+
+    message: Message | None = None
     structured: dict[str, Any] | None = None
     model: str
     usage: TokenUsage = TokenUsage()
+    cost: float = 0.0
+    error: str | None = None
+    repaired: bool = False
+    skipped: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        """1 for valid output at once, 0.5 when it needed repair, 0 without valid output."""
+        if self.skipped or self.error or self.message is None:
+            return 0.0
+        return 0.5 if self.repaired else 1.0
+
+
+class ClassifyCall(BaseModel):
+    step: StepContext
+    text: str
+    classes: dict[str, list[str]]
+
+
+class ClassifyReply(BaseModel):
+    label: str
+    margin: float
+    scores: dict[str, float]
 
 
 class ToolCall(BaseModel):
@@ -70,16 +101,21 @@ class ApprovalRequest(BaseModel):
 
 
 class ApprovalDecision(BaseModel):
+    """A person's answer; ``values`` carries the output when a human stands in for a model."""
+
     step_id: str
     outcome: Literal["approve", "reject"]
     approver: str
     reason: str = ""
+    values: dict[str, Any] | None = None
 
 
 class StepExecutor(Protocol):
     """What runs the effectful steps: in-process for iteration, Temporal activities when durable."""
 
-    async def call_model(self, call: ModelCall, node: ModelNode) -> ModelReply: ...
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply: ...
+
+    async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply: ...
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply: ...
 

@@ -14,6 +14,7 @@ from agents.expressions import compile_expression
 from agents.spec import (
     ApprovalNode,
     Branch,
+    ClassifyNode,
     EndNode,
     FieldType,
     FlowNode,
@@ -63,6 +64,9 @@ class _Checker:
             return
         if self.spec.start in self.spec.nodes:
             yield from self._shape()
+        budget = self.spec.budget
+        if budget and budget.on_exceeded == "escalate" and not budget.approvers:
+            yield SpecIssue("a budget that escalates needs 'approvers'", ("budget", "on_exceeded"))
 
     # -- one node -------------------------------------------------------------------------
 
@@ -74,6 +78,10 @@ class _Checker:
                 yield from self._model(name, node, path)
             case ToolNode():
                 yield from self._tool(name, node, path)
+            case ClassifyNode():
+                yield from self._field_ref(node.input, (*path, "input"), "classify reads")
+                yield from self._field_ref(node.write, (*path, "write"), "classify writes")
+                yield from self._cascade(name, node.cascade, node.human, path)
             case ApprovalNode(on_reject=str(target)):
                 yield from self._node_ref(target, (*path, "on_reject"))
             case EndNode(output=list(fields)):
@@ -121,6 +129,17 @@ class _Checker:
             yield from self._field_ref(field, (*path, "output", field), "output writes")
         if node.write is not None:
             yield from self._field_ref(node.write, (*path, "write"), "write targets")
+        yield from self._cascade(name, node.cascade, node.human, path)
+
+    def _cascade(self, name: str, cascade: list[str], human: list[str], path: Path) -> Iterator[SpecIssue]:
+        if "human" in cascade[:-1]:
+            yield SpecIssue(f"'human' must come last in the cascade of '{name}'", (*path, "cascade"))
+        if "human" in cascade and not human:
+            yield SpecIssue(
+                f"node '{name}' escalates to a human but names no 'human' roles",
+                (*path, "cascade"),
+                suggestion="add 'human: [role, ...]'",
+            )
 
     def _tool(self, name: str, node: ToolNode, path: Path) -> Iterator[SpecIssue]:
         if self.tools is not None and node.tool not in self.tools:

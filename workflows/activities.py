@@ -8,14 +8,16 @@ under the node's retry policy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agents.exceptions import ModelOutputInvalid
+from agents.classifier import ExemplarClassifier
+from agents.exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
 from agents.models import ModelRegistry, call_model
-from agents.steps import ModelCall, ModelReply, ToolCall, ToolReply
+from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
 from tools.adapter import ToolContext
 from tools.exceptions import ToolInputInvalid, ToolRejected, UnknownTool
 from tools.registry import ToolRegistry
@@ -27,15 +29,23 @@ class GraphActivities:
     def __init__(self, models: ModelRegistry, tools: ToolRegistry) -> None:
         self.models = models
         self.tools = tools
+        self.classifier = ExemplarClassifier()
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
         try:
             return await call_model(self.models, call)
-        except ModelOutputInvalid as exc:
-            raise ApplicationError(str(exc), type="ModelOutputInvalid", non_retryable=True) from exc
+        except ModelUnavailable as exc:
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
+            raise ApplicationError(str(exc), type="ModelUnavailable", next_retry_delay=delay) from exc
+        except (ModelRequestRejected, ModelOutputInvalid) as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
         except LookupError as exc:
             raise ApplicationError(str(exc), type="ModelNotFound", non_retryable=True) from exc
+
+    @activity.defn(name="chamberlain.classify_step")
+    async def classify_step(self, call: ClassifyCall) -> ClassifyReply:
+        return self.classifier.classify(call)
 
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
@@ -48,4 +58,4 @@ class GraphActivities:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.model_step, self.tool_step]
+        return [self.model_step, self.classify_step, self.tool_step]

@@ -18,13 +18,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from agents.exceptions import AgentError
     from agents.plan import GraphPlan
-    from agents.spec import ActivityNode, ApprovalNode, ModelNode, ToolNode
+    from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from agents.steps import (
         ApprovalDecision,
         ApprovalRequest,
+        ClassifyCall,
+        ClassifyReply,
         ModelCall,
         ModelReply,
         StepContext,
+        TokenUsage,
         ToolCall,
         ToolReply,
     )
@@ -40,8 +43,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-Call = TypeVar("Call", ModelCall, ToolCall)
-Reply = TypeVar("Reply", ModelReply, ToolReply)
+Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
+Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
 
 def _retry_policy(node: ActivityNode) -> RetryPolicy:
@@ -87,6 +90,14 @@ class GraphWorkflow:
             cursor.visits[cursor.node] = visit
             cursor.steps += 1
             steps_this_segment += 1
+            if outcome.usage:
+                cursor.usage = TokenUsage(
+                    input_tokens=cursor.usage.input_tokens + outcome.usage.input_tokens,
+                    output_tokens=cursor.usage.output_tokens + outcome.usage.output_tokens,
+                )
+                cursor.cost += outcome.cost
+            if outcome.next is not None and (excess := plan.over_budget(cursor.usage, cursor.cost)):
+                await self._over_budget(plan, cursor, excess, ctx)
             if outcome.next is None:
                 rejected = outcome.decision == "reject"
                 end = None if rejected else cursor.node
@@ -96,6 +107,9 @@ class GraphWorkflow:
                     output=plan.output(end, cursor.state),
                     steps=cursor.steps,
                     segments=cursor.segment,
+                    usage=cursor.usage,
+                    cost=cursor.cost,
+                    principal=request.principal,
                 )
             cursor.node = outcome.next
             if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
@@ -103,22 +117,49 @@ class GraphWorkflow:
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
 
+    async def _over_budget(self, plan: GraphPlan, cursor: Cursor, excess: str, ctx: StepContext) -> None:
+        """Stop the run, or — once — ask the budget's approvers whether it may go on."""
+        budget = plan.spec.budget
+        assert budget is not None
+        if budget.on_exceeded == "escalate" and not cursor.budget_waived:
+            node = ApprovalNode(
+                type="approval", ask=f"Run is over budget ({excess}); continue?", approvers=budget.approvers
+            )
+            step = StepContext(run_id=ctx.run_id, node="budget", visit=1)
+            decision = await self.request_approval(
+                ApprovalRequest(step=step, ask=node.ask, approvers=node.approvers), node
+            )
+            if decision.outcome == "approve":
+                cursor.budget_waived = True
+                return
+        raise ApplicationError(f"run over budget: {excess}", type="BudgetExceeded", non_retryable=True)
+
     # -- the executor: effects as activities, approvals as updates ---------------------------
 
-    async def call_model(self, call: ModelCall, node: ModelNode) -> ModelReply:
-        return await self._activity(GraphActivities.model_step, call, node)
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
+        return await self._activity(GraphActivities.model_step, call, node, call.attempt)
+
+    async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
+        return await self._activity(GraphActivities.classify_step, call, node)
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
         return await self._activity(GraphActivities.tool_step, call, node)
 
     async def _activity(
-        self, method: Callable[[GraphActivities, Call], Awaitable[Reply]], call: Call, node: ActivityNode
+        self,
+        method: Callable[[GraphActivities, Call], Awaitable[Reply]],
+        call: Call,
+        node: ActivityNode,
+        attempt: int = 0,
     ) -> Reply:
+        """Run a step's call as an activity whose ID is ``node/visit`` (``/n`` for the n-th
+        model of a cascade), with the node's timeout and retry policy."""
+        activity_id = f"{call.step.node}/{call.step.visit}" + (f"/{attempt}" if attempt else "")
         try:
             return await workflow.execute_activity_method(
                 method,
                 call,
-                activity_id=f"{call.step.node}/{call.step.visit}",
+                activity_id=activity_id,
                 start_to_close_timeout=node.timeout,
                 retry_policy=_retry_policy(node),
             )

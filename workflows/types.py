@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from agents.plan import RunOutcome, StepOutcome
 from agents.spec import GraphSpec
+from agents.steps import TokenUsage
 
 
 class Principal(BaseModel):
@@ -28,6 +29,9 @@ class Cursor(BaseModel):
     visits: dict[str, int] = {}
     steps: int = 0
     segment: int = 1
+    usage: TokenUsage = TokenUsage()
+    cost: float = 0.0
+    budget_waived: bool = False
 
 
 class RunRequest(BaseModel):
@@ -43,6 +47,9 @@ class RunRequest(BaseModel):
 
 class RunResult(RunOutcome):
     segments: int = 1
+    usage: TokenUsage = TokenUsage()
+    cost: float = 0.0
+    principal: Principal | None = None
 
 
 class StepRecord(StepOutcome):
@@ -69,6 +76,7 @@ class Decision(BaseModel):
     outcome: Literal["approve", "reject"]
     approver: Principal
     reason: str = ""
+    values: dict[str, Any] | None = Field(None, description="the output, when a person answers for a model")
 
 
 class RunProgress(BaseModel):

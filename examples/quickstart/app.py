@@ -82,5 +82,5 @@ def _keyword_classifier(messages: Sequence[BaseMessage], kwargs: dict[str, Any])
 
 def models() -> ModelRegistry:
     registry = ModelRegistry()
-    registry.register("keyword-classifier", ScriptedChatModel(respond=_keyword_classifier), Tier.EDGE)
+    registry.register("keyword-classifier", ScriptedChatModel(respond=_keyword_classifier), Tier.EDGE, trust=["pii"])
     return registry
