@@ -1,6 +1,8 @@
 """What the agent thinks with: declarative graphs, their compiler, and the models they call."""
 
+from agents.classifier import ExemplarClassifier
 from agents.compiler import LocalExecutor, compile_to_langgraph, run_in_process
+from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
 from agents.exceptions import (
     AgentError,
     ExpressionError,
@@ -14,13 +16,15 @@ from agents.exceptions import (
 )
 from agents.loader import check_graph, load_graph, parse_graph
 from agents.messages import Message
-from agents.models import ModelRegistry, call_model
+from agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
 from agents.plan import GraphPlan, RunOutcome, StepOutcome
 from agents.private_model import PrivateChatModel
 from agents.scripted import ScriptedChatModel
 from agents.spec import (
     ApprovalNode,
     Branch,
+    Budget,
+    ClassifyNode,
     EndNode,
     FieldType,
     GraphSpec,
@@ -35,6 +39,8 @@ from agents.spec import (
 from agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
+    ClassifyCall,
+    ClassifyReply,
     ModelCall,
     ModelReply,
     StepContext,
@@ -45,12 +51,19 @@ from agents.steps import (
 )
 
 __all__ = [
+    "EMBEDDED_MODEL",
     "AgentError",
     "ApprovalDecision",
     "ApprovalNode",
     "ApprovalRequest",
     "Branch",
+    "Budget",
+    "ClassifyCall",
+    "ClassifyNode",
+    "ClassifyReply",
+    "EmbeddedModelServer",
     "EndNode",
+    "ExemplarClassifier",
     "ExpressionError",
     "FieldType",
     "GraphPlan",
@@ -60,6 +73,8 @@ __all__ = [
     "Message",
     "ModelCall",
     "ModelCallError",
+    "ModelCatalog",
+    "ModelConfig",
     "ModelNode",
     "ModelOutputInvalid",
     "ModelRegistry",
@@ -89,4 +104,5 @@ __all__ = [
     "load_graph",
     "parse_graph",
     "run_in_process",
+    "smollm2_weights",
 ]

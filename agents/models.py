@@ -95,11 +95,13 @@ class ModelRegistry:
         self._models: dict[str, RegisteredModel] = {m.name: m for m in models}
 
     @classmethod
-    def from_catalog(cls, catalog: ModelCatalog) -> ModelRegistry:
+    def from_catalog(cls, catalog: ModelCatalog, *, embedded_url: str | None = None) -> ModelRegistry:
+        """Clients for every model in ``catalog``; ``embedded_url`` overrides the endpoint of
+        the embedded model (its server picks a free port in tests and demos)."""
         registry = cls()
         for c in catalog.models:
             client = PrivateChatModel(
-                base_url=c.endpoint,
+                base_url=embedded_url if c.embedded and embedded_url else c.endpoint,
                 model=c.model or c.name,
                 api_key_env=c.api_key_env,
                 timeout=c.timeout,

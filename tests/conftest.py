@@ -3,6 +3,7 @@ each test gets a fresh task queue and its own side-effect ledger."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from agents import GraphSpec, load_graph
+from agents import EmbeddedModelServer, GraphSpec, load_graph
 from tests.support import toolbox
 from workflows import DevServer, temporal_binary
 
@@ -43,6 +44,21 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def embedded_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedModelServer]:
+    """The real embedded model (SmolLM2-135M on llama.cpp), once per session; apps that read
+    ``CHAMBERLAIN_EMBEDDED_URL`` (the quickstart, subprocesses) find it there."""
+    server = EmbeddedModelServer(log_file=tmp_path_factory.mktemp("model") / "llama.log").start()
+    previous = os.environ.get("CHAMBERLAIN_EMBEDDED_URL")
+    os.environ["CHAMBERLAIN_EMBEDDED_URL"] = server.base_url
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop("CHAMBERLAIN_EMBEDDED_URL", None)
+    else:
+        os.environ["CHAMBERLAIN_EMBEDDED_URL"] = previous
 
 
 @pytest.fixture

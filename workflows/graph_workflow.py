@@ -121,7 +121,9 @@ class GraphWorkflow:
         """Stop the run, or — once — ask the budget's approvers whether it may go on."""
         budget = plan.spec.budget
         assert budget is not None
-        if budget.on_exceeded == "escalate" and not cursor.budget_waived:
+        if cursor.budget_waived:
+            return
+        if budget.on_exceeded == "escalate":
             node = ApprovalNode(
                 type="approval", ask=f"Run is over budget ({excess}); continue?", approvers=budget.approvers
             )
@@ -197,6 +199,7 @@ class GraphWorkflow:
                 outcome=decision.outcome,
                 approver=decision.approver.id,
                 reason=decision.reason,
+                values=decision.values,
             )
         finally:
             self._pending, self._decision = None, None

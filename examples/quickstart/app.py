@@ -1,4 +1,5 @@
-"""The quickstart's tools and models: a tiny shop in SQLite with idempotent refunds.
+"""The quickstart's tools and models: a tiny shop in SQLite with idempotent refunds, and
+the embedded small model.
 
 A refund stores the idempotency key it was made with, under a unique constraint, so a
 retried or replayed step answers with the first refund instead of paying twice.
@@ -6,19 +7,14 @@ retried or replayed step answers with the first refund instead of paying twice.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sqlite3
-from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
-from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
-from agents import ModelRegistry, ScriptedChatModel, Tier
+from agents import ModelCatalog, ModelRegistry
 from tools import Effect, ToolContext, ToolRegistry, ToolRejected, tool
 
 ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}
@@ -73,14 +69,7 @@ def tools() -> ToolRegistry:
     return ToolRegistry([get_order, refund])
 
 
-def _keyword_classifier(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> str:
-    text = messages[-1].text.lower()
-    intent = "refund" if re.search(r"refund|return|退", text) else "status" if "where" in text else "other"
-    order = re.search(r"a\d{4}", text)
-    return json.dumps({"intent": intent, "order_id": order[0].upper() if order else "A0000"})
-
-
 def models() -> ModelRegistry:
-    registry = ModelRegistry()
-    registry.register("keyword-classifier", ScriptedChatModel(respond=_keyword_classifier), Tier.EDGE, trust=["pii"])
-    return registry
+    """The models of ``models.yaml``; the embedded one at ``$CHAMBERLAIN_EMBEDDED_URL`` when set."""
+    catalog = ModelCatalog.load(Path(__file__).with_name("models.yaml"))
+    return ModelRegistry.from_catalog(catalog, embedded_url=os.environ.get("CHAMBERLAIN_EMBEDDED_URL"))

@@ -1,12 +1,14 @@
 """The quickstart end to end: three customer messages through the durable support graph.
 
 With no ``TEMPORAL_ADDRESS`` it brings its own Temporal (the embedded dev server, SQLite
-under ``.chamberlain/``) and worker, so ``make demo`` needs nothing else running.
+under ``.chamberlain/``), with no ``CHAMBERLAIN_EMBEDDED_URL`` its own embedded model
+(SmolLM2-135M on llama.cpp), and a worker — so ``make demo`` needs nothing else running.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from contextlib import AsyncExitStack
@@ -15,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agents import load_graph
+from agents import EmbeddedModelServer, load_graph
 from examples.quickstart import app
 from workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
 
@@ -29,12 +31,20 @@ MESSAGES = [
 
 async def main(console: Console | None = None) -> list[dict[str, object]]:
     console = console or Console()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per model call is noise here
     spec = load_graph(GRAPH, tools=app.tools())
+    data = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
     async with AsyncExitStack() as stack:
+        if not os.environ.get("CHAMBERLAIN_EMBEDDED_URL"):
+            with console.status("starting the embedded model (SmolLM2-135M, llama.cpp)"):
+                model_server = EmbeddedModelServer(log_file=data / "quickstart-model.log").start()
+            stack.callback(model_server.stop)
+            os.environ["CHAMBERLAIN_EMBEDDED_URL"] = model_server.base_url
+            stack.callback(os.environ.pop, "CHAMBERLAIN_EMBEDDED_URL")
+            console.print(f"embedded model on [bold]{model_server.base_url}[/bold]")
         if address := os.environ.get("TEMPORAL_ADDRESS"):
             client = await connect(address)
         else:
-            data = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
             server = DevServer(data / "quickstart-temporal.db", log_file=data / "quickstart-temporal.log")
             with console.status("starting the embedded Temporal server"):
                 client = await server.start()
@@ -66,11 +76,11 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             result = result_task.result()
             steps = (await progress(handle)).steps
             table = Table(title=f"{handle.id}: {message}", title_justify="left")
-            for column in ("step", "node", "updates", "model / tokens"):
+            for column in ("step", "node", "updates", "decided by"):
                 table.add_column(column)
             for i, step in enumerate(steps, 1):
-                usage = f"{step.model} {step.usage.input_tokens}+{step.usage.output_tokens}" if step.usage else ""
-                table.add_row(str(i), step.node, str(step.updates)[:70], usage)
+                usage = f" {step.usage.input_tokens}+{step.usage.output_tokens} tokens" if step.usage else ""
+                table.add_row(str(i), step.node, str(step.updates)[:60], "; ".join(step.routing) + usage)
             console.print(table)
             console.print(f"→ {result.status}: {result.output.get('reply') or result.output}\n")
             results.append(result.output)

@@ -36,7 +36,7 @@ def test_validate_accepts_good_graphs() -> None:
     assert "graph 'five-steps', 5 nodes" in done.stdout and "graph 'loop', 3 nodes" in done.stdout
 
 
-def test_graph_run_in_process_prints_the_result() -> None:
+def test_graph_run_in_process_prints_the_result(embedded_model: object) -> None:
     done = chamberlain(
         "graph", "run", "examples/quickstart/graph.yaml", "--input", '{"message": "refund A1002"}',
         app="examples.quickstart.app",
