@@ -8,10 +8,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test lint clean
 
+# llama-cpp-python is compiled here (5-7 min on 2 cores, once per virtualenv). The default
+# -march=native build dies with "Illegal instruction" (AMX) on these machines: pin the ISA.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir -e '.[embedded,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.compiler import run_in_process
+from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
 from agents.exceptions import GraphSpecError
 from agents.loader import load_graph
 from agents.spec import GraphSpec
@@ -127,25 +128,38 @@ def worker(
 def dev(
     port: int = 7233,
     ui_port: int = 8233,
+    model_port: Annotated[int, typer.Option(help="port of the embedded model's OpenAI-compatible API")] = 8766,
+    model: Annotated[bool, typer.Option(help="serve the embedded model (SmolLM2-135M, llama.cpp)")] = True,
     app_name: AppOption = None,
 ) -> None:
-    """Start the embedded stack: Temporal dev server (SQLite in .chamberlain/) and a worker."""
+    """Start the embedded stack: Temporal dev server (SQLite in .chamberlain/), the embedded
+    model, and a worker. Ctrl-C stops everything."""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    model_server = None
+    if model:
+        with console.status("starting the embedded model"):
+            model_server = EmbeddedModelServer(port=model_port, log_file=DATA_DIR / "model.log").start()
+        os.environ["CHAMBERLAIN_EMBEDDED_URL"] = model_server.base_url
     loaded = load_app(app_name)
     server = DevServer(DATA_DIR / "temporal.db", port=port, ui_port=ui_port, log_file=DATA_DIR / "temporal.log")
 
     async def serve() -> None:
         client = await server.start()
-        try:
-            async with create_worker(client, models=loaded.models, tools=loaded.tools):
-                console.print(f"Temporal   [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
-                console.print(f"Temporal UI [bold]http://127.0.0.1:{ui_port}[/bold]")
-                console.print(f"worker     task queue [bold]{TASK_QUEUE}[/bold] — Ctrl-C stops everything")
-                await _until_interrupted()
-        finally:
-            server.stop()
-            console.print("stopped")
+        async with create_worker(client, models=loaded.models, tools=loaded.tools):
+            console.print(f"Temporal     [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
+            console.print(f"Temporal UI  [bold]http://127.0.0.1:{ui_port}[/bold]")
+            if model_server:
+                console.print(f"model        [bold]{model_server.base_url}[/bold]  ({EMBEDDED_MODEL})")
+            console.print(f"worker       task queue [bold]{TASK_QUEUE}[/bold] — Ctrl-C stops everything")
+            await _until_interrupted()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    finally:
+        server.stop()
+        if model_server:
+            model_server.stop()
+        console.print("stopped")
 
 
 async def _until_interrupted() -> None:
