@@ -80,3 +80,14 @@ def five_steps() -> GraphSpec:
 
 def run_id() -> str:
     return f"run-{uuid.uuid4().hex[:12]}"
+
+
+POSTGRES_URL = os.environ.get("CHAMBERLAIN_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs on a SQLite file and on the PostgreSQL server of these machines."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite'}"
+    return POSTGRES_URL

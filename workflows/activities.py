@@ -7,6 +7,7 @@ under the node's retry policy.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,14 +22,16 @@ from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, Too
 from tools.adapter import ToolContext
 from tools.exceptions import ToolInputInvalid, ToolRejected, UnknownTool
 from tools.registry import ToolRegistry
+from workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
 class GraphActivities:
     """Activities bound to the models and tools this worker offers."""
 
-    def __init__(self, models: ModelRegistry, tools: ToolRegistry) -> None:
+    def __init__(self, models: ModelRegistry, tools: ToolRegistry, usage: UsageLedger | None = None) -> None:
         self.models = models
         self.tools = tools
+        self.usage = usage
         self.classifier = ExemplarClassifier()
 
     @activity.defn(name="chamberlain.model_step")
@@ -42,6 +45,13 @@ class GraphActivities:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
         except LookupError as exc:
             raise ApplicationError(str(exc), type="ModelNotFound", non_retryable=True) from exc
+
+    @activity.defn(name="chamberlain.record_usage")
+    async def record_usage(self, entry: UsageEntry) -> DepartmentSpend:
+        """Write a step's usage once; answer with its department's spend against its budget."""
+        if self.usage is None:
+            return DepartmentSpend(department=entry.department, spent=0.0, limit=None)
+        return await asyncio.to_thread(self.usage.record, entry)
 
     @activity.defn(name="chamberlain.classify_step")
     async def classify_step(self, call: ClassifyCall) -> ClassifyReply:
@@ -58,4 +68,4 @@ class GraphActivities:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.model_step, self.classify_step, self.tool_step]
+        return [self.model_step, self.classify_step, self.tool_step, self.record_usage]

@@ -9,6 +9,7 @@ park the run until an update decides them. Long runs continue-as-new with their 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -17,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agents.exceptions import AgentError
-    from agents.plan import GraphPlan
+    from agents.plan import GraphPlan, StepOutcome
     from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from agents.steps import (
         ApprovalDecision,
@@ -41,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         StepRecord,
     )
+    from workflows.usage import UsageEntry
 
 
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
@@ -96,7 +98,10 @@ class GraphWorkflow:
                     output_tokens=cursor.usage.output_tokens + outcome.usage.output_tokens,
                 )
                 cursor.cost += outcome.cost
-            if outcome.next is not None and (excess := plan.over_budget(cursor.usage, cursor.cost)):
+            excess = plan.over_budget(cursor.usage, cursor.cost)
+            if outcome.usage and outcome.model:
+                excess = excess or await self._record_usage(request, ctx, outcome)
+            if outcome.next is not None and excess:
                 await self._over_budget(plan, cursor, excess, ctx)
             if outcome.next is None:
                 rejected = outcome.decision == "reject"
@@ -117,13 +122,27 @@ class GraphWorkflow:
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
 
+    async def _record_usage(self, request: RunRequest, ctx: StepContext, outcome: StepOutcome) -> str | None:
+        """Record the step's model usage; why the department is over budget, if it is."""
+        assert outcome.usage and outcome.model
+        principal = request.principal
+        entry = UsageEntry(
+            step_id=ctx.step_id, run_id=ctx.run_id, principal=principal.id if principal else None,
+            department=principal.department if principal else None, model=outcome.model,
+            input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens, cost=outcome.cost,
+        )  # fmt: skip
+        spend = await workflow.execute_activity_method(
+            GraphActivities.record_usage, entry, activity_id=f"{ctx.node}/{ctx.visit}/usage",
+            start_to_close_timeout=timedelta(seconds=30),
+        )  # fmt: skip
+        return spend.exceeded
+
     async def _over_budget(self, plan: GraphPlan, cursor: Cursor, excess: str, ctx: StepContext) -> None:
         """Stop the run, or — once — ask the budget's approvers whether it may go on."""
         budget = plan.spec.budget
-        assert budget is not None
         if cursor.budget_waived:
             return
-        if budget.on_exceeded == "escalate":
+        if budget and budget.on_exceeded == "escalate":
             node = ApprovalNode(
                 type="approval", ask=f"Run is over budget ({excess}); continue?", approvers=budget.approvers
             )

@@ -15,6 +15,7 @@ from agents.models import ModelRegistry
 from tools.registry import ToolRegistry
 from workflows.activities import GraphActivities
 from workflows.graph_workflow import GraphWorkflow
+from workflows.usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
 
@@ -32,15 +33,17 @@ def create_worker(
     models: ModelRegistry,
     tools: ToolRegistry,
     task_queue: str = TASK_QUEUE,
+    usage: UsageLedger | None = None,
     max_concurrent_activities: int = 50,
     sticky_queue_timeout: timedelta = timedelta(seconds=3),
 ) -> Worker:
-    """A worker for graph runs. A short sticky timeout lets a crashed worker's runs move on quickly."""
+    """A worker for graph runs. ``usage`` records model usage and enforces department budgets.
+    A short sticky timeout lets a crashed worker's runs move on quickly."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[GraphWorkflow],
-        activities=GraphActivities(models, tools).all(),
+        activities=GraphActivities(models, tools, usage).all(),
         workflow_runner=sandbox_runner(),
         max_concurrent_activities=max_concurrent_activities,
         sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
