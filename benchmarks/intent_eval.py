@@ -119,13 +119,13 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names, values = list(summary["accuracy"]), [v * 100 for v in summary["accuracy"].values()]
-    fig, ax = plt.subplots(figsize=(7, 2.6))
+    fig, ax = plt.subplots(figsize=(7.5, 2.6))
     bars = ax.barh(names, values, color=["#2b6cb0", "#a0aec0", "#cbd5e0"])
     ax.bar_label(bars, labels=[f"{v:.0f}%" for v in values])
     ax.set_xlim(0, 110)
     ax.set_xlabel("accuracy (%)")
     ax.set_title(
-        f"Intent routing on {summary['messages']} labelled messages (zh + en), {len(summary['classes'])} classes"
+        f"Intent routing, {summary['messages']} messages (zh+en), {len(summary['classes'])} classes", fontsize=10
     )
     ax.invert_yaxis()
     fig.tight_layout()
