@@ -36,8 +36,8 @@ from agents.steps import (
     ToolCall,
     ToolReply,
 )
+from agents.tooling import call_tool
 from agents.validation import successors
-from tools.adapter import ToolContext
 from tools.registry import ToolRegistry
 
 Approver = Callable[[ApprovalRequest], ApprovalDecision]
@@ -85,8 +85,7 @@ class LocalExecutor:
         return self.classifier.classify(call)
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
-        context = ToolContext(step_id=call.step.step_id, idempotency_key=call.idempotency_key)
-        return ToolReply(output=await self.tools.invoke(call.tool, call.args, context))
+        return await call_tool(self.tools, call)
 
     async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
         if self.approve is None:

@@ -52,6 +52,14 @@ class StepLimitExceeded(AgentError):
     """The run reached ``max_steps`` without reaching an end node."""
 
 
+class StepFailed(AgentError):
+    """A step failed for good; ``kind`` names the cause (e.g. ``ToolRejected``)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class ModelOutputInvalid(AgentError):
     """The model's output failed validation against the node's declared output."""
 

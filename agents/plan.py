@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.prompts import PromptTemplate
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from agents.exceptions import ExpressionError, ModelOutputInvalid
+from agents.exceptions import ExpressionError, ModelOutputInvalid, StepFailed
 from agents.expressions import Expression, compile_expression
 from agents.loader import check_graph
 from agents.messages import to_message, to_messages
@@ -228,6 +228,13 @@ class GraphPlan:
             case ToolNode():
                 args = {arg: expression(state) for arg, expression in self._args[name].items()}
                 tool_reply = await executor.call_tool(ToolCall(step=ctx, tool=node.tool, args=args), node)
+                if failure := tool_reply.error:
+                    if node.on_error is None:
+                        raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)
+                    updates = {node.error: failure.message} if node.error else {}
+                    return StepOutcome(
+                        node=name, updates=updates, next=node.on_error, routing=[f"{failure.kind}: {failure.message}"]
+                    )
                 scope = {**state, "result": tool_reply.output}
                 updates = {f: expression(scope) for f, expression in self._outputs[name].items()}
                 return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)))

@@ -139,12 +139,16 @@ class ClassifyNode(_ActivityNode):
 
 class ToolNode(_ActivityNode):
     """Call a tool adapter. ``args`` and ``output`` values are expressions: over the state,
-    and over the state plus ``result`` (the tool's output) respectively."""
+    and over the state plus ``result`` (the tool's output) respectively. When the tool
+    refuses (invalid arguments, a business rule), the run goes to ``on_error`` with the
+    message in the state field ``error`` — or fails, if no ``on_error`` is declared."""
 
     type: Literal["tool"]
     tool: str
     args: dict[str, str] = {}
     output: dict[str, str] = {}
+    on_error: str | None = None
+    error: str | None = None
 
 
 class RouteNode(_Node):

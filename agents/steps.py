@@ -88,8 +88,17 @@ class ToolCall(BaseModel):
         return self.step.step_id
 
 
+class ToolFailure(BaseModel):
+    """A refusal the graph may act on: arguments that failed validation (the model may fix
+    them) or a business rule that said no. ``kind`` is the tool error's class name."""
+
+    kind: str
+    message: str
+
+
 class ToolReply(BaseModel):
-    output: dict[str, Any]
+    output: dict[str, Any] = {}
+    error: ToolFailure | None = None
 
 
 class ApprovalRequest(BaseModel):

@@ -41,6 +41,8 @@ def successors(node: Node) -> list[str]:
     targets = [node.next] if isinstance(node.next, str) else [b.to for b in node.next or []]
     if isinstance(node, ApprovalNode) and node.on_reject:
         targets.append(node.on_reject)
+    if isinstance(node, ToolNode) and node.on_error:
+        targets.append(node.on_error)
     return targets
 
 
@@ -153,6 +155,10 @@ class _Checker:
         for field, source in node.output.items():
             yield from self._field_ref(field, (*path, "output", field), "output writes")
             yield from self._expression(source, (*path, "output", field), {*self.fields, "result"})
+        if node.on_error is not None:
+            yield from self._node_ref(node.on_error, (*path, "on_error"))
+        if node.error is not None:
+            yield from self._field_ref(node.error, (*path, "error"), "error goes to")
 
     # -- references -----------------------------------------------------------------------
 

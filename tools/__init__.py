@@ -1,11 +1,12 @@
 """What the agent acts with: the adapter contract and the registry graphs resolve tools in."""
 
-from tools.adapter import Effect, ToolAdapter, ToolContext, tool
+from tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
 from tools.exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
 from tools.registry import ToolRegistry
 
 __all__ = [
     "Effect",
+    "Resource",
     "ToolAdapter",
     "ToolContext",
     "ToolError",

@@ -2,8 +2,9 @@
 
 An adapter is a typed async function plus the facts the rest of the system needs
 without running it: its effect (the permission gate and static checks read it), its
-Cedar action, the classification labels of its output fields, its timeout, and — for
-writes — the call that undoes it. The :func:`tool` decorator derives the input and
+Cedar action and the resource a call acts on, the classification labels of its output
+fields, its timeout, and — for writes — the call that undoes it. Writes receive an
+idempotency key in their :class:`ToolContext`. The :func:`tool` decorator derives the input and
 output models from the function's annotations.
 """
 
@@ -33,6 +34,15 @@ class Effect(StrEnum):
 
 
 @dataclass(frozen=True)
+class Resource:
+    """What a call acts on, as the permission gate sees it: ``Order::"A1002"`` with ``amount``."""
+
+    type: str
+    id: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Who is calling, for which step. ``idempotency_key`` is stable across retries and
     replays of the same step, so a backend can answer a repeated write with its first result."""
@@ -56,6 +66,13 @@ class ToolAdapter(Generic[In, Out]):
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     timeout: timedelta = timedelta(seconds=30)
     compensation: str | None = None
+    resource: Callable[[In], Resource] | None = None
+
+    def resource_of(self, args: Mapping[str, Any]) -> Resource:
+        """The resource a call with ``args`` acts on (the tool itself when undeclared)."""
+        if self.resource is None:
+            return Resource("Tool", self.name)
+        return self.resource(self.parse_args(args))
 
     def parse_args(self, args: Mapping[str, Any]) -> In:
         """Validate arguments, naming each bad field and the value it got."""
@@ -82,6 +99,7 @@ def tool(
     labels: Mapping[str, tuple[str, ...] | list[str]] | None = None,
     timeout: timedelta = timedelta(seconds=30),
     compensation: str | None = None,
+    resource: Callable[[Any], Resource] | None = None,
     description: str | None = None,
 ) -> Callable[[Callable[[Any, ToolContext], Awaitable[Any]]], ToolAdapter[Any, Any]]:
     """Turn ``async def fn(args: InModel, ctx: ToolContext) -> OutModel`` into an adapter."""
@@ -104,6 +122,7 @@ def tool(
             labels={k: tuple(v) for k, v in (labels or {}).items()},
             timeout=timeout,
             compensation=compensation,
+            resource=resource,
         )
 
     return wrap

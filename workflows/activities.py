@@ -19,8 +19,8 @@ from agents.classifier import ExemplarClassifier
 from agents.exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
 from agents.models import ModelRegistry, call_model
 from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
-from tools.adapter import ToolContext
-from tools.exceptions import ToolInputInvalid, ToolRejected, UnknownTool
+from agents.tooling import call_tool
+from tools.exceptions import UnknownTool
 from tools.registry import ToolRegistry
 from workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
@@ -59,13 +59,10 @@ class GraphActivities:
 
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
-        context = ToolContext(
-            step_id=call.step.step_id, idempotency_key=call.idempotency_key, attempt=activity.info().attempt
-        )
         try:
-            return ToolReply(output=await self.tools.invoke(call.tool, call.args, context))
-        except (UnknownTool, ToolInputInvalid, ToolRejected) as exc:
-            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+            return await call_tool(self.tools, call, activity.info().attempt)
+        except UnknownTool as exc:
+            raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
         return [self.model_step, self.classify_step, self.tool_step, self.record_usage]

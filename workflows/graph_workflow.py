@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.exceptions import AgentError
+    from agents.exceptions import AgentError, StepFailed
     from agents.plan import GraphPlan, StepOutcome
     from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from agents.steps import (
@@ -84,7 +84,10 @@ class GraphWorkflow:
             visit = cursor.visits.get(cursor.node, 0) + 1
             ctx = StepContext(run_id=workflow.info().workflow_id, node=cursor.node, visit=visit)
             started = workflow.now()
-            outcome = await plan.step(cursor.node, cursor.state, self, ctx)
+            try:
+                outcome = await plan.step(cursor.node, cursor.state, self, ctx)
+            except StepFailed as exc:
+                raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
             self._steps.append(
                 StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
             )

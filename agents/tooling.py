@@ -1,0 +1,22 @@
+"""How a tool step runs, in either engine: refusals come back as data the graph can act on.
+
+Arguments that fail validation and business rules that say no are returned as a
+:class:`~agents.steps.ToolFailure` — nothing was written, and a graph with an ``on_error``
+path can let the model correct itself. Everything else (the backend is down) is raised,
+for Temporal to retry.
+"""
+
+from __future__ import annotations
+
+from agents.steps import ToolCall, ToolFailure, ToolReply
+from tools.adapter import ToolContext
+from tools.exceptions import ToolInputInvalid, ToolRejected
+from tools.registry import ToolRegistry
+
+
+async def call_tool(tools: ToolRegistry, call: ToolCall, attempt: int = 1) -> ToolReply:
+    context = ToolContext(step_id=call.step.step_id, idempotency_key=call.idempotency_key, attempt=attempt)
+    try:
+        return ToolReply(output=await tools.invoke(call.tool, call.args, context))
+    except (ToolInputInvalid, ToolRejected) as exc:
+        return ToolReply(error=ToolFailure(kind=type(exc).__name__, message=str(exc)))

@@ -1,0 +1,40 @@
+"""The ERP as a REST service (FastAPI): the documented contract of ``tools.erp.contract``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import FastAPI, Header
+
+from tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from tools.http import serve_errors
+
+IdempotencyKey = Annotated[
+    str, Header(alias="Idempotency-Key", min_length=8, description="repeat it to get the first result")
+]
+
+
+def erp_api(erp: ErpBackend) -> FastAPI:
+    app = FastAPI(title="ERP", version="1", description="Orders, payments, refunds and returns. Writes are idempotent.")
+
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: str) -> OrderView:
+        return await erp.get_order(order_id)
+
+    @app.post("/refunds")
+    async def refund(request: RefundRequest, key: IdempotencyKey) -> RefundView:
+        return await erp.refund(request, key)
+
+    @app.post("/returns")
+    async def authorize_return(request: RmaRequest, key: IdempotencyKey) -> RmaView:
+        return await erp.authorize_return(request, key)
+
+    @app.get("/returns/{rma}")
+    async def get_return(rma: str) -> RmaView:
+        return await erp.get_return(rma)
+
+    @app.post("/returns/{rma}/receive")
+    async def receive_return(rma: str, key: IdempotencyKey) -> RmaView:
+        return await erp.receive_return(rma, key)
+
+    return serve_errors(app)

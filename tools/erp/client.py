@@ -1,0 +1,30 @@
+"""The ERP over HTTP: the same :class:`ErpBackend` contract, spoken to a REST service."""
+
+from __future__ import annotations
+
+import httpx
+
+from tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from tools.http import JsonClient
+
+
+class HttpErp:
+    def __init__(
+        self, base_url: str, *, timeout: float = 10.0, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.http = JsonClient(base_url, timeout=timeout, transport=transport)
+
+    async def get_order(self, order_id: str) -> OrderView:
+        return await self.http.request("GET", f"/orders/{order_id}", OrderView)
+
+    async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
+        return await self.http.request("POST", "/refunds", RefundView, body=request, idempotency_key=idempotency_key)
+
+    async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView:
+        return await self.http.request("POST", "/returns", RmaView, body=request, idempotency_key=idempotency_key)
+
+    async def get_return(self, rma: str) -> RmaView:
+        return await self.http.request("GET", f"/returns/{rma}", RmaView)
+
+    async def receive_return(self, rma: str, idempotency_key: str) -> RmaView:
+        return await self.http.request("POST", f"/returns/{rma}/receive", RmaView, idempotency_key=idempotency_key)

@@ -1,0 +1,92 @@
+"""The ERP contract: what the adapters need from an ERP, as typed requests and views.
+
+Both the embedded ERP and the HTTP client implement :class:`ErpBackend`; this is also the
+contract an enterprise puts in front of its real ERP (SAP, Odoo, Kingdee…), documented by
+the REST service's OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+
+class LineView(BaseModel):
+    line_no: int
+    sku: str
+    name: str
+    category: str
+    quantity: int
+    unit_price: float
+    returned_quantity: int
+
+
+class OrderView(BaseModel):
+    id: str
+    customer_id: str
+    status: str
+    placed_at: datetime
+    delivered_at: datetime | None
+    currency: str
+    total: float
+    paid: float
+    refunded: float
+    promotion: str | None
+    warehouse: str
+    ship_to: str
+    return_to: str = Field(description="the address of the warehouse that takes returns")
+    lines: list[LineView]
+
+
+class RefundRequest(BaseModel):
+    order_id: str
+    amount: float = Field(gt=0)
+    reason: str = ""
+
+
+class RefundView(BaseModel):
+    refund_id: str
+    order_id: str
+    amount: float
+    currency: str
+    created_at: datetime
+
+
+class ReturnLine(BaseModel):
+    line_no: int
+    quantity: int = Field(gt=0)
+
+
+class RmaRequest(BaseModel):
+    order_id: str
+    lines: list[ReturnLine] = Field(min_length=1)
+    reason: str
+    condition: str
+    refund_amount: float = Field(ge=0)
+
+
+class RmaView(BaseModel):
+    rma: str
+    order_id: str
+    lines: list[ReturnLine]
+    reason: str
+    condition: str
+    refund_amount: float
+    status: str
+    created_at: datetime
+
+
+class ErpBackend(Protocol):
+    """Writes take an idempotency key: the same key answers with the first result."""
+
+    async def get_order(self, order_id: str) -> OrderView: ...
+
+    async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView: ...
+
+    async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView: ...
+
+    async def get_return(self, rma: str) -> RmaView: ...
+
+    async def receive_return(self, rma: str, idempotency_key: str) -> RmaView: ...

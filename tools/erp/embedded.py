@@ -1,0 +1,221 @@
+"""The embedded ERP on SQLModel: SQLite by default, PostgreSQL by URL, same code.
+
+Every write is exactly-once per idempotency key (a unique column, checked and written in
+the write's own transaction), and refunds cannot exceed what was paid even when two run
+at once: the refund is a single conditional ``UPDATE … WHERE refunded + amount <= amount``,
+atomic in both databases, not a check followed by a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, col, select
+
+from tools.database import open_engine
+from tools.erp.contract import LineView, OrderView, RefundRequest, RefundView, ReturnLine, RmaRequest, RmaView
+from tools.erp.models import Inventory, Order, OrderLine, Payment, Product, Refund, ReturnAuthorization, Warehouse
+from tools.exceptions import ToolRejected
+
+
+def rma_number(rma_id: int) -> str:
+    return f"RMA{rma_id:06d}"
+
+
+def _rma_id(rma: str) -> int:
+    if not rma.startswith("RMA") or not rma[3:].isdigit():
+        raise ToolRejected(f"{rma!r} is not an RMA number (RMA and six digits)")
+    return int(rma[3:])
+
+
+class EmbeddedErp:
+    """The ERP of the demos and tests; ``url`` is any SQLAlchemy URL."""
+
+    def __init__(self, url: str | Engine) -> None:
+        self.engine = open_engine(url) if isinstance(url, str) else url
+
+    def create_tables(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get_order(self, order_id: str) -> OrderView:
+        return await asyncio.to_thread(self._get_order, order_id)
+
+    def _get_order(self, order_id: str) -> OrderView:
+        with Session(self.engine) as session:
+            order = session.get(Order, order_id)
+            if order is None:
+                raise ToolRejected(f"no order {order_id}")
+            rows = session.exec(
+                select(OrderLine, Product)
+                .join(Product)
+                .where(OrderLine.order_id == order_id)
+                .order_by(OrderLine.line_no)  # type: ignore[arg-type]
+            ).all()
+            payments = session.exec(select(Payment).where(Payment.order_id == order_id)).all()
+            warehouse = session.get(Warehouse, order.warehouse)
+            return OrderView(
+                **order.model_dump(exclude={"id"}),
+                id=order.id,
+                return_to=warehouse.address if warehouse else order.warehouse,
+                paid=sum(p.amount for p in payments),
+                refunded=sum(p.refunded for p in payments),
+                lines=[
+                    LineView(
+                        line_no=line.line_no,
+                        sku=line.sku,
+                        name=product.name,
+                        category=product.category,
+                        quantity=line.quantity,
+                        unit_price=line.unit_price,
+                        returned_quantity=line.returned_quantity,
+                    )
+                    for line, product in rows
+                ],
+            )
+
+    async def get_return(self, rma: str) -> RmaView:
+        return await asyncio.to_thread(self._get_return, rma)
+
+    def _get_return(self, rma: str) -> RmaView:
+        with Session(self.engine) as session:
+            row = session.get(ReturnAuthorization, _rma_id(rma))
+            if row is None:
+                raise ToolRejected(f"no return authorisation {rma}")
+            return _rma_view(row)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
+        return await asyncio.to_thread(self._refund, request, idempotency_key)
+
+    def _refund(self, request: RefundRequest, key: str) -> RefundView:
+        with Session(self.engine) as session:
+            if existing := session.exec(select(Refund).where(Refund.idempotency_key == key)).first():
+                return _refund_view(existing)
+            payment = session.exec(select(Payment).where(Payment.order_id == request.order_id)).first()
+            if payment is None or payment.id is None:
+                raise ToolRejected(f"order {request.order_id} has no payment to refund")
+            taken = session.execute(
+                update(Payment)
+                .where(
+                    col(Payment.id) == payment.id, col(Payment.refunded) + request.amount <= col(Payment.amount) + 1e-6
+                )
+                .values(refunded=col(Payment.refunded) + request.amount)
+            )
+            if taken.rowcount == 0:  # type: ignore[attr-defined]
+                session.rollback()
+                still = self._refundable(request.order_id)
+                raise ToolRejected(
+                    f"refund of {request.amount} on order {request.order_id} exceeds the {still:.2f} still refundable"
+                )
+            refund = Refund(
+                order_id=request.order_id, payment_id=payment.id, amount=request.amount, currency=payment.currency,
+                reason=request.reason, idempotency_key=key, created_at=datetime.now(UTC),
+            )  # fmt: skip
+            session.add(refund)
+            try:
+                session.commit()
+            except IntegrityError:  # the same key won a race: ours rolls back, theirs answers
+                session.rollback()
+                return self._refund_by_key(key)
+            session.refresh(refund)
+            return _refund_view(refund)
+
+    def _refundable(self, order_id: str) -> float:
+        with Session(self.engine) as session:
+            payments = session.exec(select(Payment).where(Payment.order_id == order_id)).all()
+            return sum(p.amount - p.refunded for p in payments)
+
+    def _refund_by_key(self, key: str) -> RefundView:
+        with Session(self.engine) as session:
+            return _refund_view(session.exec(select(Refund).where(Refund.idempotency_key == key)).one())
+
+    async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView:
+        return await asyncio.to_thread(self._authorize_return, request, idempotency_key)
+
+    def _authorize_return(self, request: RmaRequest, key: str) -> RmaView:
+        with Session(self.engine) as session:
+            if existing := session.exec(
+                select(ReturnAuthorization).where(ReturnAuthorization.idempotency_key == key)
+            ).first():
+                return _rma_view(existing)
+            for line in request.lines:
+                taken = session.execute(
+                    update(OrderLine)
+                    .where(
+                        col(OrderLine.order_id) == request.order_id,
+                        col(OrderLine.line_no) == line.line_no,
+                        col(OrderLine.returned_quantity) + line.quantity <= col(OrderLine.quantity),
+                    )
+                    .values(returned_quantity=col(OrderLine.returned_quantity) + line.quantity)
+                )
+                if taken.rowcount == 0:  # type: ignore[attr-defined]
+                    session.rollback()
+                    raise ToolRejected(
+                        f"line {line.line_no} of order {request.order_id} cannot return {line.quantity} more"
+                    )
+            row = ReturnAuthorization(
+                order_id=request.order_id, lines=json.dumps([line.model_dump() for line in request.lines]),
+                reason=request.reason, condition=request.condition, refund_amount=request.refund_amount,
+                idempotency_key=key, created_at=datetime.now(UTC),
+            )  # fmt: skip
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return _rma_view(
+                    session.exec(select(ReturnAuthorization).where(ReturnAuthorization.idempotency_key == key)).one()
+                )
+            session.refresh(row)
+            return _rma_view(row)
+
+    async def receive_return(self, rma: str, idempotency_key: str) -> RmaView:
+        return await asyncio.to_thread(self._receive_return, rma)
+
+    def _receive_return(self, rma: str) -> RmaView:
+        """Restock once: only the transition authorized → received adds inventory."""
+        with Session(self.engine) as session:
+            received = session.execute(
+                update(ReturnAuthorization)
+                .where(col(ReturnAuthorization.id) == _rma_id(rma), col(ReturnAuthorization.status) == "authorized")
+                .values(status="received")
+            )
+            row = session.get(ReturnAuthorization, _rma_id(rma))
+            if row is None:
+                raise ToolRejected(f"no return authorisation {rma}")
+            if received.rowcount:  # type: ignore[attr-defined]
+                order = session.get(Order, row.order_id)
+                assert order is not None
+                for line in json.loads(row.lines):
+                    sku = session.get(OrderLine, (row.order_id, line["line_no"])).sku  # type: ignore[union-attr]
+                    session.execute(
+                        update(Inventory)
+                        .where(col(Inventory.sku) == sku, col(Inventory.warehouse) == order.warehouse)
+                        .values(on_hand=col(Inventory.on_hand) + line["quantity"])
+                    )
+            session.commit()
+            session.refresh(row)
+            return _rma_view(row)
+
+
+def _refund_view(refund: Refund) -> RefundView:
+    return RefundView(
+        refund_id=f"RF{refund.id:06d}", order_id=refund.order_id, amount=refund.amount, currency=refund.currency,
+        created_at=refund.created_at,
+    )  # fmt: skip
+
+
+def _rma_view(row: ReturnAuthorization) -> RmaView:
+    assert row.id is not None
+    return RmaView(
+        rma=rma_number(row.id), order_id=row.order_id, lines=[ReturnLine(**x) for x in json.loads(row.lines)],
+        reason=row.reason, condition=row.condition, refund_amount=row.refund_amount, status=row.status,
+        created_at=row.created_at,
+    )  # fmt: skip
