@@ -86,8 +86,19 @@ POSTGRES_URL = os.environ.get("CHAMBERLAIN_TEST_POSTGRES", "postgresql+psycopg:/
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each storage test runs on a SQLite file and on the PostgreSQL server of these machines."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs on a SQLite file and on the PostgreSQL server of these machines
+    (in a schema of its own, dropped afterwards, so tests never see each other's rows)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite'}"
-    return POSTGRES_URL
+        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()

@@ -67,10 +67,10 @@ _CATALOG = {
     "cosmetics": [("Face cream 面霜", 320), ("Lipstick 口红", 220)],
     "food": [("Tea gift box 茶叶礼盒", 188), ("Mooncakes 月饼", 128)],
 }
-_WAREHOUSES = [
-    Warehouse(code="SH1", city="Shanghai", address="上海市嘉定区 物流园 88号", currency="CNY"),
-    Warehouse(code="SZ1", city="Shenzhen", address="深圳市宝安区 仓储中心 12号", currency="CNY"),
-    Warehouse(code="HK1", city="Hong Kong", address="Kwai Chung Container Terminal 3, Hong Kong", currency="HKD"),
+_WAREHOUSES = [  # code, city, address, currency
+    ("SH1", "Shanghai", "上海市嘉定区 物流园 88号", "CNY"),
+    ("SZ1", "Shenzhen", "深圳市宝安区 仓储中心 12号", "CNY"),
+    ("HK1", "Hong Kong", "Kwai Chung Container Terminal 3, Hong Kong", "HKD"),
 ]
 _HKD_PER_CNY = 1.08
 
@@ -118,11 +118,11 @@ def seed(erp: EmbeddedErp, crm: EmbeddedCrm, *, customers: int = 500, orders: in
         session.commit()
 
     with Session(erp.engine) as session:
-        session.add_all([w.model_copy() for w in _WAREHOUSES])
+        session.add_all(Warehouse(code=c, city=city, address=a, currency=cur) for c, city, a, cur in _WAREHOUSES)
         session.add_all(products)
         session.flush()
         session.add_all(
-            Inventory(sku=p.sku, warehouse=w.code, on_hand=rng.randint(20, 500)) for p in products for w in _WAREHOUSES
+            Inventory(sku=p.sku, warehouse=w[0], on_hand=rng.randint(20, 500)) for p in products for w in _WAREHOUSES
         )
         start = datetime(2026, 8, 20, tzinfo=UTC)
         for i in range(orders):
@@ -130,8 +130,8 @@ def seed(erp: EmbeddedErp, crm: EmbeddedCrm, *, customers: int = 500, orders: in
                 placed = datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 11 * 24 * 60 - 1))
             else:
                 placed = start + timedelta(minutes=rng.randint(0, 95 * 24 * 60))
-            warehouse = rng.choice(_WAREHOUSES)
-            rate = _HKD_PER_CNY if warehouse.currency == "HKD" else 1.0
+            warehouse, _, _, currency = rng.choice(_WAREHOUSES)
+            rate = _HKD_PER_CNY if currency == "HKD" else 1.0
             order_id = f"A{1000 + i}"
             lines = []
             for line_no, product in enumerate(rng.sample(products, rng.randint(1, 3)), 1):
@@ -157,10 +157,10 @@ def seed(erp: EmbeddedErp, crm: EmbeddedCrm, *, customers: int = 500, orders: in
                     placed_at=placed,
                     delivered_at=delivered if done else None,
                     status="delivered" if done else "shipped",
-                    currency=warehouse.currency,
+                    currency=currency,
                     total=total,
                     promotion=SINGLES_DAY if placed.month == 11 and placed.day <= 11 else None,
-                    warehouse=warehouse.code,
+                    warehouse=warehouse,
                     ship_to=address,
                 )
             )
@@ -170,7 +170,7 @@ def seed(erp: EmbeddedErp, crm: EmbeddedCrm, *, customers: int = 500, orders: in
                     order_id=order_id,
                     method=rng.choice(["alipay", "wechat", "card"]),
                     amount=total,
-                    currency=warehouse.currency,
+                    currency=currency,
                 )
             )
             carrier = rng.choice(["SF", "JD", "ZTO"])

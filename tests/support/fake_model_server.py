@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from tests.support.servers import ThreadedServer
 from workflows.devserver import free_port
 
 
@@ -40,8 +38,7 @@ class FakeModelServer:
     queue: deque[Behaviour] = field(default_factory=deque)
     received: list[dict[str, Any]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
-    _server: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
+    _server: ThreadedServer | None = None
 
     @property
     def base_url(self) -> str:
@@ -83,20 +80,12 @@ class FakeModelServer:
         return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
 
     def start(self) -> FakeModelServer:
-        """Serve from a thread of its own, so even a blocking (sync) client can reach it."""
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="error", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        while not self._server.started:
-            time.sleep(0.01)
+        self._server = ThreadedServer(self.app(), self.port).start()
         return self
 
     def stop(self) -> None:
-        if self._server and self._thread:
-            self._server.should_exit = True
-            self._server.force_exit = True
-            self._thread.join(5)
+        if self._server:
+            self._server.stop()
 
 
 def _completion(
