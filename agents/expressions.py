@@ -4,7 +4,8 @@ Graph specs are configuration, often written by people who are not the code's
 authors, so conditions must never reach ``eval``. Expressions use Python's syntax
 (``intent == 'return' and amount <= 200``) but are parsed with :mod:`ast` and only
 a whitelist of node types is compiled — into plain closures, once, at load time.
-Bare names read state fields; ``a.b`` and ``a['b']`` read inside dicts.
+Bare names read state fields; ``a.b`` and ``a['b']`` read inside dicts; list and dict
+literals build arguments (``[{'line_no': line_no, 'quantity': 1}]``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def _compile(node: ast.AST, source: str, names: set[str]) -> Evaluator:
         case ast.List(elts=elts) | ast.Tuple(elts=elts):
             items = [sub(e) for e in elts]
             return lambda s: [i(s) for i in items]
+        case ast.Dict(keys=keys, values=values) if all(k is not None for k in keys):
+            pairs = [(sub(k), sub(v)) for k, v in zip(keys, values, strict=True) if k is not None]
+            return lambda s: {k(s): v(s) for k, v in pairs}
         case ast.Call(func=ast.Name(id=fname), args=args, keywords=[]) if fname in _FUNCTIONS:
             fn, params = _FUNCTIONS[fname], [sub(a) for a in args]
             return lambda s: fn(*(p(s) for p in params))

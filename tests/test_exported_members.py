@@ -16,6 +16,7 @@ def test_agents_exports() -> None:
 def test_tools_exports() -> None:
     assert tools.__all__ == [
         "Effect",
+        "Resource",
         "ToolAdapter",
         "ToolContext",
         "ToolError",

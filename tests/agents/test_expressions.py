@@ -23,6 +23,7 @@ STATE = {"intent": "return", "amount": 250.0, "order": {"id": "A1", "lines": [1,
         ("amount * 2 - 100", 400.0),
         ("lower('ABC')", "abc"),
         ("[intent, amount]", ["return", 250.0]),
+        ("[{'line_no': 1, 'quantity': len(tags)}]", [{"line_no": 1, "quantity": 1}]),
         ("null", None),
     ],
 )

@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 from agents import ModelRegistry, ScriptedChatModel, Tier
 from tools import Effect, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
+from tools.erp import contract as erp_contract
+from tools.erp.embedded import EmbeddedErp
 
 
 def ledger_path() -> Path:
@@ -109,8 +111,26 @@ async def count(args: Count, ctx: ToolContext) -> Count:
     return Count(n=args.n + 1)
 
 
+class StallingRefund(BaseModel):
+    order_id: str
+    amount: float
+    stall: float = 30.0
+
+
+@tool("test.refund_then_stall", effect=Effect.IRREVERSIBLE, action="erp.refund.create")
+async def refund_then_stall(args: StallingRefund, ctx: ToolContext) -> erp_contract.RefundView:
+    """Refund through the embedded ERP, then — on the first attempt — hang before completing:
+    a worker killed now has written the refund but never reported it."""
+    erp = EmbeddedErp(os.environ["CHAMBERLAIN_TEST_ERP"])
+    view = await erp.refund(erp_contract.RefundRequest(order_id=args.order_id, amount=args.amount), ctx.idempotency_key)
+    record("refund-written", ctx.step_id)
+    if ctx.attempt == 1:
+        await asyncio.sleep(args.stall)
+    return view
+
+
 def tools() -> ToolRegistry:
-    return ToolRegistry([get_order, refund, slow, flaky, count])
+    return ToolRegistry([get_order, refund, slow, flaky, count, refund_then_stall])
 
 
 def classify(messages: object, kwargs: dict[str, object]) -> str:

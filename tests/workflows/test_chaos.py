@@ -14,12 +14,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session, select
 from temporalio.client import Client
 
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker
+from tools.crm.embedded import EmbeddedCrm
+from tools.erp.embedded import EmbeddedErp
+from tools.erp.models import Refund
+from tools.seed import seed
 from workflows import DevServer, GraphWorkflow, start_run
 
 pytestmark = pytest.mark.chaos
@@ -93,3 +98,34 @@ async def test_server_killed_and_restarted_on_its_database_completes_the_run(tmp
     # outage than its timeout may legitimately run it again (its tool must then be idempotent).
     assert {k: v for k, v in dones.items() if not k.endswith("/s2/1")} == {f"{rid}/s{i}/1": 1 for i in (1, 3, 4, 5)}
     assert dones[f"{rid}/s2/1"] >= 1
+
+
+async def test_worker_killed_between_the_erp_write_and_completion_refunds_once(
+    client: Client, dev_server: DevServer, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'erp.sqlite'}"
+    erp = EmbeddedErp(url)
+    seed(erp, EmbeddedCrm(erp.engine), customers=20, orders=50)
+    monkeypatch.setenv("CHAMBERLAIN_TEST_ERP", url)
+    rid = run_id()
+    first = spawn_worker(dev_server.address, task_queue)
+    try:
+        values = {"order_id": "A1005", "amount": 10.0}
+        handle = await start_run(client, graph("crash_refund"), values, run_id=rid, task_queue=task_queue)
+        await wait_for_effect("refund-written", f"{rid}/refund/1")
+        first.kill()  # the refund is in the ERP; the activity never completed
+        first.wait()
+    finally:
+        first.kill()
+    second = spawn_worker(dev_server.address, task_queue)
+    try:
+        result = await handle.result()
+    finally:
+        second.kill()
+        second.wait()
+    assert toolbox.effects("refund-written") == [("refund-written", f"{rid}/refund/1")] * 2  # the call ran twice…
+    with Session(erp.engine) as session:
+        refunds = session.exec(select(Refund).where(Refund.order_id == "A1005")).all()
+    assert len(refunds) == 1 and refunds[0].idempotency_key == f"{rid}/refund/1"  # …the refund happened once
+    assert result.output["refund_id"] == f"RF{refunds[0].id:06d}"
+    assert (await erp.get_order("A1005")).refunded == pytest.approx(10.0)

@@ -1,0 +1,48 @@
+"""The scenario's tools and models: the business tools over a seeded embedded CRM/ERP, and
+the embedded small model.
+
+``PROMO_ERP`` chooses the ERP and CRM: a database URL (default: a SQLite file, seeded on
+first use) or the URL of their REST services. The policy's "today" is the seed's reference
+day, so the scenario gives the same answers whenever it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from agents import ModelCatalog, ModelRegistry
+from tools import ToolRegistry
+from tools.business import business_tools, crm_backend, erp_backend
+from tools.crm.embedded import EmbeddedCrm
+from tools.erp.embedded import EmbeddedErp
+from tools.seed import REFERENCE_DAY, seed
+
+DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
+
+
+def database_url() -> str:
+    return os.environ.get("PROMO_ERP", f"sqlite:///{DATA / 'promo-shop.sqlite'}")
+
+
+def prepare() -> EmbeddedErp | None:
+    """Seed the embedded systems on first use; nothing to do for REST services."""
+    url = database_url()
+    if url.startswith(("http://", "https://")):
+        return None
+    erp = EmbeddedErp(url)
+    if not inspect(erp.engine).has_table("erp_order"):
+        seed(erp, EmbeddedCrm(erp.engine))
+    return erp
+
+
+def tools() -> ToolRegistry:
+    url = database_url()
+    return business_tools(erp_backend(url), crm_backend(url), labels_dir=DATA / "labels", today=REFERENCE_DAY)
+
+
+def models() -> ModelRegistry:
+    catalog = ModelCatalog.load(Path(__file__).with_name("models.yaml"))
+    return ModelRegistry.from_catalog(catalog, embedded_url=os.environ.get("CHAMBERLAIN_EMBEDDED_URL"))

@@ -1,0 +1,20 @@
+"""Run the scenario's worker against a Temporal service (default: `chamberlain dev`'s)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from examples.promo_returns import app
+from workflows import connect, create_worker
+
+
+async def main() -> None:
+    app.prepare()
+    client = await connect(os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
+    async with create_worker(client, models=app.models(), tools=app.tools()):
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,38 @@
+"""The promo-season returns scenario end to end on the embedded model, Temporal and the
+seeded embedded ERP: an automatic return, an approved one, a declined one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from sqlmodel import Session, select
+
+from agents import EmbeddedModelServer
+from examples.promo_returns import app, starter
+from tools.erp.embedded import EmbeddedErp
+from tools.erp.models import Refund
+from workflows import DevServer
+
+
+async def test_three_returns_end_to_end(
+    dev_server: DevServer, embedded_model: EmbeddedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
+    monkeypatch.setattr(app, "DATA", tmp_path)
+    monkeypatch.setenv("PROMO_ERP", f"sqlite:///{tmp_path / 'shop.sqlite'}")
+    console = Console(record=True, width=140)
+    automatic, approved, declined = await starter.main(console)
+
+    assert automatic["end"] == "done" and automatic["rma"] == "RMA000001" and automatic["refund_id"] == "RF000001"
+    assert approved["end"] == "done" and float(approved["refund_amount"]) > 200  # type: ignore[arg-type]
+    assert "approval Refund" in console.export_text()
+    assert declined["end"] == "declined" and "7-day return window ended" in declined["reasons"][0]  # type: ignore[index]
+
+    label = Path(str(automatic["label"]))
+    assert label.read_bytes().startswith(b"%PDF") and label.stat().st_size > 1000
+    erp = EmbeddedErp(app.database_url())
+    with Session(erp.engine) as session:
+        refunds = session.exec(select(Refund)).all()
+    assert sorted(r.order_id for r in refunds) == sorted([automatic["order_id"], approved["order_id"]])
