@@ -69,13 +69,6 @@ class RmaQuery(BaseModel):
     rma: str
 
 
-class ReturnAuthorized(BaseModel):
-    rma: str
-    refund_amount: float
-    currency: str
-    status: str
-
-
 class Label(BaseModel):
     rma: str
     path: str
@@ -134,17 +127,16 @@ def business_tools(
 
     @tool("returns.authorize", effect=Effect.WRITE, action="returns.rma.create", compensation="returns.cancel",
           labels={"refund_amount": FINANCIAL}, resource=lambda a: Resource("Order", a.order_id))  # fmt: skip
-    async def authorize(args: ReturnRequest, ctx: ToolContext) -> ReturnAuthorized:
+    async def authorize(args: ReturnRequest, ctx: ToolContext) -> RmaView:
         """Authorise a return the policy allows; refused with every reason otherwise."""
+        if done := await erp.find_return(ctx.idempotency_key):  # a retry of this very step
+            return done
         decision = evaluate(rules, await erp.get_order(args.order_id), args, now())
         if not decision.eligible:
             raise ToolRejected("return not allowed: " + "; ".join(decision.reasons))
         request = RmaRequest(order_id=args.order_id, lines=args.lines, reason=args.reason, condition=args.condition,
                              refund_amount=decision.refund_amount)  # fmt: skip
-        rma = await erp.authorize_return(request, ctx.idempotency_key)
-        return ReturnAuthorized(
-            rma=rma.rma, refund_amount=rma.refund_amount, currency=decision.currency, status=rma.status
-        )
+        return await erp.authorize_return(request, ctx.idempotency_key)
 
     @tool(
         "returns.label",

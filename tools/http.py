@@ -38,6 +38,7 @@ class JsonClient:
         *,
         body: BaseModel | None = None,
         idempotency_key: str | None = None,
+        params: dict[str, str] | None = None,
     ) -> Model:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         payload = body.model_dump(mode="json") if body is not None else None
@@ -45,7 +46,7 @@ class JsonClient:
             async with httpx.AsyncClient(
                 base_url=self.base_url, timeout=self.timeout, transport=self.transport
             ) as client:
-                response = await client.request(method, path, json=payload, headers=headers)
+                response = await client.request(method, path, json=payload, headers=headers, params=params)
         except httpx.TimeoutException as exc:
             raise ToolUnavailable(f"{method} {self.base_url}{path} timed out") from exc
         except httpx.TransportError as exc:

@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage, message_to_dict
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agents import run_in_process
+from agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
@@ -144,3 +144,36 @@ async def test_progress_lists_finished_steps(client: Client, task_queue: str) ->
     assert [s.node for s in seen.steps] == ["classify", "decide", "lookup", "refund", "done"]
     assert seen.steps[0].model == "scripted-edge" and seen.steps[0].usage and seen.steps[0].usage.input_tokens > 0
     assert seen.steps[3].step_id == f"{handle.id}/refund/1"
+
+
+def self_correcting_graph() -> GraphSpec:
+    return GraphSpec.model_validate(
+        {
+            "name": "self-correcting",
+            "state": {
+                "n": {"type": "int", "default": 0},
+                "raw": {"type": "str", "default": "many"},
+                "error": {"type": "str"},
+            },
+            "start": "bump",
+            "max_steps": 10,
+            "nodes": {
+                "bump": {"type": "tool", "tool": "test.count", "args": {"n": "raw"}, "output": {"n": "result.n"},
+                         "on_error": "fix", "error": "error", "next": "done"},
+                "fix": {"type": "model", "prompt": "The tool said: {error}. Give a number.",
+                        "output": {"raw": {"type": "str", "pattern": "^[0-9]+$"}}, "next": "bump"},
+                "done": {"type": "end"},
+            },
+        }
+    )  # fmt: skip
+
+
+async def test_invalid_arguments_go_back_to_the_model_to_correct(client: Client, task_queue: str) -> None:
+    model = ScriptedChatModel(replies=['{"raw": "3"}'])
+    models = ModelRegistry()
+    models.register("fixer", model)
+    async with graph_worker(client, task_queue, models):
+        result = await run_graph(client, self_correcting_graph(), {}, run_id=run_id(), task_queue=task_queue)
+    assert result.output["n"] == 4 and result.steps == 4  # bump (refused), fix, bump, done
+    assert "n: Input should be a valid integer" in model.calls[0][0][-1].text  # the model saw the field and value
+    assert len(toolbox.effects("count")) == 1  # the refused call wrote nothing

@@ -10,7 +10,7 @@ from tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView,
 from tools.http import serve_errors
 
 IdempotencyKey = Annotated[
-    str, Header(alias="Idempotency-Key", min_length=8, description="repeat it to get the first result")
+    str, Header(alias="Idempotency-Key", min_length=1, description="repeat it to get the first result")
 ]
 
 
@@ -28,6 +28,10 @@ def erp_api(erp: ErpBackend) -> FastAPI:
     @app.post("/returns")
     async def authorize_return(request: RmaRequest, key: IdempotencyKey) -> RmaView:
         return await erp.authorize_return(request, key)
+
+    @app.get("/returns")
+    async def find_return(idempotency_key: str) -> RmaView | None:
+        return await erp.find_return(idempotency_key)
 
     @app.get("/returns/{rma}")
     async def get_return(rma: str) -> RmaView:

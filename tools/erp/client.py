@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import httpx
+from pydantic import RootModel
 
 from tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView
 from tools.http import JsonClient
+
+
+class _MaybeRma(RootModel[RmaView | None]):
+    pass
 
 
 class HttpErp:
@@ -25,6 +30,10 @@ class HttpErp:
 
     async def get_return(self, rma: str) -> RmaView:
         return await self.http.request("GET", f"/returns/{rma}", RmaView)
+
+    async def find_return(self, idempotency_key: str) -> RmaView | None:
+        found = await self.http.request("GET", "/returns", _MaybeRma, params={"idempotency_key": idempotency_key})
+        return found.root
 
     async def receive_return(self, rma: str, idempotency_key: str) -> RmaView:
         return await self.http.request("POST", f"/returns/{rma}/receive", RmaView, idempotency_key=idempotency_key)

@@ -74,6 +74,7 @@ class RmaView(BaseModel):
     reason: str
     condition: str
     refund_amount: float
+    currency: str
     status: str
     created_at: datetime
 
@@ -88,5 +89,9 @@ class ErpBackend(Protocol):
     async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView: ...
 
     async def get_return(self, rma: str) -> RmaView: ...
+
+    async def find_return(self, idempotency_key: str) -> RmaView | None:
+        """The return authorised with this key, if any: lets a retried step find its own."""
+        ...
 
     async def receive_return(self, rma: str, idempotency_key: str) -> RmaView: ...

@@ -89,6 +89,14 @@ class EmbeddedErp:
                 raise ToolRejected(f"no return authorisation {rma}")
             return _rma_view(row)
 
+    async def find_return(self, idempotency_key: str) -> RmaView | None:
+        return await asyncio.to_thread(self._find_return, idempotency_key)
+
+    def _find_return(self, key: str) -> RmaView | None:
+        with Session(self.engine) as session:
+            row = session.exec(select(ReturnAuthorization).where(ReturnAuthorization.idempotency_key == key)).first()
+            return _rma_view(row) if row else None
+
     # -- writes --------------------------------------------------------------------------------
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
@@ -160,7 +168,9 @@ class EmbeddedErp:
                     raise ToolRejected(
                         f"line {line.line_no} of order {request.order_id} cannot return {line.quantity} more"
                     )
+            order = session.get(Order, request.order_id)
             row = ReturnAuthorization(
+                currency=order.currency if order else "CNY",
                 order_id=request.order_id, lines=json.dumps([line.model_dump() for line in request.lines]),
                 reason=request.reason, condition=request.condition, refund_amount=request.refund_amount,
                 idempotency_key=key, created_at=datetime.now(UTC),
@@ -216,6 +226,6 @@ def _rma_view(row: ReturnAuthorization) -> RmaView:
     assert row.id is not None
     return RmaView(
         rma=rma_number(row.id), order_id=row.order_id, lines=[ReturnLine(**x) for x in json.loads(row.lines)],
-        reason=row.reason, condition=row.condition, refund_amount=row.refund_amount, status=row.status,
-        created_at=row.created_at,
+        reason=row.reason, condition=row.condition, refund_amount=row.refund_amount, currency=row.currency,
+        status=row.status, created_at=row.created_at,
     )  # fmt: skip

@@ -102,6 +102,7 @@ class ReturnAuthorization(SQLModel, table=True):
     reason: str
     condition: str
     refund_amount: float
+    currency: str = "CNY"
     status: str = "authorized"  # authorized, received
     idempotency_key: str
     created_at: datetime
