@@ -112,7 +112,7 @@ async def run_in_process(
     except GraphRecursionError as exc:
         raise StepLimitExceeded(f"graph '{spec.name}' walked more than {plan.max_steps} steps") from exc
     last = steps[-1]
-    rejected = last.decision == "reject"
+    rejected = last.decision not in (None, "approve")
     end = None if rejected else last.node
     return RunOutcome(
         status="rejected" if rejected else "completed", end=end, output=plan.output(end, state), steps=len(steps)

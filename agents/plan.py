@@ -60,7 +60,7 @@ class StepOutcome(BaseModel):
     usage: TokenUsage | None = None
     cost: float = 0.0
     routing: list[str] = []
-    decision: Literal["approve", "reject"] | None = None
+    decision: Literal["approve", "reject", "request_changes"] | None = None
 
 
 @dataclass
@@ -246,7 +246,8 @@ class GraphPlan:
                     escalate_to=node.escalate_to,
                 )
                 decision = await executor.request_approval(request, node)
-                target = self.route(name, state) if decision.outcome == "approve" else node.on_reject
+                targets = {"approve": self.route(name, state), "reject": node.on_reject}
+                target = targets.get(decision.outcome, node.on_changes or node.on_reject)
                 return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome)
             case RouteNode():
                 return StepOutcome(node=name, updates={}, next=self.route(name, state))

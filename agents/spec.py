@@ -167,6 +167,7 @@ class ApprovalNode(_Node):
     escalate_to: list[str] = []
     default: Literal["approve", "reject"] = "reject"
     on_reject: str | None = None
+    on_changes: str | None = Field(None, description="where a request for changes goes (default: on_reject)")
 
 
 class EndNode(_Spec):

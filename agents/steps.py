@@ -113,7 +113,7 @@ class ApprovalDecision(BaseModel):
     """A person's answer; ``values`` carries the output when a human stands in for a model."""
 
     step_id: str
-    outcome: Literal["approve", "reject"]
+    outcome: Literal["approve", "reject", "request_changes"]
     approver: str
     reason: str = ""
     values: dict[str, Any] | None = None

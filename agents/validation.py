@@ -39,8 +39,8 @@ def successors(node: Node) -> list[str]:
     if isinstance(node, EndNode):
         return []
     targets = [node.next] if isinstance(node.next, str) else [b.to for b in node.next or []]
-    if isinstance(node, ApprovalNode) and node.on_reject:
-        targets.append(node.on_reject)
+    if isinstance(node, ApprovalNode):
+        targets += [t for t in (node.on_reject, node.on_changes) if t]
     if isinstance(node, ToolNode) and node.on_error:
         targets.append(node.on_error)
     return targets
@@ -84,8 +84,10 @@ class _Checker:
                 yield from self._field_ref(node.input, (*path, "input"), "classify reads")
                 yield from self._field_ref(node.write, (*path, "write"), "classify writes")
                 yield from self._cascade(name, node.cascade, node.human, path)
-            case ApprovalNode(on_reject=str(target)):
-                yield from self._node_ref(target, (*path, "on_reject"))
+            case ApprovalNode():
+                for key in ("on_reject", "on_changes"):
+                    if target := getattr(node, key):
+                        yield from self._node_ref(target, (*path, key))
             case EndNode(output=list(fields)):
                 for i, f in enumerate(fields):
                     yield from self._field_ref(f, (*path, "output", i), f"end node '{name}' returns")

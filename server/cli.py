@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +26,9 @@ from workflows.worker import TASK_QUEUE, create_worker
 
 app = typer.Typer(help="Chamberlain: durable, permission-checked agent workflows on your private model.")
 graph_app = typer.Typer(help="Validate, inspect and run agent graphs.")
+webhook_app = typer.Typer(help="Sign and send webhooks, for demos and debugging.")
 app.add_typer(graph_app, name="graph")
+app.add_typer(webhook_app, name="webhook")
 console = Console()
 errors = Console(stderr=True)
 
@@ -160,6 +163,85 @@ def dev(
         if model_server:
             model_server.stop()
         console.print("stopped")
+
+
+SourcesOption = Annotated[Path, typer.Option("--sources", envvar="CHAMBERLAIN_WEBHOOKS", help="webhook sources YAML")]
+UrlOption = Annotated[str, typer.Option("--url", envvar="CHAMBERLAIN_PUBLIC_URL", help="the Chamberlain HTTP server")]
+
+
+def _signed(sources: Path, name: str, file: Path, event_id: str | None) -> tuple[bytes, dict[str, str]]:
+    from server.signatures import sign
+    from server.sources import SourceCatalog
+
+    source = SourceCatalog.load(sources).get(name)
+    if source is None:
+        errors.print(f"[red]error[/red] {sources}: no source named {name!r}")
+        raise typer.Exit(1)
+    body = file.read_bytes()
+    sig = source.signature
+    headers = {"Content-Type": "application/json"}
+    headers[sig.header] = sign(
+        source.secret_values()[0], body, scheme=sig.scheme, encoding=sig.encoding, prefix=sig.prefix
+    )
+    if source.event_id.header:
+        headers[source.event_id.header] = event_id or f"evt-{uuid.uuid4().hex[:16]}"
+    return body, headers
+
+
+@webhook_app.command("sign")
+def webhook_sign(source: str, file: Path, sources: SourcesOption, event_id: str | None = None) -> None:
+    """Print the headers that sign FILE as SOURCE would."""
+    for key, value in _signed(sources, source, file, event_id)[1].items():
+        print(f"{key}: {value}")
+
+
+@webhook_app.command("send")
+def webhook_send(source: str, file: Path, sources: SourcesOption, url: UrlOption = "http://127.0.0.1:8000",
+                 event_id: str | None = None) -> None:  # fmt: skip
+    """Sign FILE as SOURCE and post it; print the answer (202 carries the run's ID and URL)."""
+    import httpx
+
+    body, headers = _signed(sources, source, file, event_id)
+    response = httpx.post(f"{url.rstrip('/')}/webhooks/{source}", content=body, headers=headers, timeout=30)
+    console.print(f"{response.status_code} {response.reason_phrase}")
+    console.print_json(response.text)
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+
+
+@app.command()
+def approve(
+    run: str,
+    step: str,
+    reject: Annotated[bool, typer.Option("--reject", help="reject instead of approving")] = False,
+    changes: Annotated[bool, typer.Option("--changes", help="ask for changes instead of approving")] = False,
+    reason: str = "",
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="CHAMBERLAIN_TOKEN", help="your API token")] = "",
+) -> None:
+    """Decide a pending approval, as the user the token belongs to (the same update as the API)."""
+    import httpx
+
+    outcome = "reject" if reject else "request_changes" if changes else "approve"
+    response = httpx.post(
+        f"{url.rstrip('/')}/api/approvals/{run}",
+        json={"step_id": step, "outcome": outcome, "reason": reason},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    console.print(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the HTTP server (webhooks, approvals API); configured by CHAMBERLAIN_* variables."""
+    import uvicorn
+
+    from server.http import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
 
 
 async def _until_interrupted() -> None:

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -42,6 +44,10 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
         data_converter=pydantic_data_converter,
     )
+    request = AddSearchAttributesRequest(
+        namespace="default", search_attributes={"ChamberlainApproval": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    )
+    await env.client.operator_service.add_search_attributes(request)
     yield env
     await env.shutdown()
 

@@ -51,7 +51,7 @@ class DevServer:
     db_file: Path
     port: int = field(default_factory=free_port)
     ui_port: int | None = None
-    search_attributes: dict[str, str] = field(default_factory=dict)
+    search_attributes: dict[str, str] = field(default_factory=lambda: {"ChamberlainApproval": "Keyword"})
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.usage import UsageEntry
 
 
+APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
@@ -107,7 +108,7 @@ class GraphWorkflow:
             if outcome.next is not None and excess:
                 await self._over_budget(plan, cursor, excess, ctx)
             if outcome.next is None:
-                rejected = outcome.decision == "reject"
+                rejected = outcome.decision not in (None, "approve")
                 end = None if rejected else cursor.node
                 return RunResult(
                     status="rejected" if rejected else "completed",
@@ -196,7 +197,11 @@ class GraphWorkflow:
             ) from exc
 
     async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
-        principal = self._request.principal if self._request else None
+        """Park until a decision arrives (no worker resources held), escalating on timeout,
+        then fall back to the node's default. Pending approvals are marked in the
+        ``ChamberlainApproval`` search attribute so the console can list them across runs."""
+        assert self._request is not None
+        principal = self._request.principal
         self._pending = PendingApproval(
             step_id=request.step.step_id,
             node=request.step.node,
@@ -204,15 +209,21 @@ class GraphWorkflow:
             approvers=node.approvers,
             requested_by=principal.id if principal else None,
         )
+        publish = self._request.publish_approvals
+        if publish:
+            workflow.upsert_search_attributes([APPROVAL_STATE.value_set("pending")])
         groups = [node.approvers, *([node.escalate_to] if node.escalate_to else [])]
         try:
             for i, group in enumerate(groups):
                 self._pending.approvers, self._pending.escalated = group, i > 0
+                self._pending.deadline = workflow.now() + node.timeout
                 try:
                     await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
                     break
                 except TimeoutError:
-                    workflow.logger.info("approval %s timed out for %s", request.step.step_id, group)
+                    note = f"{workflow.now():%Y-%m-%d %H:%M} no decision from {', '.join(group)} within {node.timeout}"
+                    self._pending.reminders.append(note)
+                    workflow.logger.info("approval %s: %s", request.step.step_id, note)
             decision = self._decision
             if decision is None:
                 return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
@@ -225,6 +236,8 @@ class GraphWorkflow:
             )
         finally:
             self._pending, self._decision = None, None
+            if publish:
+                workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
 
     @workflow.update(name="decide")
     async def decide(self, decision: Decision) -> str:

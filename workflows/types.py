@@ -42,6 +42,9 @@ class RunRequest(BaseModel):
     input: dict[str, Any] = {}
     principal: Principal | None = None
     steps_per_segment: int = Field(500, ge=1, description="steps before continue-as-new")
+    publish_approvals: bool = Field(
+        True, description="mark pending approvals in the ChamberlainApproval search attribute"
+    )
     resume: Cursor | None = None
 
 
@@ -66,14 +69,16 @@ class PendingApproval(BaseModel):
     ask: str
     approvers: list[str]
     requested_by: str | None
+    deadline: datetime | None = None
     escalated: bool = False
+    reminders: list[str] = []
 
 
 class Decision(BaseModel):
     """An approver's answer to a pending approval, sent as a workflow update."""
 
     step_id: str
-    outcome: Literal["approve", "reject"]
+    outcome: Literal["approve", "reject", "request_changes"]
     approver: Principal
     reason: str = ""
     values: dict[str, Any] | None = Field(None, description="the output, when a person answers for a model")

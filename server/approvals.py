@@ -1,0 +1,69 @@
+"""The approvals API: list what waits for a decision, and decide — as an authenticated user.
+
+Deciding goes through the workflow's ``decide`` update, whose validator is the single
+place that enforces roles, four-eyes and "one decision per step"; a refused decision is
+answered 403 with the validator's reason and never reaches history.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from server.auth import CurrentUser
+from server.temporal import TemporalConnection
+from workflows.graph_workflow import GraphWorkflow
+from workflows.runs import decide
+from workflows.types import Decision, PendingApproval
+
+PENDING_QUERY = 'ChamberlainApproval = "pending"'
+
+
+class DecisionBody(BaseModel):
+    step_id: str
+    outcome: Literal["approve", "reject", "request_changes"]
+    reason: str = ""
+    values: dict[str, Any] | None = None
+
+
+class PendingItem(PendingApproval):
+    run_id: str
+
+
+def approvals_router(temporal: TemporalConnection) -> APIRouter:
+    router = APIRouter(prefix="/api/approvals")
+
+    @router.get("")
+    async def pending(user: CurrentUser) -> list[PendingItem]:
+        """Approvals waiting for someone, across runs (from the visibility store)."""
+        client = await temporal.client()
+        found = []
+        async for execution in client.list_workflows(PENDING_QUERY):
+            handle = client.get_workflow_handle_for(GraphWorkflow.run, execution.id)
+            waiting = (await handle.query(GraphWorkflow.progress)).pending_approval
+            if waiting is not None:
+                found.append(PendingItem(run_id=execution.id, **waiting.model_dump()))
+        return found
+
+    @router.post("/{run_id}")
+    async def decide_approval(run_id: str, body: DecisionBody, user: CurrentUser) -> dict[str, str]:
+        client = await temporal.client()
+        handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+        decision = Decision(
+            step_id=body.step_id, outcome=body.outcome, approver=user, reason=body.reason, values=body.values
+        )
+        try:
+            outcome = await decide(handle, decision)
+        except WorkflowUpdateFailedError as exc:
+            raise HTTPException(403, str(exc.cause)) from exc
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise HTTPException(404, f"no run {run_id} waiting for a decision") from exc
+            raise
+        return {"run_id": run_id, "step_id": body.step_id, "outcome": outcome, "approver": user.id}
+
+    return router
