@@ -229,7 +229,7 @@ def approve(
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
-    console.print(f"{response.status_code} {response.text}")
+    print(response.status_code, response.text)
     if response.status_code >= 400:
         raise typer.Exit(1)
 

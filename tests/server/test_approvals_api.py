@@ -1,0 +1,101 @@
+"""The approvals API and `chamberlain approve`, as authenticated users, over one update."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from temporalio.client import Client
+
+from server.auth import token_digest
+from server.http import ServerSettings, create_app
+from tests.conftest import run_id
+from tests.support import toolbox
+from tests.support.graphs import graph
+from tests.support.servers import ThreadedServer
+from tests.support.workers import graph_worker
+from workflows import DevServer, Principal, start_run
+
+ROOT = Path(__file__).parents[2]
+TOKENS = {"alice": "tok-alice", "maria": "tok-maria", "victor": "tok-victor"}
+
+
+@pytest.fixture
+def api(dev_server: DevServer, tmp_path: Path) -> Iterator[str]:
+    users = [
+        {"id": "alice", "roles": ["manager"], "token_sha256": token_digest(TOKENS["alice"])},
+        {"id": "maria", "roles": ["manager"], "department": "support", "token_sha256": token_digest(TOKENS["maria"])},
+        {"id": "victor", "roles": ["viewer"], "token_sha256": token_digest(TOKENS["victor"])},
+    ]
+    path = tmp_path / "users.yaml"
+    path.write_text(yaml.safe_dump({"users": users}))
+    server = ThreadedServer(create_app(ServerSettings(temporal_address=dev_server.address, users=path))).start()
+    yield server.url
+    server.stop()
+
+
+def as_user(name: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[name]}"} if name else {}
+
+
+async def listed(api: str, run: str) -> dict[str, object]:
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):  # the visibility store is eventually consistent
+            response = await http.get(f"{api}/api/approvals", headers=as_user("maria"))
+            found = [item for item in response.json() if item["run_id"] == run]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{run} never listed")
+
+
+async def test_decisions_go_through_the_update_with_the_callers_identity(
+    client: Client, api: str, task_queue: str
+) -> None:
+    alice = Principal(id="alice", roles=["manager"])
+    async with graph_worker(client, task_queue):
+        handle = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=alice, task_queue=task_queue)
+        pending = await listed(api, handle.id)
+        assert (
+            pending["approvers"] == ["manager"]
+            and pending["ask"] == "Refund 500.0?"
+            and pending["requested_by"] == "alice"
+        )
+        decision = {"step_id": pending["step_id"], "outcome": "approve"}
+        async with httpx.AsyncClient() as http:
+            url = f"{api}/api/approvals/{handle.id}"
+            assert (await http.post(url, json=decision)).status_code == 401
+            as_requester = await http.post(url, json=decision, headers=as_user("alice"))
+            assert (
+                as_requester.status_code == 403 and "may not approve their own request" in as_requester.json()["detail"]
+            )
+            as_viewer = await http.post(url, json=decision, headers=as_user("victor"))
+            assert as_viewer.status_code == 403 and "victor lacks every approver role" in as_viewer.json()["detail"]
+            approved = await http.post(url, json=decision, headers=as_user("maria"))
+            assert approved.status_code == 200 and approved.json()["approver"] == "maria"
+        result = await handle.result()
+    assert result.status == "completed" and toolbox.effects("refund")
+
+
+async def test_the_cli_decides_through_the_api(client: Client, api: str, task_queue: str) -> None:
+    async with graph_worker(client, task_queue):
+        handle = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=Principal(id="alice"),
+                                 task_queue=task_queue)  # fmt: skip
+        pending = await listed(api, handle.id)
+        cli = [sys.executable, "-c", "from server.cli import main; main()"]
+        command = [*cli, "approve", handle.id, str(pending["step_id"]), "--reject", "--reason", "no", "--url", api]
+        env = {**os.environ, "CHAMBERLAIN_TOKEN": TOKENS["maria"]}
+        done = await asyncio.to_thread(
+            subprocess.run, command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert '"outcome":"reject"' in done.stdout.replace(" ", "")
+        result = await handle.result()
+    assert result.status == "rejected" and not toolbox.effects("refund")
