@@ -248,7 +248,8 @@ class GraphPlan:
                 decision = await executor.request_approval(request, node)
                 targets = {"approve": self.route(name, state), "reject": node.on_reject}
                 target = targets.get(decision.outcome, node.on_changes or node.on_reject)
-                return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome)
+                note = f"{decision.approver}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
+                return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome, routing=[note])
             case RouteNode():
                 return StepOutcome(node=name, updates={}, next=self.route(name, state))
             case EndNode():

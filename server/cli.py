@@ -20,6 +20,7 @@ from agents.exceptions import GraphSpecError
 from agents.loader import load_graph
 from agents.spec import GraphSpec
 from server.app import load_app
+from server.http import BackgroundServer, ServerSettings, create_app
 from workflows.converter import connect
 from workflows.devserver import DevServer
 from workflows.worker import TASK_QUEUE, create_worker
@@ -133,10 +134,12 @@ def dev(
     ui_port: int = 8233,
     model_port: Annotated[int, typer.Option(help="port of the embedded model's OpenAI-compatible API")] = 8766,
     model: Annotated[bool, typer.Option(help="serve the embedded model (SmolLM2-135M, llama.cpp)")] = True,
+    http_port: Annotated[int, typer.Option(help="port of the HTTP server (webhooks, approvals API)")] = 8000,
     app_name: AppOption = None,
 ) -> None:
     """Start the embedded stack: Temporal dev server (SQLite in .chamberlain/), the embedded
-    model, and a worker. Ctrl-C stops everything."""
+    model, a worker and the HTTP server (webhook sources and users from CHAMBERLAIN_WEBHOOKS
+    and CHAMBERLAIN_USERS). Ctrl-C stops everything."""
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     model_server = None
     if model:
@@ -148,13 +151,17 @@ def dev(
 
     async def serve() -> None:
         client = await server.start()
+        settings = ServerSettings(temporal_address=server.address, public_url=f"http://127.0.0.1:{http_port}")
+        http = BackgroundServer(create_app(settings), port=http_port).start()
         async with create_worker(client, models=loaded.models, tools=loaded.tools):
+            console.print(f"HTTP         [bold]{http.url}[/bold]  (webhooks, approvals API, /docs)")
             console.print(f"Temporal     [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
             console.print(f"Temporal UI  [bold]http://127.0.0.1:{ui_port}[/bold]")
             if model_server:
                 console.print(f"model        [bold]{model_server.base_url}[/bold]  ({EMBEDDED_MODEL})")
             console.print(f"worker       task queue [bold]{TASK_QUEUE}[/bold] — Ctrl-C stops everything")
             await _until_interrupted()
+        http.stop()
 
     try:
         asyncio.run(serve())

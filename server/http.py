@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,6 +16,7 @@ from server.auth import UserDirectory
 from server.ingress import Ingress
 from server.sources import SourceCatalog
 from server.temporal import TemporalConnection
+from workflows.devserver import free_port
 
 
 class ServerSettings(BaseSettings):
@@ -41,3 +46,30 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+class BackgroundServer:
+    """Serve an ASGI app from a thread (uvicorn leaves signal handling to the main thread),
+    for `chamberlain dev` and for tests that need a real server on loopback."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port or free_port()
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name=f"http-{self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"the HTTP server could not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)

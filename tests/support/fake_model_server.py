@@ -80,7 +80,7 @@ class FakeModelServer:
         return Starlette(routes=[Route("/v1/chat/completions", self._completions, methods=["POST"])])
 
     def start(self) -> FakeModelServer:
-        self._server = ThreadedServer(self.app(), self.port).start()
+        self._server = ThreadedServer(self.app(), port=self.port).start()
         return self
 
     def stop(self) -> None:

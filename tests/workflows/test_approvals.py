@@ -100,3 +100,26 @@ async def test_approval_after_a_worker_restart_resumes_the_run(client: Client, t
         result = await handle.result()
     assert result.status == "completed"
     assert [s for _, s in toolbox.effects("refund")] == [f"{handle.id}/refund/1"]
+
+
+async def test_request_changes_is_recorded_with_the_approver(
+    time_skipping: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with graph_worker(time_skipping.client, task_queue):
+        handle = await start(time_skipping, task_queue)
+        request = await pending(handle)
+        ask = Decision(step_id=request.step_id, outcome="request_changes", approver=MARIA, reason="attach the photo")
+        await decide(handle, ask)
+        result = await handle.result()
+        step = (await progress(handle)).steps[0]
+    assert result.status == "rejected"  # the graph declares no on_changes path: like a rejection
+    assert (step.decision, step.routing) == ("request_changes", ["maria: request_changes (attach the photo)"])
+
+
+async def test_escalation_reminders_are_recorded(time_skipping: WorkflowEnvironment, task_queue: str) -> None:
+    async with graph_worker(time_skipping.client, task_queue):
+        handle = await start(time_skipping, task_queue)
+        await pending(handle)
+        await time_skipping.sleep(timedelta(minutes=61))
+        escalated = await pending(handle)
+    assert len(escalated.reminders) == 1 and "no decision from manager within 1:00:00" in escalated.reminders[0]
