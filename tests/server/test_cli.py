@@ -50,3 +50,22 @@ def test_schema_is_the_graph_json_schema() -> None:
     done = chamberlain("graph", "schema")
     schema = json.loads(done.stdout)
     assert schema["title"] == "GraphSpec" and "$schema" in schema["properties"]
+
+
+def test_webhook_sign_prints_headers_that_verify(tmp_path: Path) -> None:
+    from server.signatures import verify
+
+    sources = tmp_path / "webhooks.yaml"
+    sources.write_text(
+        "sources:\n  - name: hub\n    secrets: [env:CLI_TEST_SECRET]\n    payload: tests.support.payloads:Counted\n"
+        "    graph: tests/graphs/loop.yaml\n    signature: {header: X-Sig, encoding: base64}\n"
+    )
+    event = tmp_path / "event.json"
+    event.write_bytes(b'{"limit": 1, "customer": "c"}')
+    env = {**os.environ, "CLI_TEST_SECRET": "s3cr3t", "COLUMNS": "200"}
+    done = subprocess.run([*CLI, "webhook", "sign", "hub", str(event), "--sources", str(sources), "--event-id", "e-1"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    headers = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert headers["X-Event-Id"] == "e-1" and headers["Content-Type"] == "application/json"
+    verify([b"s3cr3t"], event.read_bytes(), headers["X-Sig"], scheme="hmac-sha256", encoding="base64")
+    assert "s3cr3t" not in done.stdout
