@@ -29,7 +29,33 @@ app = typer.Typer(help="Chamberlain: durable, permission-checked agent workflows
 graph_app = typer.Typer(help="Validate, inspect and run agent graphs.")
 webhook_app = typer.Typer(help="Sign and send webhooks, for demos and debugging.")
 app.add_typer(graph_app, name="graph")
+audit_app = typer.Typer(help="Verify and export the tamper-evident audit log.")
 app.add_typer(webhook_app, name="webhook")
+app.add_typer(audit_app, name="audit")
+AuditOption = Annotated[str, typer.Option("--db", envvar="CHAMBERLAIN_AUDIT", help="the audit log's database URL")]
+
+
+@audit_app.command("verify")
+def audit_verify(db: AuditOption = "sqlite:///.chamberlain/audit.sqlite") -> None:
+    """Check the hash chain; name the first record that was edited, deleted or moved."""
+    from workflows.audit import AuditLog
+
+    log = AuditLog(db)
+    problem = log.verify()
+    if problem:
+        errors.print(f"[red]audit log broken[/red]: {problem}")
+        raise typer.Exit(1)
+    console.print(f"{sum(1 for _ in log.records())} records, chain intact")
+
+
+@audit_app.command("export")
+def audit_export(out: Path, db: AuditOption = "sqlite:///.chamberlain/audit.sqlite") -> None:
+    """Write every record as JSON Lines."""
+    from workflows.audit import AuditLog
+
+    console.print(f"wrote {AuditLog(db).export(out)} records to {out}")
+
+
 console = Console()
 errors = Console(stderr=True)
 

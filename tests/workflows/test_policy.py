@@ -1,0 +1,87 @@
+"""Every shipped policy, decision by decision: allow, deny, needs approval."""
+
+from __future__ import annotations
+
+import pytest
+
+from workflows.policy import GateRequest, PolicyEngine, ResourceRef
+from workflows.types import Principal
+
+ENGINE = PolicyEngine.load()
+SUPPORT = Principal(id="li", roles=["support"], department="support")
+FINANCE = Principal(id="fang", roles=["analyst"], department="finance")
+HELPDESK = Principal(id="helpdesk", kind="service", roles=["helpdesk"])
+CUSTOMER = Principal(id="c1", kind="service", roles=["customer"])
+
+
+def order(amount: float | None = None, currency: str = "CNY") -> ResourceRef:
+    attributes = {} if amount is None else {"amount": amount, "currency": currency}
+    return ResourceRef(type="Order", id="A1002", attributes=attributes)
+
+
+FINANCE_DATA = {"labels": ["finance"]}
+SHIPPED = {
+    "support-refunds-up-to-200-cny",
+    "approved-refunds",
+    "no-refund-without-an-amount",
+    "reads-for-everyone-in-the-tenant",
+    "finance-data-for-finance-only",
+    "models-by-default",
+    "no-pii-to-external-models",
+    "returns-for-support-and-helpdesk",
+    "return-refunds-within-the-policy-amount",
+}
+MODEL = ResourceRef(type="Model", id="m")
+CASES = [
+    # policy, principal, action, resource, extra, outcome, approvers
+    ("support-refunds-up-to-200-cny", SUPPORT, "erp.refund.create", order(200), {}, "allow", []),
+    ("support-refunds-up-to-200-cny (HKD)", SUPPORT, "erp.refund.create", order(210, "HKD"), {}, "allow", []),
+    ("approved-refunds: above 200", SUPPORT, "erp.refund.create", order(200.01), {}, "needs_approval", ["manager"]),
+    ("approved-refunds: approved", SUPPORT, "erp.refund.create", order(5000),
+     {"approved": True, "approver_roles": ["manager"]}, "allow", []),
+    ("approved-refunds: wrong approver", SUPPORT, "erp.refund.create", order(5000),
+     {"approved": True, "approver_roles": ["viewer"]}, "deny", []),
+    ("customers cannot refund alone", CUSTOMER, "erp.refund.create", order(10), {}, "needs_approval", ["manager"]),
+    ("no-refund-without-an-amount", SUPPORT, "erp.refund.create", order(), {}, "deny", []),
+    ("reads-for-everyone-in-the-tenant", CUSTOMER, "erp.order.read", order(), {}, "allow", []),
+    ("finance-data-for-finance-only: support", SUPPORT, "erp.order.read", order(), {"labels": ["finance"]}, "deny", []),
+    ("finance-data-for-finance-only: finance", FINANCE, "erp.order.read", order(), FINANCE_DATA, "allow", []),
+    ("models-by-default", CUSTOMER, "model.invoke", MODEL, {"tier": "edge", "labels": ["pii"]}, "allow", []),
+    ("no-pii-to-external-models", SUPPORT, "model.invoke", MODEL, {"tier": "external", "labels": ["pii"]}, "deny", []),
+    ("external models get unlabelled data", SUPPORT, "model.invoke", MODEL, {"tier": "external"}, "allow", []),
+    ("returns-for-support-and-helpdesk", HELPDESK, "returns.rma.create", order(), {}, "allow", []),
+    ("returns: not for customers", CUSTOMER, "returns.rma.create", order(), {}, "deny", []),
+    ("return-refunds-within-the-policy-amount", HELPDESK, "erp.refund.create",
+     ResourceRef(type="Return", id="RMA000001", attributes={"amount": 150}), {}, "allow", []),
+    ("return refunds above it need a manager", HELPDESK, "erp.refund.create",
+     ResourceRef(type="Return", id="RMA000001", attributes={"amount": 900}), {}, "needs_approval", ["manager"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "principal", "action", "resource", "extra", "outcome", "approvers"), CASES, ids=[c[0] for c in CASES]
+)
+def test_shipped_policies(
+    case: str, principal: Principal, action: str, resource: ResourceRef, extra: dict[str, object], outcome: str,
+    approvers: list[str],
+) -> None:  # fmt: skip
+    decision = ENGINE.decide(GateRequest(principal=principal, action=action, resource=resource, **extra))  # type: ignore[arg-type]
+    assert (decision.outcome, decision.approvers) == (outcome, approvers), decision.reason
+    if case in SHIPPED:  # a case named after a policy: the decision names that policy
+        assert case in decision.policies
+
+
+def test_every_shipped_policy_has_a_case() -> None:
+    assert {c[0].split(":")[0].split(" (")[0] for c in CASES} >= SHIPPED
+
+
+def test_the_grant_bounds_every_principal() -> None:
+    request = GateRequest(principal=SUPPORT, action="erp.refund.create", resource=order(10), grant=["erp.order.read"])
+    decision = ENGINE.decide(request)
+    assert (decision.outcome, decision.reason) == ("deny", "erp.refund.create is not in the agent's grant")
+
+
+def test_a_forbid_names_its_policy() -> None:
+    request = GateRequest(principal=SUPPORT, action="model.invoke", resource=ResourceRef(type="Model", id="m"),
+                          tier="external", labels=["pii"])  # fmt: skip
+    assert ENGINE.decide(request).policies == ["no-pii-to-external-models"]
