@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -157,12 +157,18 @@ def parse_output(schema: type[BaseModel], text: str) -> tuple[dict[str, Any] | N
         return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors())
 
 
-async def call_model(registry: ModelRegistry, call: ModelCall) -> ModelReply:
-    """Run one model call of a step: trust check, call, validate, repair once, price."""
+Permit = Callable[[RegisteredModel], str | None]
+
+
+async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | None = None) -> ModelReply:
+    """Run one model call of a step: trust check, ``permit`` (the permission gate: a reason to
+    refuse, or None), call, validate, repair once, price."""
     chosen = registry.resolve(model=call.model, tier=call.tier)
     untrusted = sorted(set(call.labels) - chosen.trust)
     if untrusted:
         return ModelReply(model=chosen.name, skipped=f"may not receive data labelled {', '.join(untrusted)}")
+    if permit is not None and (refusal := permit(chosen)):
+        return ModelReply(model=chosen.name, skipped=refusal)
     schema = output_model(call.output) if call.output else None
     kwargs: dict[str, Any] = {}
     if schema is not None:

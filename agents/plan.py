@@ -115,6 +115,8 @@ class GraphPlan:
                 self._routes[name] = [(compile_expression(b.when) if b.when else None, b.to) for b in node.next]
             if isinstance(node, ToolNode):
                 self._args[name] = {k: compile_expression(v) for k, v in node.args.items()}
+                read = {field for expression in self._args[name].values() for field in expression.names}
+                self._labels[name] = sorted({label for f in read if f in spec.state for label in spec.state[f].labels})
                 self._outputs[name] = {k: compile_expression(v) for k, v in node.output.items()}
             if isinstance(node, ModelNode):
                 system = PromptTemplate.from_template(node.system) if node.system else None
@@ -227,7 +229,8 @@ class GraphPlan:
                 return answer.outcome(name, answer.values, self.route(name, self.merge(state, answer.values)))
             case ToolNode():
                 args = {arg: expression(state) for arg, expression in self._args[name].items()}
-                tool_reply = await executor.call_tool(ToolCall(step=ctx, tool=node.tool, args=args), node)
+                call = ToolCall(step=ctx, tool=node.tool, args=args, labels=self._labels[name])
+                tool_reply = await executor.call_tool(call, node)
                 if failure := tool_reply.error:
                     if node.on_error is None:
                         raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)

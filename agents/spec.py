@@ -204,3 +204,6 @@ class GraphSpec(_Spec):
     nodes: dict[str, Node]
     max_steps: int | None = Field(None, ge=1)
     budget: Budget | None = None
+    grant: list[str] | None = Field(
+        None, description="the actions this agent may ever use; with a permission gate, anything else is denied"
+    )

@@ -14,13 +14,23 @@ from agents.messages import Message
 from agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
 
 
+class Principal(BaseModel):
+    """Who a run acts for (a user, or a service such as a webhook source), or who decides."""
+
+    id: str
+    kind: Literal["user", "service"] = "user"
+    roles: list[str] = []
+    department: str | None = None
+
+
 class StepContext(BaseModel):
-    """Where a step is: its ID is the run ID + node + visit count, stable across replays
-    (never LangGraph's checkpoint or task IDs, which change on every replay)."""
+    """Where a step is, and for whom: its ID is the run ID + node + visit count, stable
+    across replays (never LangGraph's checkpoint or task IDs, which change on every replay)."""
 
     run_id: str
     node: str
     visit: int
+    principal: Principal | None = None
 
     @property
     def step_id(self) -> str:
@@ -79,9 +89,12 @@ class ClassifyReply(BaseModel):
 
 
 class ToolCall(BaseModel):
+    """``labels``: the classification labels of the state the arguments were made from."""
+
     step: StepContext
     tool: str
     args: dict[str, Any]
+    labels: list[str] = []
 
     @property
     def idempotency_key(self) -> str:

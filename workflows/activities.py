@@ -22,22 +22,34 @@ from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, Too
 from agents.tooling import call_tool
 from tools.exceptions import UnknownTool
 from tools.registry import ToolRegistry
+from workflows.gate import Gate, GateCheck, GateVerdict
 from workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
 class GraphActivities:
     """Activities bound to the models and tools this worker offers."""
 
-    def __init__(self, models: ModelRegistry, tools: ToolRegistry, usage: UsageLedger | None = None) -> None:
+    def __init__(
+        self, models: ModelRegistry, tools: ToolRegistry, usage: UsageLedger | None = None, gate: Gate | None = None
+    ) -> None:
         self.models = models
         self.tools = tools
         self.usage = usage
+        self.gate = gate
         self.classifier = ExemplarClassifier()
+
+    @activity.defn(name="chamberlain.gate")
+    async def check_gate(self, check: GateCheck) -> GateVerdict:
+        """The permission gate's decision for a tool step (run as a local activity)."""
+        if self.gate is None:
+            return GateVerdict(outcome="allow", reason="no permission gate on this worker")
+        return await asyncio.to_thread(self.gate.check, check)
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
+        permit = self.gate.model_permit(call, call.step.principal) if self.gate else None
         try:
-            return await call_model(self.models, call)
+            return await call_model(self.models, call, permit)
         except ModelUnavailable as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
             raise ApplicationError(str(exc), type="ModelUnavailable", next_retry_delay=delay) from exc
@@ -60,9 +72,12 @@ class GraphActivities:
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
         try:
-            return await call_tool(self.tools, call, activity.info().attempt)
+            reply = await call_tool(self.tools, call, activity.info().attempt)
+            if self.gate and reply.error is None:
+                await asyncio.to_thread(self.gate.record_effect, call, call.step.principal, activity.info().attempt)
+            return reply
         except UnknownTool as exc:
             raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.model_step, self.classify_step, self.tool_step, self.record_usage]
+        return [self.model_step, self.classify_step, self.tool_step, self.record_usage, self.check_gate]

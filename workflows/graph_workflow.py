@@ -30,13 +30,16 @@ with workflow.unsafe.imports_passed_through():
         StepContext,
         TokenUsage,
         ToolCall,
+        ToolFailure,
         ToolReply,
     )
     from workflows.activities import GraphActivities
+    from workflows.gate import GateCheck, GateVerdict
     from workflows.types import (
         Cursor,
         Decision,
         PendingApproval,
+        Principal,
         RunProgress,
         RunRequest,
         RunResult,
@@ -67,6 +70,8 @@ class GraphWorkflow:
         self._steps: list[StepRecord] = []
         self._pending: PendingApproval | None = None
         self._decision: Decision | None = None
+        self._approver: Principal | None = None
+        self.grants: dict[str, str] = {}  # step ID → grant token, read by the grant interceptor
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -83,7 +88,9 @@ class GraphWorkflow:
                     non_retryable=True,
                 )
             visit = cursor.visits.get(cursor.node, 0) + 1
-            ctx = StepContext(run_id=workflow.info().workflow_id, node=cursor.node, visit=visit)
+            ctx = StepContext(
+                run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
+            )
             started = workflow.now()
             try:
                 outcome = await plan.step(cursor.node, cursor.state, self, ctx)
@@ -168,7 +175,34 @@ class GraphWorkflow:
         return await self._activity(GraphActivities.classify_step, call, node)
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+        """Gate, then act: the decision is a local activity (recorded, replay-safe); needs-approval
+        parks for the policy's approvers and is checked again with the approver's roles."""
+        assert self._request is not None
+        check = GateCheck(
+            call=call, principal=self._request.principal, grant=self._request.graph.grant, labels=call.labels
+        )
+        verdict = await self._gate(check)
+        if verdict.invalid:
+            return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
+        if verdict.outcome == "needs_approval":
+            approval = ApprovalNode(
+                type="approval", ask=f"{call.step.node}: {verdict.reason}", approvers=verdict.approvers
+            )
+            request = ApprovalRequest(step=call.step, ask=approval.ask, approvers=approval.approvers)
+            decision = await self.request_approval(request, approval)
+            if decision.outcome != "approve" or self._approver is None:
+                return ToolReply(error=ToolFailure(kind="PermissionDenied", message=f"{verdict.reason}: not approved"))
+            verdict = await self._gate(check.model_copy(update={"approver": self._approver}))
+        if verdict.outcome != "allow":
+            return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason))
+        if verdict.token:
+            self.grants[call.step.step_id] = verdict.token
         return await self._activity(GraphActivities.tool_step, call, node)
+
+    async def _gate(self, check: GateCheck) -> GateVerdict:
+        return await workflow.execute_local_activity_method(
+            GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
+        )
 
     async def _activity(
         self,
@@ -225,6 +259,7 @@ class GraphWorkflow:
                     self._pending.reminders.append(note)
                     workflow.logger.info("approval %s: %s", request.step.step_id, note)
             decision = self._decision
+            self._approver = decision.approver if decision else None
             if decision is None:
                 return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
             return ApprovalDecision(

@@ -9,16 +9,7 @@ from pydantic import BaseModel, Field
 
 from agents.plan import RunOutcome, StepOutcome
 from agents.spec import GraphSpec
-from agents.steps import TokenUsage
-
-
-class Principal(BaseModel):
-    """Who a run acts for, or who decides an approval."""
-
-    id: str
-    kind: Literal["user", "service"] = "user"
-    roles: list[str] = []
-    department: str | None = None
+from agents.steps import Principal, TokenUsage
 
 
 class Cursor(BaseModel):

@@ -14,13 +14,17 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from agents.models import ModelRegistry
 from tools.registry import ToolRegistry
 from workflows.activities import GraphActivities
+from workflows.gate import Gate, GrantInterceptor
 from workflows.graph_workflow import GraphWorkflow
 from workflows.usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
 
 # Pure, deterministic code the workflow uses; imported once outside the sandbox.
-_PASSTHROUGH = ("agents", "tools", "langchain_core", "langgraph", "langsmith", "pydantic", "pydantic_core", "yaml")
+_PASSTHROUGH = (
+    "agents", "tools", "workflows.gate", "workflows.policy", "workflows.audit", "workflows.usage", "cedarpy",
+    "sqlmodel", "sqlalchemy", "langchain_core", "langgraph", "langsmith", "pydantic", "pydantic_core", "yaml",
+)  # fmt: skip
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -34,16 +38,19 @@ def create_worker(
     tools: ToolRegistry,
     task_queue: str = TASK_QUEUE,
     usage: UsageLedger | None = None,
+    gate: Gate | None = None,
     max_concurrent_activities: int = 50,
     sticky_queue_timeout: timedelta = timedelta(seconds=3),
 ) -> Worker:
-    """A worker for graph runs. ``usage`` records model usage and enforces department budgets.
+    """A worker for graph runs. ``gate`` checks every step against Cedar policy and audits it;
+    ``usage`` records model usage and enforces department budgets.
     A short sticky timeout lets a crashed worker's runs move on quickly."""
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[GraphWorkflow],
-        activities=GraphActivities(models, tools, usage).all(),
+        activities=GraphActivities(models, tools, usage, gate).all(),
+        interceptors=[GrantInterceptor(gate.secret if gate else None)],
         workflow_runner=sandbox_runner(),
         max_concurrent_activities=max_concurrent_activities,
         sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
