@@ -37,6 +37,7 @@ def injected_model() -> ModelRegistry:
 
 OUTPUT = {"order_id": {"type": "str"}, "amount": {"type": "float"}}
 ARGS = {"order_id": "order_id", "amount": "amount"}
+REFUND_ID = {"refund_id": "result.refund_id"}
 
 
 def refund_graph(grant: list[str]) -> GraphSpec:
@@ -54,7 +55,7 @@ def refund_graph(grant: list[str]) -> GraphSpec:
             "start": "read",
             "nodes": {
                 "read": {"type": "model", "prompt": "{message}", "next": "refund", "output": OUTPUT},
-                "refund": {"type": "tool", "tool": "erp.refund.create", "args": ARGS, "output": {"refund_id": "result.refund_id"},
+                "refund": {"type": "tool", "tool": "erp.refund.create", "args": ARGS, "output": REFUND_ID,
                            "on_error": "refused", "error": "error", "next": "done"},
                 "refused": {"type": "end", "output": ["error"]},
                 "done": {"type": "end"},
