@@ -33,7 +33,8 @@ def smollm2_weights() -> Path:
     return found[0]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for the servers this project starts itself)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -43,7 +44,7 @@ def _free_port() -> int:
 class EmbeddedModelServer:
     """``python -m llama_cpp.server`` for the embedded model, on loopback."""
 
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     threads: int = 2
     context: int = 2048
     log_file: Path | None = None

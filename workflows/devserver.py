@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from agents.embedded import free_port
 from workflows.converter import connect
 
 _TUNING = {
@@ -36,12 +36,6 @@ def temporal_binary(name: str = "temporal") -> Path:
     if not found:
         raise FileNotFoundError(f"{name} not found next to {sys.executable}: install the project (make install)")
     return Path(found)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
