@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 Scheme = Literal["hmac-sha256", "stripe"]
@@ -73,10 +73,10 @@ def verify(
 
 
 def _verify_stripe(secrets: Sequence[bytes], body: bytes, header: str, tolerance: float, now: float) -> None:
-    parts: Mapping[str, list[str]] = {}
+    parts: dict[str, list[str]] = {}
     for item in header.split(","):
         key, _, value = item.strip().partition("=")
-        parts.setdefault(key, []).append(value)  # type: ignore[attr-defined]
+        parts.setdefault(key, []).append(value)
     try:
         timestamp = int(parts["t"][0])
     except (KeyError, ValueError):
