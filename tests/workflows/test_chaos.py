@@ -25,7 +25,7 @@ from tools.crm.embedded import EmbeddedCrm
 from tools.erp.embedded import EmbeddedErp
 from tools.erp.models import Refund
 from tools.seed import seed
-from workflows import DevServer, GraphWorkflow, start_run
+from workflows import DevServer, GraphWorkflow, RunResult, start_run
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).parents[2]
@@ -51,24 +51,40 @@ def spawn_worker(address: str, task_queue: str) -> subprocess.Popen[str]:
     return process
 
 
+async def run_killing_the_first_worker(
+    client: Client,
+    address: str,
+    task_queue: str,
+    rid: str,
+    name: str,
+    values: dict[str, object],
+    kill_at: tuple[str, str],
+) -> RunResult:
+    """Start a run on a worker process, SIGKILL it when the ledger shows ``kill_at``, and let a
+    second worker process finish the run."""
+    first = spawn_worker(address, task_queue)
+    try:
+        handle = await start_run(client, graph(name), values, run_id=rid, task_queue=task_queue)
+        await wait_for_effect(*kill_at)
+    finally:
+        first.kill()
+        first.wait()
+    second = spawn_worker(address, task_queue)
+    try:
+        return await handle.result()
+    finally:
+        second.kill()
+        second.wait()
+
+
 async def test_killed_worker_resumes_on_a_new_one_without_repeating_steps(
     client: Client, dev_server: DevServer, task_queue: str
 ) -> None:
     rid = run_id()
-    first = spawn_worker(dev_server.address, task_queue)
-    try:
-        handle = await start_run(client, graph("slow_chain"), {}, run_id=rid, task_queue=task_queue)
-        await wait_for_effect("start", f"{rid}/s3/1")
-        first.kill()  # SIGKILL in the middle of step s3
-        first.wait()
-    finally:
-        first.kill()
-    second = spawn_worker(dev_server.address, task_queue)
-    try:
-        result = await handle.result()
-    finally:
-        second.kill()
-        second.wait()
+    # SIGKILL in the middle of step s3
+    result = await run_killing_the_first_worker(
+        client, dev_server.address, task_queue, "slow_chain", {}, ("start", f"{rid}/s3/1")
+    )
     assert result.status == "completed" and result.output["last"] == "s5"
     starts = Counter(s for e, s in toolbox.effects("start"))
     dones = Counter(s for e, s in toolbox.effects("done"))
@@ -108,21 +124,12 @@ async def test_worker_killed_between_the_erp_write_and_completion_refunds_once(
     seed(erp, EmbeddedCrm(erp.engine), customers=20, orders=50)
     monkeypatch.setenv("CHAMBERLAIN_TEST_ERP", url)
     rid = run_id()
-    first = spawn_worker(dev_server.address, task_queue)
-    try:
-        values = {"order_id": "A1005", "amount": 10.0}
-        handle = await start_run(client, graph("crash_refund"), values, run_id=rid, task_queue=task_queue)
-        await wait_for_effect("refund-written", f"{rid}/refund/1")
-        first.kill()  # the refund is in the ERP; the activity never completed
-        first.wait()
-    finally:
-        first.kill()
-    second = spawn_worker(dev_server.address, task_queue)
-    try:
-        result = await handle.result()
-    finally:
-        second.kill()
-        second.wait()
+    values = {"order_id": "A1005", "amount": 10.0}
+    # SIGKILL once the refund is in the ERP but before the activity completed
+    kill_at = ("refund-written", f"{rid}/refund/1")
+    result = await run_killing_the_first_worker(
+        client, dev_server.address, task_queue, rid, "crash_refund", values, kill_at
+    )
     assert toolbox.effects("refund-written") == [("refund-written", f"{rid}/refund/1")] * 2  # the call ran twice…
     with Session(erp.engine) as session:
         refunds = session.exec(select(Refund).where(Refund.order_id == "A1005")).all()
