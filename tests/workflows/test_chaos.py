@@ -83,7 +83,7 @@ async def test_killed_worker_resumes_on_a_new_one_without_repeating_steps(
     rid = run_id()
     # SIGKILL in the middle of step s3
     result = await run_killing_the_first_worker(
-        client, dev_server.address, task_queue, "slow_chain", {}, ("start", f"{rid}/s3/1")
+        client, dev_server.address, task_queue, rid, "slow_chain", {}, ("start", f"{rid}/s3/1")
     )
     assert result.status == "completed" and result.output["last"] == "s5"
     starts = Counter(s for e, s in toolbox.effects("start"))
