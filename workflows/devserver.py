@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 
 from agents.embedded import free_port
@@ -78,11 +80,25 @@ class DevServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"temporal dev server exited with {self._process.returncode}: {self.command()}")
             try:
-                return await connect(self.address)  # connecting asks the server for its system info
+                client = await connect(self.address)  # connecting asks the server for its system info
+                await self._register_search_attributes(client)
+                return client
             except RuntimeError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+
+    async def _register_search_attributes(self, client: Client) -> None:
+        """``--search-attribute`` only applies to a new database file; an older file gets them here."""
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace="default")
+        )
+        missing = {k: v for k, v in self.search_attributes.items() if k not in existing.custom_attributes}
+        if missing:
+            kinds = {k: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{v.upper()}") for k, v in missing.items()}
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace="default", search_attributes=kinds)
+            )
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash would."""
