@@ -1,0 +1,83 @@
+"""A permission-gate decision against an empty decision, in the same process.
+
+    python -m benchmarks.policy_decision [--decisions 5000]
+
+"Empty" builds the same request and returns allow without Cedar; the policy decision runs
+the shipped policies through ``PolicyEngine.decide`` (including the second, hypothetical
+evaluation that finds "needs approval").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from workflows.policy import GateDecision, GateRequest, PolicyEngine, ResourceRef
+from workflows.types import Principal
+
+OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
+SUPPORT = Principal(id="li", roles=["support"], department="support")
+
+
+def refund(amount: float) -> GateRequest:
+    order = ResourceRef(type="Order", id="A1", attributes={"amount": amount})
+    return GateRequest(principal=SUPPORT, action="erp.refund.create", resource=order)
+
+
+REQUESTS = {
+    "allow (refund 150 CNY)": refund(150),
+    "needs approval (refund 5000)": refund(5000),
+    "deny (PII to external model)": GateRequest(
+        principal=SUPPORT,
+        action="model.invoke",
+        resource=ResourceRef(type="Model", id="m"),
+        labels=["pii"],
+        tier="external",
+    ),
+}
+
+
+def empty(request: GateRequest) -> GateDecision:
+    return GateDecision(outcome="allow", policies=[request.action])
+
+
+def timed(fn: object, request: GateRequest, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn(request)  # type: ignore[operator]
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--decisions", type=int, default=5000)
+    args = parser.parse_args()
+    engine = PolicyEngine.load()
+    summary: dict[str, dict[str, float]] = {}
+    table = Table("decision", "p50 ms", "p99 ms", "empty p50 ms", "empty p99 ms")
+    for name, request in REQUESTS.items():
+        timed(engine.decide, request, 200)  # warm up
+        policy, baseline = [], []
+        for _ in range(args.decisions // 100):  # interleaved batches
+            policy += timed(engine.decide, request, 100)
+            baseline += timed(empty, request, 100)
+        p = statistics.quantiles(policy, n=100)
+        b = statistics.quantiles(baseline, n=100)
+        summary[name] = {"p50_ms": round(p[49], 3), "p99_ms": round(p[98], 3), "empty_p50_ms": round(b[49], 4),
+                         "empty_p99_ms": round(b[98], 4)}  # fmt: skip
+        table.add_row(name, *(f"{v}" for v in summary[name].values()))
+    Console().print(table)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "policy_decision.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
