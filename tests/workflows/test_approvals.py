@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
@@ -13,21 +12,13 @@ from temporalio.testing import WorkflowEnvironment
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
-from tests.support.workers import graph_worker
-from workflows import Decision, GraphWorkflow, PendingApproval, Principal, RunResult, decide, progress, start_run
+from tests.support.workers import graph_worker, wait_for_approval
+from workflows import Decision, GraphWorkflow, Principal, RunResult, decide, progress, start_run
 
 ALICE = Principal(id="alice", roles=["manager"])  # requests the refund, and happens to be a manager
 MARIA = Principal(id="maria", roles=["manager"])
 VICTOR = Principal(id="victor", roles=["viewer"])
 DIANA = Principal(id="diana", roles=["director", "manager"])
-
-
-async def pending(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> PendingApproval:
-    for _ in range(100):
-        if found := (await progress(handle)).pending_approval:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError("no approval became pending")
 
 
 async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[GraphWorkflow, RunResult]:
@@ -43,7 +34,7 @@ async def refused(handle: WorkflowHandle[GraphWorkflow, RunResult], decision: De
 async def test_only_an_authorized_other_person_can_approve(time_skipping: WorkflowEnvironment, task_queue: str) -> None:
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
-        request = await pending(handle)
+        request = await wait_for_approval(handle)
         assert (request.ask, request.approvers, request.requested_by) == ("Refund 500.0?", ["manager"], "alice")
         as_requester = Decision(step_id=request.step_id, outcome="approve", approver=ALICE)
         assert "requester may not approve their own request" in await refused(handle, as_requester)
@@ -67,7 +58,7 @@ async def test_only_an_authorized_other_person_can_approve(time_skipping: Workfl
 async def test_rejection_ends_the_run_without_the_refund(time_skipping: WorkflowEnvironment, task_queue: str) -> None:
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
-        request = await pending(handle)
+        request = await wait_for_approval(handle)
         await decide(handle, Decision(step_id=request.step_id, outcome="reject", approver=MARIA, reason="too much"))
         result = await handle.result()
     assert (result.status, result.end) == ("rejected", None)
@@ -77,10 +68,10 @@ async def test_rejection_ends_the_run_without_the_refund(time_skipping: Workflow
 async def test_timeout_escalates_then_takes_the_default(time_skipping: WorkflowEnvironment, task_queue: str) -> None:
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
-        first = await pending(handle)
+        first = await wait_for_approval(handle)
         assert (first.approvers, first.escalated) == (["manager"], False)
         await time_skipping.sleep(timedelta(minutes=61))
-        escalated = await pending(handle)
+        escalated = await wait_for_approval(handle)
         assert (escalated.approvers, escalated.escalated) == (["director"], True)
         too_late = Decision(step_id=first.step_id, outcome="approve", approver=MARIA)
         assert "maria lacks every approver role of ['director']" in await refused(handle, too_late)
@@ -94,7 +85,7 @@ async def test_approval_after_a_worker_restart_resumes_the_run(client: Client, t
     worker once the one that cached the run has gone, so this case needs the real server."""
     async with graph_worker(client, task_queue):
         handle = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=ALICE, task_queue=task_queue)
-        request = await pending(handle)
+        request = await wait_for_approval(handle)
     async with graph_worker(client, task_queue):  # a new worker, with no cached state
         await decide(handle, Decision(step_id=request.step_id, outcome="approve", approver=DIANA))
         result = await handle.result()
@@ -107,7 +98,7 @@ async def test_request_changes_is_recorded_with_the_approver(
 ) -> None:
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
-        request = await pending(handle)
+        request = await wait_for_approval(handle)
         ask = Decision(step_id=request.step_id, outcome="request_changes", approver=MARIA, reason="attach the photo")
         await decide(handle, ask)
         result = await handle.result()
@@ -119,7 +110,7 @@ async def test_request_changes_is_recorded_with_the_approver(
 async def test_escalation_reminders_are_recorded(time_skipping: WorkflowEnvironment, task_queue: str) -> None:
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
-        await pending(handle)
+        await wait_for_approval(handle)
         await time_skipping.sleep(timedelta(minutes=61))
-        escalated = await pending(handle)
+        escalated = await wait_for_approval(handle)
     assert len(escalated.reminders) == 1 and "no decision from manager within 1:00:00" in escalated.reminders[0]

@@ -13,12 +13,13 @@ from temporalio.client import Client
 
 from agents import GraphSpec, ModelRegistry, ScriptedChatModel, StepContext, Tier, ToolCall
 from tests.conftest import run_id
+from tests.support.workers import wait_for_approval
 from tools.business import business_tools
 from tools.crm.embedded import EmbeddedCrm
 from tools.erp.embedded import EmbeddedErp
 from tools.erp.models import Refund
 from tools.seed import REFERENCE_DAY, seed
-from workflows import Decision, Principal, create_worker, decide, progress, run_graph, start_run
+from workflows import Decision, Principal, create_worker, decide, run_graph, start_run
 from workflows.audit import AuditLog
 from workflows.gate import Gate, grant_token
 from workflows.policy import PolicyEngine
@@ -113,8 +114,7 @@ async def test_an_injected_refund_inside_the_grant_waits_for_a_manager(
     async with gated_worker(client, task_queue, erp, audit):
         handle = await start_run(client, refund_graph(["erp.refund.create"]), {"message": INJECTION}, run_id=rid,
                                  task_queue=task_queue, principal=HELPDESK)  # fmt: skip
-        while not (pending := (await progress(handle)).pending_approval):
-            pass
+        pending = await wait_for_approval(handle)
         assert pending.approvers == ["manager"] and "erp.refund.create needs approval by manager" in pending.ask
         manager = Principal(id="maria", roles=["manager"])
         await decide(handle, Decision(step_id=pending.step_id, outcome="reject", approver=manager, reason="injection"))
@@ -138,8 +138,7 @@ async def test_an_approved_refund_is_checked_again_and_happens_once(
     async with create_worker(client, models=models, tools=tools, task_queue=task_queue, gate=gate):
         handle = await start_run(client, refund_graph(["erp.refund.create"]), {"message": message}, run_id=rid,
                                  task_queue=task_queue, principal=HELPDESK)  # fmt: skip
-        while not (pending := (await progress(handle)).pending_approval):
-            pass
+        pending = await wait_for_approval(handle)
         await decide(
             handle,
             Decision(step_id=pending.step_id, outcome="approve", approver=Principal(id="maria", roles=["manager"])),

@@ -13,7 +13,7 @@ from agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
 from tests.conftest import run_id
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 from tests.support.graphs import graph
-from tests.support.workers import graph_worker
+from tests.support.workers import graph_worker, wait_for_approval
 from workflows import Decision, Principal, RunResult, decide, progress, run_graph, start_run
 
 SECRET = "Zhang Wei, 138-0013-8000, order A1002"  # PII the external model must never see
@@ -130,8 +130,7 @@ async def test_a_human_answers_when_every_model_fails(
     servers["private"].then(Behaviour(content="?"), Behaviour(content="?"))
     async with graph_worker(client, task_queue, registry(servers)):
         handle = await start_run(client, graph("extract"), {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
-        while not (pending := (await progress(handle)).pending_approval):
-            pass
+        pending = await wait_for_approval(handle)
         assert pending.approvers == ["agent"] and "provide order_id" in pending.ask
         agent = Principal(id="li", roles=["agent"])
         await decide(
@@ -168,8 +167,7 @@ async def test_a_budget_can_escalate_to_a_person(
     spec = two_model_steps({"max_cost": 0.00001, "on_exceeded": "escalate", "approvers": ["finance"]})
     async with graph_worker(client, task_queue, registry(servers)):
         handle = await start_run(client, spec, {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
-        while not (pending := (await progress(handle)).pending_approval):
-            pass
+        pending = await wait_for_approval(handle)
         assert pending.approvers == ["finance"] and "over budget (cost" in pending.ask
         await decide(
             handle, Decision(step_id=pending.step_id, outcome="approve", approver=Principal(id="f", roles=["finance"]))
