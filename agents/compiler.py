@@ -21,6 +21,7 @@ from langgraph.types import Command
 
 from agents.classifier import ExemplarClassifier
 from agents.exceptions import StepLimitExceeded
+from agents.labels import DataLabels
 from agents.models import ModelRegistry, call_model
 from agents.plan import GraphPlan, RunOutcome, StepOutcome
 from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
@@ -44,21 +45,29 @@ Approver = Callable[[ApprovalRequest], ApprovalDecision]
 
 
 def compile_to_langgraph(
-    plan: GraphPlan, executor: StepExecutor, *, run_id: str, trace: list[StepOutcome] | None = None
+    plan: GraphPlan,
+    executor: StepExecutor,
+    *,
+    run_id: str,
+    trace: list[StepOutcome] | None = None,
+    labels: DataLabels | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The plan as a compiled LangGraph graph whose effects go through ``executor``."""
+    """The plan as a compiled LangGraph graph whose effects go through ``executor``; ``labels``
+    are the input's (:meth:`GraphPlan.initial_labels`), carried beside LangGraph's state."""
     fields: dict[str, Any] = {
         name: Annotated[list[Any], operator.add] if plan.is_message_field(name) else Any for name in plan.spec.state
     }
     builder: StateGraph[Any, Any, Any, Any] = StateGraph(TypedDict("State", fields))  # type: ignore[operator]
     visits: Counter[str] = Counter()
+    known = labels or DataLabels()
 
     def node_function(name: str) -> Callable[[dict[str, Any]], Any]:
         async def run(state: dict[str, Any]) -> Command[Any]:
+            nonlocal known
             visits[name] += 1
-            outcome = await plan.step(
-                name, dict(state), executor, StepContext(run_id=run_id, node=name, visit=visits[name])
-            )
+            ctx = StepContext(run_id=run_id, node=name, visit=visits[name])
+            outcome = await plan.step(name, dict(state), executor, ctx, known)
+            known = plan.merge_labels(known, outcome)
             if trace is not None:
                 trace.append(outcome)
             return Command(update=outcome.updates, goto=outcome.next or END)
@@ -106,9 +115,11 @@ async def run_in_process(
     plan = GraphPlan(spec)
     steps: list[StepOutcome] = [] if trace is None else trace
     run_id = f"local-{uuid.uuid4().hex[:12]}"
-    graph = compile_to_langgraph(plan, LocalExecutor(models, tools, approve), run_id=run_id, trace=steps)
+    initial = plan.initial_state(values)
+    graph = compile_to_langgraph(plan, LocalExecutor(models, tools, approve), run_id=run_id, trace=steps,
+                                 labels=plan.initial_labels(initial))  # fmt: skip
     try:
-        state = await graph.ainvoke(plan.initial_state(values), {"recursion_limit": plan.max_steps + 1})
+        state = await graph.ainvoke(initial, {"recursion_limit": plan.max_steps + 1})
     except GraphRecursionError as exc:
         raise StepLimitExceeded(f"graph '{spec.name}' walked more than {plan.max_steps} steps") from exc
     last = steps[-1]

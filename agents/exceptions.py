@@ -10,6 +10,7 @@ AgentError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 class AgentError(Exception):
@@ -25,6 +26,7 @@ class SpecIssue:
     file: str | None = None
     line: int | None = None
     suggestion: str | None = None
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         where = self.file or "<graph>"
@@ -42,6 +44,14 @@ class GraphSpecError(AgentError):
     def __init__(self, issues: list[SpecIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class GraphWarning(UserWarning):
+    """Something in a graph that will work, but maybe not as its author expects."""
+
+    def __init__(self, issue: SpecIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
 
 
 class ExpressionError(AgentError):

@@ -57,10 +57,12 @@ _CONSTANTS = {"true": True, "false": False, "null": None, "True": True, "False":
 
 @dataclass(frozen=True)
 class Expression:
-    """A compiled expression: its source, the state fields it reads, and its evaluator."""
+    """A compiled expression: its source, the state fields it reads, and its evaluator.
+    ``members`` says what of them it reads: ``"a"`` for all of field a, ``"a.b"`` for its key b."""
 
     source: str
     names: frozenset[str]
+    members: frozenset[str]
     _evaluate: Evaluator = field(repr=False, compare=False)
 
     def __call__(self, scope: Mapping[str, Any]) -> Any:
@@ -77,13 +79,14 @@ def compile_expression(source: str) -> Expression:
     except SyntaxError as exc:
         raise ExpressionError(f"{source!r} is not a valid expression: {exc.msg}") from exc
     names: set[str] = set()
-    evaluate = _compile(tree.body, source, names)
-    return Expression(source, frozenset(names), evaluate)
+    members: set[str] = set()
+    evaluate = _compile(tree.body, source, names, members)
+    return Expression(source, frozenset(names), frozenset(members), evaluate)
 
 
-def _compile(node: ast.AST, source: str, names: set[str]) -> Evaluator:
+def _compile(node: ast.AST, source: str, names: set[str], members: set[str]) -> Evaluator:
     def sub(child: ast.AST) -> Evaluator:
-        return _compile(child, source, names)
+        return _compile(child, source, names, members)
 
     match node:
         case ast.Constant(value=value) if isinstance(value, str | int | float | bool) or value is None:
@@ -93,7 +96,15 @@ def _compile(node: ast.AST, source: str, names: set[str]) -> Evaluator:
             return lambda _s: constant
         case ast.Name(id=name):
             names.add(name)
+            members.add(name)
             return lambda s: s[name]
+        case (
+            ast.Attribute(value=ast.Name(id=base), attr=field_name)
+            | ast.Subscript(value=ast.Name(id=base), slice=ast.Constant(value=str() as field_name))
+        ) if base not in _CONSTANTS:
+            names.add(base)
+            members.add(f"{base}.{field_name}")
+            return lambda s: s[base][field_name]
         case ast.BoolOp(op=ast.And(), values=values):
             parts = [sub(v) for v in values]
             return lambda s: all(p(s) for p in parts)

@@ -3,11 +3,15 @@
 PyYAML's composer keeps each node's position; we build the plain data and an index of
 ``path → line`` from the same tree, so both Pydantic's errors and the cross-reference
 checks of :mod:`agents.validation` come back as ``returns.yaml:14: … — did you mean …?``.
+A ``review`` (such as the static safety checks of :mod:`agents.safety`) is located the same
+way; its warnings are issued as :class:`GraphWarning` through :mod:`warnings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import warnings
+from collections.abc import Callable, Collection
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -16,23 +20,26 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from agents import spec as spec_module
-from agents.exceptions import GraphSpecError, SpecIssue
+from agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
 from agents.spec import GraphSpec
 from agents.validation import did_you_mean, validate_graph
 
 PathKey = tuple[str | int, ...]
+Review = Callable[[GraphSpec], list[SpecIssue]]
 
 
-def load_graph(source: str | Path, *, tools: Collection[str] | None = None) -> GraphSpec:
+def load_graph(source: str | Path, *, tools: Collection[str] | None = None, review: Review | None = None) -> GraphSpec:
     """Load and fully validate the graph in the YAML file ``source``.
 
     Raises :class:`GraphSpecError` listing every problem with its file and line.
     """
     path = Path(source)
-    return parse_graph(path.read_text(encoding="utf-8"), filename=str(path), tools=tools)
+    return parse_graph(path.read_text(encoding="utf-8"), filename=str(path), tools=tools, review=review)
 
 
-def parse_graph(text: str, *, filename: str = "<graph>", tools: Collection[str] | None = None) -> GraphSpec:
+def parse_graph(
+    text: str, *, filename: str = "<graph>", tools: Collection[str] | None = None, review: Review | None = None
+) -> GraphSpec:
     """Like :func:`load_graph`, from YAML text."""
     try:
         data, lines = _compose(text)
@@ -49,8 +56,13 @@ def parse_graph(text: str, *, filename: str = "<graph>", tools: Collection[str] 
     except ValidationError as exc:
         raise GraphSpecError([_locate(_from_pydantic(e), filename, lines) for e in exc.errors()]) from exc
     issues = validate_graph(spec, tools)
-    if issues:
-        raise GraphSpecError([_locate(issue, filename, lines) for issue in issues])
+    if not issues and review is not None:
+        issues = review(spec)
+    located = [_locate(issue, filename, lines) for issue in issues]
+    for warning in (i for i in located if i.severity == "warning"):
+        warnings.warn(GraphWarning(warning), stacklevel=2)
+    if errors := [i for i in located if i.severity == "error"]:
+        raise GraphSpecError(errors)
     return spec
 
 
@@ -97,7 +109,7 @@ def _locate(issue: SpecIssue, filename: str, lines: dict[PathKey, int]) -> SpecI
     )
     best = next(candidates, None)
     line = lines[tuple(parts[i] for i in best)] if best else lines.get((), 1)
-    return SpecIssue(issue.message, issue.path, filename, line, issue.suggestion)
+    return replace(issue, file=filename, line=line)
 
 
 def _compose(text: str) -> tuple[Any, dict[PathKey, int]]:

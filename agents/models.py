@@ -1,10 +1,11 @@
 """Models by name and tier, their trust and cost, and the one way a model step runs.
 
 ``call_model`` is what both the in-process runner and the Temporal model activity run. It
-refuses to send data to a model whose trust does not cover the data's labels (the reply
-says it skipped, nothing leaves), asks for JSON-schema output when the node declares one,
-validates the answer, repairs it once by showing the model its error, and prices the call.
-A failure to produce valid output is returned as data, so the caller can escalate.
+asks the permission gate (if any) whether the chosen model may see the data — which may
+mask labelled values first — and refuses to send data to a model whose trust does not
+cover the labels left (the reply says it skipped, nothing leaves); it asks for JSON-schema
+output when the node declares one, validates the answer, repairs it once by showing the
+model its error, and prices the call. A failure to produce valid output is returned as data, so the caller can escalate.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agents.exceptions import ModelOutputInvalid
+from agents.labels import Masking, unmask
 from agents.private_model import PrivateChatModel, StructuredOutput
 from agents.spec import FieldType, OutputField, Tier
 from agents.steps import ModelCall, ModelReply, TokenUsage
@@ -157,18 +159,27 @@ def parse_output(schema: type[BaseModel], text: str) -> tuple[dict[str, Any] | N
         return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors())
 
 
-Permit = Callable[[RegisteredModel], str | None]
+Permit = Callable[[RegisteredModel, ModelCall], str | Masking | None]
+"""The permission gate's answer for a model and a call: a reason to refuse, what to mask, or None."""
 
 
 async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | None = None) -> ModelReply:
-    """Run one model call of a step: trust check, ``permit`` (the permission gate: a reason to
-    refuse, or None), call, validate, repair once, price."""
+    """Run one model call of a step: ``permit`` (refuse or mask), trust check, call, validate,
+    repair once, put pseudonyms back, price."""
     chosen = registry.resolve(model=call.model, tier=call.tier)
-    untrusted = sorted(set(call.labels) - chosen.trust)
+    verdict = permit(chosen, call) if permit is not None else None
+    if isinstance(verdict, str):
+        return ModelReply(model=chosen.name, skipped=verdict)
+    messages: list[BaseMessage] = list(call.messages)
+    labels, masked = set(call.labels), list[str]()
+    restore: dict[str, str] = {}
+    if isinstance(verdict, Masking):
+        masked = sorted(labels & set(verdict.styles))
+        messages, restore = verdict.apply(messages, call.sensitive)
+        labels -= set(masked)
+    untrusted = sorted(labels - chosen.trust)
     if untrusted:
         return ModelReply(model=chosen.name, skipped=f"may not receive data labelled {', '.join(untrusted)}")
-    if permit is not None and (refusal := permit(chosen)):
-        return ModelReply(model=chosen.name, skipped=refusal)
     schema = output_model(call.output) if call.output else None
     kwargs: dict[str, Any] = {}
     if schema is not None:
@@ -177,7 +188,6 @@ async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | 
             "json_schema": {"name": "step_output", "schema": schema.model_json_schema(), "strict": True},
         }
     usage = TokenUsage()
-    messages: list[BaseMessage] = list(call.messages)
     async with chosen.slots():
         message = await _ask(chosen, messages, kwargs, usage)
         structured, error, repaired = None, None, False
@@ -191,15 +201,15 @@ async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | 
                 ]
                 message = await _ask(chosen, messages, kwargs, usage)
                 structured, error = parse_output(schema, message.text)
+    if restore:
+        message, structured = (
+            message.model_copy(update={"content": unmask(message.content, restore)}),
+            unmask(structured, restore),
+        )
     return ModelReply(
-        message=message,
-        structured=structured,
-        model=chosen.name,
-        usage=usage,
-        cost=chosen.cost(usage),
-        error=error,
-        repaired=repaired,
-    )
+        message=message, structured=structured, model=chosen.name, usage=usage, cost=chosen.cost(usage),
+        error=error, repaired=repaired, masked=masked,
+    )  # fmt: skip
 
 
 async def _ask(

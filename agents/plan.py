@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.prompts import PromptTemplate
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from agents.exceptions import ExpressionError, ModelOutputInvalid, StepFailed
 from agents.expressions import Expression, compile_expression
+from agents.labels import DataLabels, labels_read, strings_in
 from agents.loader import check_graph
 from agents.messages import to_message, to_messages
 from agents.models import output_model, parse_output
@@ -61,6 +62,8 @@ class StepOutcome(BaseModel):
     cost: float = 0.0
     routing: list[str] = []
     decision: Literal["approve", "reject", "request_changes"] | None = None
+    labels: dict[str, list[str]] = Field({}, description="the classification labels of each updated field")
+    sensitive: dict[str, list[str]] = Field({}, exclude=True, description="the labelled values the step brought in")
 
 
 @dataclass
@@ -81,16 +84,14 @@ class _Answer:
         )
         self.cost += reply.cost
 
-    def outcome(self, name: str, updates: dict[str, Any], next: str | None) -> StepOutcome:
+    def outcome(self, name: str, updates: dict[str, Any], next: str | None, labels: _Labelled) -> StepOutcome:
         return StepOutcome(
-            node=name,
-            updates=updates,
-            next=next,
-            model=self.model,
-            usage=self.usage,
-            cost=self.cost,
-            routing=self.routing,
-        )
+            node=name, updates=updates, next=next, model=self.model, usage=self.usage, cost=self.cost,
+            routing=self.routing, labels=labels[0], sensitive=labels[1],
+        )  # fmt: skip
+
+
+_Labelled = tuple[dict[str, list[str]], dict[str, list[str]]]  # a step's field labels, and its labelled values
 
 
 class RunOutcome(BaseModel):
@@ -109,23 +110,22 @@ class GraphPlan:
         self._args: dict[str, dict[str, Expression]] = {}
         self._outputs: dict[str, dict[str, Expression]] = {}
         self._prompts: dict[str, tuple[PromptTemplate, PromptTemplate | None]] = {}
-        self._labels: dict[str, list[str]] = {}
+        self._reads: dict[str, set[str]] = {}  # the state fields whose data a node sends out
+        self.declared = {name: field.labels for name, field in spec.state.items()}
         for name, node in spec.nodes.items():
             if not isinstance(node, EndNode) and isinstance(node.next, list):
                 self._routes[name] = [(compile_expression(b.when) if b.when else None, b.to) for b in node.next]
             if isinstance(node, ToolNode):
                 self._args[name] = {k: compile_expression(v) for k, v in node.args.items()}
-                read = {field for expression in self._args[name].values() for field in expression.names}
-                self._labels[name] = sorted({label for f in read if f in spec.state for label in spec.state[f].labels})
+                self._reads[name] = {f for expression in self._args[name].values() for f in expression.names}
                 self._outputs[name] = {k: compile_expression(v) for k, v in node.output.items()}
             if isinstance(node, ModelNode):
                 system = PromptTemplate.from_template(node.system) if node.system else None
                 self._prompts[name] = (PromptTemplate.from_template(node.prompt), system)
                 read = {*self._prompts[name][0].input_variables, *(system.input_variables if system else [])}
-                read |= {node.messages} if node.messages else set()
-                self._labels[name] = sorted({label for f in read for label in spec.state[f].labels})
+                self._reads[name] = read | ({node.messages} if node.messages else set())
             if isinstance(node, ClassifyNode):
-                self._labels[name] = sorted(spec.state[node.input].labels)
+                self._reads[name] = {node.input}
 
     @property
     def start(self) -> str:
@@ -135,6 +135,10 @@ class GraphPlan:
     def max_steps(self) -> int:
         """The bound on nodes walked; an acyclic graph cannot walk more than its nodes."""
         return self.spec.max_steps or len(self.spec.nodes)
+
+    def reads(self, name: str) -> set[str]:
+        """The state fields whose data node ``name`` sends out (to a model, a classifier or a tool)."""
+        return set(self._reads.get(name, ()))
 
     def node(self, name: str) -> Node:
         return self.spec.nodes[name]
@@ -160,6 +164,19 @@ class GraphPlan:
             except ValidationError as exc:
                 raise ValueError(f"state field '{name}' of graph '{self.spec.name}': {exc.errors()[0]['msg']}") from exc
         return state
+
+    def initial_labels(self, state: State) -> DataLabels:
+        """The labelled values of a run's input: the strings in its labelled fields."""
+        return DataLabels().updated({}, _values({f: state[f] for f in state if self.declared[f]}, self.declared))
+
+    def merge_labels(self, labels: DataLabels, outcome: StepOutcome) -> DataLabels:
+        """Labels after a step: its fields' new labels (message fields keep their old messages'
+        labels too) and the labelled values it brought in."""
+        fields = {
+            f: sorted({*ls, *labels.fields.get(f, ())}) if self.is_message_field(f) else ls
+            for f, ls in outcome.labels.items()
+        }
+        return labels.updated(fields, outcome.sensitive)
 
     def merge(self, state: State, updates: dict[str, Any]) -> State:
         """Apply updates: message fields append, every other field is replaced."""
@@ -197,21 +214,30 @@ class GraphPlan:
 
     # -- one step --------------------------------------------------------------------------
 
-    async def step(self, name: str, state: State, executor: StepExecutor, ctx: StepContext) -> StepOutcome:
-        """Execute node ``name`` on ``state`` and decide where to go next."""
+    async def step(
+        self, name: str, state: State, executor: StepExecutor, ctx: StepContext, labels: DataLabels | None = None
+    ) -> StepOutcome:
+        """Execute node ``name`` on ``state`` and decide where to go next. ``labels`` are what
+        the run knows of its data's classification (see :mod:`agents.labels`)."""
         node = self.node(name)
+        labels = labels or DataLabels()
+        read = labels.of(self._reads.get(name, ()), self.declared)
         match node:
             case ModelNode():
                 candidates = node.cascade or [node.model or (node.tier.value if node.tier else "")]
-                answer = await self._ask(name, node.output, self.model_messages(name, state), candidates, node.human,
-                                         node.min_confidence, executor, ctx)  # fmt: skip
+                messages = self.model_messages(name, state)
+                data = _in_messages(labels, messages, read)
+                answer = await self._ask(name, node.output, messages, candidates, node.human, node.min_confidence,
+                                         executor, ctx, data)  # fmt: skip
                 updates = dict(answer.values)
                 if node.write is not None and answer.message is not None:
                     message = answer.message
                     updates[node.write] = (
                         [message_to_dict(message)] if self.is_message_field(node.write) else message.text
                     )
-                return answer.outcome(name, updates, self.route(name, self.merge(state, updates)))
+                derived = {f: [] if _declassified(node.output, f) else data[0] for f in updates}
+                return answer.outcome(name, updates, self.route(name, self.merge(state, updates)),
+                                      self._labelled(updates, derived))  # fmt: skip
             case ClassifyNode():
                 text = str(state[node.input])
                 found = await executor.classify(ClassifyCall(step=ctx, text=text, classes=node.classes), node)
@@ -219,28 +245,40 @@ class GraphPlan:
                 if found.margin >= node.min_margin or not node.cascade:
                     updates = {node.write: found.label}
                     return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)),
-                                       routing=routing)  # fmt: skip
+                                       routing=routing, labels={node.write: self.declared[node.write]})  # fmt: skip
                 question = [
                     SystemMessage(f"Classify the message as one of: {', '.join(node.classes)}. Answer in JSON."),
                     HumanMessage(text),
                 ]
                 output = {node.write: OutputField(enum=list(node.classes))}
-                answer = await self._ask(name, output, question, node.cascade, node.human, 0.5, executor, ctx, routing)
-                return answer.outcome(name, answer.values, self.route(name, self.merge(state, answer.values)))
+                answer = await self._ask(name, output, question, node.cascade, node.human, 0.5, executor, ctx,
+                                         _in_messages(labels, question, read), routing)  # fmt: skip
+                return answer.outcome(name, answer.values, self.route(name, self.merge(state, answer.values)),
+                                      self._labelled(answer.values, {node.write: []}))  # fmt: skip
             case ToolNode():
                 args = {arg: expression(state) for arg, expression in self._args[name].items()}
-                call = ToolCall(step=ctx, tool=node.tool, args=args, labels=self._labels[name])
+                read = sorted({*read, *labels.found_in(json.dumps(args, ensure_ascii=False, default=str))})
+                call = ToolCall(step=ctx, tool=node.tool, args=args, labels=read)
                 tool_reply = await executor.call_tool(call, node)
                 if failure := tool_reply.error:
                     if node.on_error is None:
                         raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)
                     updates = {node.error: failure.message} if node.error else {}
                     return StepOutcome(
-                        node=name, updates=updates, next=node.on_error, routing=[f"{failure.kind}: {failure.message}"]
-                    )
+                        node=name, updates=updates, next=node.on_error, routing=[f"{failure.kind}: {failure.message}"],
+                        labels={f: sorted({*read, *self.declared[f]}) for f in updates},  # the message may quote them
+                    )  # fmt: skip
                 scope = {**state, "result": tool_reply.output}
                 updates = {f: expression(scope) for f, expression in self._outputs[name].items()}
-                return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)))
+                field_labels, values = self._labelled(updates, self._from_state(name, labels))
+                for f in updates:  # what came from the tool keeps the labels of its fields
+                    field_labels[f] = sorted(
+                        {*field_labels[f], *labels_read(self._outputs[name][f], tool_reply.labels)}
+                    )
+                for label, produced in _values(tool_reply.output, tool_reply.labels).items():
+                    values.setdefault(label, []).extend(produced)
+                return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)),
+                                   labels=field_labels, sensitive=values)  # fmt: skip
             case ApprovalNode():
                 request = ApprovalRequest(
                     step=ctx,
@@ -280,9 +318,11 @@ class GraphPlan:
         min_confidence: float,
         executor: StepExecutor,
         ctx: StepContext,
+        data: tuple[list[str], dict[str, list[str]]],
         routing: list[str] | None = None,
     ) -> _Answer:
-        """Walk the cascade until an answer is valid and confident; record every decision."""
+        """Walk the cascade until an answer is valid and confident; record every decision.
+        ``data``: the labels of the messages' data, and the labelled values in them."""
         answer = _Answer(routing=list(routing or []))
         offset = len(answer.routing)
         for attempt, candidate in enumerate(candidates, start=offset):
@@ -291,7 +331,7 @@ class GraphPlan:
             tier = Tier(candidate) if candidate in Tier.__members__.values() else None
             call = ModelCall(
                 step=ctx, messages=messages, tier=tier, model=None if tier or not candidate else candidate,
-                output=output, labels=self._labels.get(name, []), attempt=attempt,
+                output=output, labels=data[0], sensitive=data[1], attempt=attempt,
             )  # fmt: skip
             reply = await executor.call_model(call, self.node(name))  # type: ignore[arg-type]  # a model or classify node
             answer.add(reply)
@@ -302,7 +342,8 @@ class GraphPlan:
             elif reply.confidence < min_confidence:
                 answer.routing.append(f"{reply.model}: confidence {reply.confidence} < {min_confidence}")
             else:
-                answer.routing.append(f"{reply.model}: ok" + (" after repair" if reply.repaired else ""))
+                masked = f" ({', '.join(reply.masked)} masked)" if reply.masked else ""
+                answer.routing.append(f"{reply.model}: ok" + (" after repair" if reply.repaired else "") + masked)
                 answer.values, answer.model = reply.structured or {}, reply.model
                 answer.message = reply.message if isinstance(reply.message, AIMessage) else None
                 return answer
@@ -332,6 +373,45 @@ class GraphPlan:
         answer.routing.append(f"human {decision.approver}: answered")
         answer.values, answer.model = values, f"human:{decision.approver}"
         return answer
+
+    # -- labels ----------------------------------------------------------------------------
+
+    def _labelled(self, updates: dict[str, Any], derived: dict[str, list[str]]) -> _Labelled:
+        """Each updated field's labels (declared ∪ derived), and the labelled values in them."""
+        labels = {f: sorted({*self.declared[f], *derived.get(f, ())}) for f in updates}
+        return labels, _values(updates, labels)
+
+    def _from_state(self, name: str, labels: DataLabels) -> dict[str, list[str]]:
+        """The labels a tool node's outputs take from the state fields their expressions read."""
+        return {
+            f: labels.of(expression.names & set(self.spec.state) - {"result"}, self.declared)
+            for f, expression in self._outputs[name].items()
+        }
+
+
+def _declassified(output: dict[str, OutputField] | None, field: str) -> bool:
+    """A choice from a fixed set (an enum, a yes/no) carries none of the labels of what it judged."""
+    spec = (output or {}).get(field)
+    return spec is not None and (spec.enum is not None or spec.type is FieldType.BOOL)
+
+
+def _values(data: dict[str, Any], labels: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The strings in each labelled field of ``data``, by label."""
+    values: dict[str, list[str]] = {}
+    for f, ls in labels.items():
+        if f in data:
+            for label in ls:
+                values.setdefault(label, []).extend(strings_in(data[f]))
+    return values
+
+
+def _in_messages(
+    labels: DataLabels, messages: list[BaseMessage], read: list[str]
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The labels of what the messages carry — of the fields they were made from, and of any
+    labelled value that shows up in them — and those labelled values."""
+    found = labels.found_in("\n".join(m.text for m in messages))
+    return sorted({*read, *found}), found
 
 
 _FIELD_TYPES: dict[FieldType, TypeAdapter[Any]] = {

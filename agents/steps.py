@@ -15,12 +15,15 @@ from agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier
 
 
 class Principal(BaseModel):
-    """Who a run acts for (a user, or a service such as a webhook source), or who decides."""
+    """Who a run acts for (a user, or a service such as a webhook source), or who decides.
+    ``clearance``: the data labels this principal may see in the console and logs."""
 
     id: str
     kind: Literal["user", "service"] = "user"
     roles: list[str] = []
     department: str | None = None
+    tenant: str | None = None
+    clearance: list[str] = []
 
 
 class StepContext(BaseModel):
@@ -44,6 +47,7 @@ class TokenUsage(BaseModel):
 
 class ModelCall(BaseModel):
     """One model call of a step; ``labels`` are the classification labels of the data in it,
+    ``sensitive`` the labelled values its messages contain (what masking would hide),
     ``attempt`` its place in the node's cascade."""
 
     step: StepContext
@@ -52,6 +56,7 @@ class ModelCall(BaseModel):
     model: str | None = None
     output: dict[str, OutputField] | None = None
     labels: list[str] = []
+    sensitive: dict[str, list[str]] = {}
     attempt: int = 0
 
 
@@ -67,6 +72,7 @@ class ModelReply(BaseModel):
     error: str | None = None
     repaired: bool = False
     skipped: str | None = None
+    masked: list[str] = []
 
     @property
     def confidence(self) -> float:
@@ -110,7 +116,10 @@ class ToolFailure(BaseModel):
 
 
 class ToolReply(BaseModel):
+    """``labels``: the classification labels of the output's fields, as the adapter declares them."""
+
     output: dict[str, Any] = {}
+    labels: dict[str, list[str]] = {}
     error: ToolFailure | None = None
 
 

@@ -17,6 +17,8 @@ from tools.registry import ToolRegistry
 async def call_tool(tools: ToolRegistry, call: ToolCall, attempt: int = 1) -> ToolReply:
     context = ToolContext(step_id=call.step.step_id, idempotency_key=call.idempotency_key, attempt=attempt)
     try:
-        return ToolReply(output=await tools.invoke(call.tool, call.args, context))
+        output = await tools.invoke(call.tool, call.args, context)
+        labels = {f: list(ls) for f, ls in tools[call.tool].labels.items() if ls}
+        return ToolReply(output=output, labels=labels)
     except (ToolInputInvalid, ToolRejected) as exc:
         return ToolReply(error=ToolFailure(kind=type(exc).__name__, message=str(exc)))

@@ -3,8 +3,8 @@
     python -m benchmarks.policy_decision [--decisions 5000]
 
 "Empty" builds the same request and returns allow without Cedar; the policy decision runs
-the shipped policies through ``PolicyEngine.decide`` (including the second, hypothetical
-evaluation that finds "needs approval").
+the shipped policies through ``PolicyEngine.decide`` (including the second evaluation
+that finds "needs approval", or checks that masking suffices).
 """
 
 from __future__ import annotations
@@ -33,12 +33,21 @@ def refund(amount: float) -> GateRequest:
 REQUESTS = {
     "allow (refund 150 CNY)": refund(150),
     "needs approval (refund 5000)": refund(5000),
-    "deny (PII to external model)": GateRequest(
+    "mask (PII to an external model)": GateRequest(
         principal=SUPPORT,
         action="model.invoke",
         resource=ResourceRef(type="Model", id="m"),
         labels=["pii"],
         tier="external",
+        trusted=[],
+    ),
+    "deny (finance data to an untrusted model)": GateRequest(
+        principal=SUPPORT,
+        action="model.invoke",
+        resource=ResourceRef(type="Model", id="m"),
+        labels=["finance"],
+        tier="private",
+        trusted=[],
     ),
 }
 

@@ -1,7 +1,8 @@
-"""Find the application: the module that offers a deployment's tools and models.
+"""Find the application: the module that offers a deployment's tools, models and policies.
 
 Like uvicorn's ``module:attribute``, an app is named by import path — ``CHAMBERLAIN_APP``
 or ``--app`` — and the working directory is importable, so a project's own code is found.
+An app's own Cedar policies (a ``POLICIES`` folder) join the shipped ones.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 
 from agents.models import ModelRegistry
 from tools.registry import ToolRegistry
+from workflows.audit import AuditLog
+from workflows.gate import Gate
+from workflows.policy import PolicyEngine
 
 DEFAULT_APP = "examples.quickstart.app"
 
@@ -21,13 +25,19 @@ DEFAULT_APP = "examples.quickstart.app"
 class App:
     tools: ToolRegistry
     models: ModelRegistry
+    policies: PolicyEngine
+
+    def gate(self, audit_url: str) -> Gate:
+        """The permission gate for this app's tools, auditing to ``audit_url``."""
+        return Gate(self.policies, AuditLog(audit_url), self.tools)
 
 
 def load_app(name: str | None = None) -> App:
     """Import ``name`` (default: ``$CHAMBERLAIN_APP``, then the quickstart) and read its
-    ``tools()`` and ``models()`` factories."""
+    ``tools()`` and ``models()`` factories and its ``POLICIES`` folder, if it has one."""
     module_name = name or os.environ.get("CHAMBERLAIN_APP", DEFAULT_APP)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
-    return App(tools=module.tools(), models=module.models())
+    folders = [module.POLICIES] if hasattr(module, "POLICIES") else []
+    return App(tools=module.tools(), models=module.models(), policies=PolicyEngine.load(*folders))

@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agents.labels import redact
 from server.auth import CurrentUser
 from server.temporal import TemporalConnection
 from workflows.graph_workflow import GraphWorkflow
 from workflows.runs import decide
-from workflows.types import Decision, PendingApproval
+from workflows.types import Decision, PendingApproval, Principal
 
 PENDING_QUERY = 'ChamberlainApproval = "pending"'
 
@@ -31,7 +32,16 @@ class DecisionBody(BaseModel):
 
 
 class PendingItem(PendingApproval):
+    """A pending approval as one viewer may see it: labelled values beyond their clearance
+    redacted, the labelled values themselves never sent."""
+
     run_id: str
+    sensitive: dict[str, list[str]] = Field({}, exclude=True)
+
+    @classmethod
+    def for_viewer(cls, run_id: str, pending: PendingApproval, viewer: Principal) -> PendingItem:
+        ask = redact(pending.ask, pending.sensitive, viewer.clearance)
+        return cls(run_id=run_id, **pending.model_dump(exclude={"ask", "sensitive"}), ask=ask)
 
 
 def approvals_router(temporal: TemporalConnection) -> APIRouter:
@@ -46,7 +56,7 @@ def approvals_router(temporal: TemporalConnection) -> APIRouter:
             handle = client.get_workflow_handle_for(GraphWorkflow.run, execution.id)
             waiting = (await handle.query(GraphWorkflow.progress)).pending_approval
             if waiting is not None:
-                found.append(PendingItem(run_id=execution.id, **waiting.model_dump()))
+                found.append(PendingItem.for_viewer(execution.id, waiting, user))
         return found
 
     @router.post("/{run_id}")

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import uuid
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +17,9 @@ from rich.table import Table
 
 from agents.compiler import run_in_process
 from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
-from agents.exceptions import GraphSpecError
+from agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
 from agents.loader import load_graph
+from agents.safety import review_graph
 from agents.spec import GraphSpec
 from server.app import load_app
 from server.http import BackgroundServer, ServerSettings, create_app
@@ -64,13 +66,24 @@ DATA_DIR = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 
 
 def _load(path: Path, app_name: str | None, check_tools: bool = True) -> GraphSpec:
-    tools = load_app(app_name).tools if check_tools else None
-    try:
-        return load_graph(path, tools=tools)
-    except GraphSpecError as exc:
-        for issue in exc.issues:
-            errors.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+    """Load a graph; with the app's tools and models, also run the static safety checks."""
+    app = load_app(app_name) if check_tools else None
+
+    def review(spec: GraphSpec) -> list[SpecIssue]:
+        assert app is not None
+        return review_graph(spec, app.tools, app.models, bounded=app.policies.bounded)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GraphWarning)
+        try:
+            spec = load_graph(path, tools=app.tools if app else None, review=review if app else None)
+        except GraphSpecError as exc:
+            for issue in exc.issues:
+                errors.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+    for warning in caught:
+        errors.print(f"[yellow]warning[/yellow] {warning.message}", highlight=False, soft_wrap=True)
+    return spec
 
 
 @graph_app.command("validate")
@@ -131,9 +144,14 @@ def worker(
     tls_cert: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_CERT")] = None,
     tls_key: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_KEY")] = None,
     tls_ca: Annotated[Path | None, typer.Option(envvar="TEMPORAL_TLS_CA")] = None,
+    audit: Annotated[
+        str, typer.Option(envvar="CHAMBERLAIN_AUDIT", help="audit log database URL; '' runs without the gate")
+    ] = "sqlite:///.chamberlain/audit.sqlite",
     app_name: AppOption = None,
 ) -> None:
-    """Run a worker against any Temporal service: start more of them to scale out."""
+    """Run a worker against any Temporal service: start more of them to scale out. Every step
+    passes the permission gate (Cedar policy, audited) unless --audit is empty; workers of
+    one deployment share CHAMBERLAIN_GRANT_SECRET and the audit database."""
     from temporalio.client import TLSConfig
 
     tls_config: TLSConfig | bool = tls
@@ -148,7 +166,8 @@ def worker(
     async def serve() -> None:
         client = await connect(address, namespace, tls=tls_config)
         console.print(f"worker on [bold]{address}[/bold] namespace {namespace}, task queue {task_queue}")
-        async with create_worker(client, models=loaded.models, tools=loaded.tools, task_queue=task_queue):
+        gate = loaded.gate(audit) if audit else None
+        async with create_worker(client, models=loaded.models, tools=loaded.tools, task_queue=task_queue, gate=gate):
             await _until_interrupted()
 
     asyncio.run(serve())
@@ -179,7 +198,9 @@ def dev(
         client = await server.start()
         settings = ServerSettings(temporal_address=server.address, public_url=f"http://127.0.0.1:{http_port}")
         http = BackgroundServer(create_app(settings), port=http_port).start()
-        async with create_worker(client, models=loaded.models, tools=loaded.tools):
+        gate = loaded.gate(f"sqlite:///{DATA_DIR / 'audit.sqlite'}")
+        async with create_worker(client, models=loaded.models, tools=loaded.tools, gate=gate):
+            console.print(f"audit log    [bold]{DATA_DIR / 'audit.sqlite'}[/bold]  (chamberlain audit verify)")
             console.print(f"HTTP         [bold]{http.url}[/bold]  (webhooks, approvals API, /docs)")
             console.print(f"Temporal     [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
             console.print(f"Temporal UI  [bold]http://127.0.0.1:{ui_port}[/bold]")

@@ -66,13 +66,16 @@ class ToolAdapter(Generic[In, Out]):
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     timeout: timedelta = timedelta(seconds=30)
     compensation: str | None = None
-    resource: Callable[[In], Resource] | None = None
+    resource: Callable[[In], Resource | Awaitable[Resource]] | None = None
 
-    def resource_of(self, args: Mapping[str, Any]) -> Resource:
-        """The resource a call with ``args`` acts on (the tool itself when undeclared)."""
+    async def resource_of(self, args: Mapping[str, Any]) -> Resource:
+        """The resource a call with ``args`` acts on (the tool itself when undeclared). A
+        resolver may be async, to read what the policy needs from the system of record —
+        the amount of a return, say — instead of trusting arguments a model produced."""
         if self.resource is None:
             return Resource("Tool", self.name)
-        return self.resource(self.parse_args(args))
+        found = self.resource(self.parse_args(args))
+        return await found if inspect.isawaitable(found) else found
 
     def parse_args(self, args: Mapping[str, Any]) -> In:
         """Validate arguments, naming each bad field and the value it got."""
@@ -99,7 +102,7 @@ def tool(
     labels: Mapping[str, tuple[str, ...] | list[str]] | None = None,
     timeout: timedelta = timedelta(seconds=30),
     compensation: str | None = None,
-    resource: Callable[[Any], Resource] | None = None,
+    resource: Callable[[Any], Resource | Awaitable[Resource]] | None = None,
     description: str | None = None,
 ) -> Callable[[Callable[[Any, ToolContext], Awaitable[Any]]], ToolAdapter[Any, Any]]:
     """Turn ``async def fn(args: InModel, ctx: ToolContext) -> OutModel`` into an adapter."""

@@ -152,8 +152,13 @@ def business_tools(
         digest = render_label(path, rma=rma.rma, order_id=order.id, sender=order.ship_to, recipient=order.return_to)
         return Label(rma=rma.rma, path=str(path), sha256=digest)
 
+    async def return_refunded(args: RmaQuery) -> Resource:
+        """What a return's refund pays, as the ERP has it: the policy decides on that amount."""
+        rma = await erp.get_return(args.rma)
+        return Resource("Return", rma.rma, {"amount": rma.refund_amount, "currency": rma.currency})
+
     @tool("returns.refund", effect=Effect.IRREVERSIBLE, action="erp.refund.create", labels={"amount": FINANCIAL},
-          resource=lambda a: Resource("Return", a.rma))  # fmt: skip
+          resource=return_refunded)  # fmt: skip
     async def refund_return(args: RmaQuery, ctx: ToolContext) -> RefundView:
         """Refund an authorised return's amount to the original payment, once."""
         rma = await erp.get_return(args.rma)

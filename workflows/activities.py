@@ -22,6 +22,7 @@ from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, Too
 from agents.tooling import call_tool
 from tools.exceptions import UnknownTool
 from tools.registry import ToolRegistry
+from workflows.audit import AuditEntry
 from workflows.gate import Gate, GateCheck, GateVerdict
 from workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
@@ -43,11 +44,17 @@ class GraphActivities:
         """The permission gate's decision for a tool step (run as a local activity)."""
         if self.gate is None:
             return GateVerdict(outcome="allow", reason="no permission gate on this worker")
-        return await asyncio.to_thread(self.gate.check, check)
+        return await self.gate.check(check)
+
+    @activity.defn(name="chamberlain.audit")
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append a decision the workflow received (an approval) to the audit log, once."""
+        if self.gate is not None:
+            await asyncio.to_thread(self.gate.audit.append, entry)
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
-        permit = self.gate.model_permit(call, call.step.principal) if self.gate else None
+        permit = self.gate.model_permit(call.step.principal) if self.gate else None
         try:
             return await call_model(self.models, call, permit)
         except ModelUnavailable as exc:
@@ -74,10 +81,10 @@ class GraphActivities:
         try:
             reply = await call_tool(self.tools, call, activity.info().attempt)
             if self.gate and reply.error is None:
-                await asyncio.to_thread(self.gate.record_effect, call, call.step.principal, activity.info().attempt)
+                await self.gate.record_effect(call, call.step.principal, activity.info().attempt)
             return reply
         except UnknownTool as exc:
             raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.model_step, self.classify_step, self.tool_step, self.record_usage, self.check_gate]
+        return [self.model_step, self.classify_step, self.tool_step, self.record_usage, self.check_gate, self.audit]

@@ -10,6 +10,7 @@ Model steps are checked in the model activity, against the model the cascade pic
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -32,7 +33,8 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from agents.models import RegisteredModel
+from agents.labels import Masking
+from agents.models import Permit, RegisteredModel
 from agents.steps import ModelCall, ToolCall
 from tools.exceptions import ToolInputInvalid
 from tools.registry import ToolRegistry
@@ -82,11 +84,11 @@ class Gate:
         self.policies, self.audit, self.tools = policies, audit, tools
         self.secret = secret or grant_secret()
 
-    def check(self, check: GateCheck) -> GateVerdict:
+    async def check(self, check: GateCheck) -> GateVerdict:
         call = check.call
         adapter = self.tools[call.tool]
         try:
-            resource = adapter.resource_of(call.args)
+            resource = await adapter.resource_of(call.args)
         except ToolInputInvalid as exc:  # arguments the model may correct: not a policy matter yet
             return GateVerdict(outcome="deny", reason=str(exc), invalid=True)
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
@@ -97,50 +99,57 @@ class Gate:
             approver_roles=check.approver.roles if check.approver else [],
         )  # fmt: skip
         decision = self.policies.decide(request)
-        who = _who(check.principal) + (f" approved by {_who(check.approver)}" if check.approver else "")
-        self.audit.append(
+        actor = who(check.principal) + (f" approved by {who(check.approver)}" if check.approver else "")
+        await asyncio.to_thread(
+            self.audit.append,
             AuditEntry(
                 run_id=call.step.run_id, step_id=call.step.step_id, attempt=2 if check.approver else 1, kind="decision",
-                principal=who, action=request.action, resource=f'{resource.type}::"{resource.id}"', args=call.args,
+                principal=actor, action=request.action, resource=f'{resource.type}::"{resource.id}"', args=call.args,
                 decision=decision.outcome, policies=decision.policies,
             )
         )  # fmt: skip
         token = grant_token(self.secret, call) if decision.outcome == "allow" else None
         return GateVerdict(**decision.model_dump(), token=token)
 
-    def model_permit(self, call: ModelCall, principal: Principal | None) -> Any:
-        """A check for ``call_model``: may this model receive this call's data?"""
+    def model_permit(self, principal: Principal | None) -> Permit:
+        """The check ``call_model`` makes for the model its cascade picked: may this model
+        receive this call's data — as it is, masked, or not at all?"""
 
-        def permit(model: RegisteredModel) -> str | None:
-            resource = ResourceRef(type="Model", id=model.name)
+        def permit(model: RegisteredModel, call: ModelCall) -> str | Masking | None:
             request = GateRequest(
-                principal=principal, action="model.invoke", resource=resource, labels=call.labels, tier=model.tier.value
-            )
+                principal=principal, action="model.invoke", resource=ResourceRef(type="Model", id=model.name),
+                labels=call.labels, tier=model.tier.value, trusted=sorted(model.trust),
+            )  # fmt: skip
             decision = self.policies.decide(request)
             self.audit.append(
                 AuditEntry(
                     run_id=call.step.run_id, step_id=f"{call.step.step_id}/{call.attempt}", kind="decision",
-                    principal=_who(principal), action="model.invoke", resource=f'Model::"{model.name}"',
-                    args={"labels": call.labels}, decision=decision.outcome, policies=decision.policies,
+                    principal=who(principal), action="model.invoke", resource=f'Model::"{model.name}"',
+                    args={"labels": call.labels, "masked": sorted(decision.masks)}, decision=decision.outcome,
+                    policies=decision.policies,
                 )
             )  # fmt: skip
+            if decision.outcome == "mask":
+                return Masking(decision.masks, key=hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest())
             return None if decision.outcome == "allow" else f"denied by policy ({decision.reason})"
 
         return permit
 
-    def record_effect(self, call: ToolCall, principal: Principal | None, attempt: int) -> None:
+    async def record_effect(self, call: ToolCall, principal: Principal | None, attempt: int) -> None:
         adapter = self.tools[call.tool]
-        resource = adapter.resource_of(call.args)
-        self.audit.append(
+        resource = await adapter.resource_of(call.args)
+        await asyncio.to_thread(
+            self.audit.append,
             AuditEntry(
                 run_id=call.step.run_id, step_id=call.step.step_id, attempt=attempt, kind="effect",
-                principal=_who(principal), action=adapter.action or f"tool.{adapter.name}",
+                principal=who(principal), action=adapter.action or f"tool.{adapter.name}",
                 resource=f'{resource.type}::"{resource.id}"', args=call.args, decision="done",
             )
         )  # fmt: skip
 
 
-def _who(principal: Principal | None) -> str:
+def who(principal: Principal | None) -> str:
+    """A principal as the audit log names it: ``User::maria``, ``Service::helpdesk``."""
     if principal is None:
         return "anonymous"
     return f"{'User' if principal.kind == 'user' else 'Service'}::{principal.id}"

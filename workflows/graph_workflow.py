@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agents.exceptions import AgentError, StepFailed
+    from agents.labels import DataLabels
     from agents.plan import GraphPlan, StepOutcome
     from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from agents.steps import (
@@ -34,7 +35,8 @@ with workflow.unsafe.imports_passed_through():
         ToolReply,
     )
     from workflows.activities import GraphActivities
-    from workflows.gate import GateCheck, GateVerdict
+    from workflows.audit import AuditEntry
+    from workflows.gate import GateCheck, GateVerdict, who
     from workflows.types import (
         Cursor,
         Decision,
@@ -71,13 +73,21 @@ class GraphWorkflow:
         self._pending: PendingApproval | None = None
         self._decision: Decision | None = None
         self._approver: Principal | None = None
+        self._standing_approval: Principal | None = None  # the last approval node's approver, used once
+        self._labels = DataLabels()
+        self._approvals: list[ApprovalDecision] = []
         self.grants: dict[str, str] = {}  # step ID → grant token, read by the grant interceptor
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
         self._request = request
         plan = GraphPlan(request.graph)
-        cursor = request.resume or Cursor(node=plan.start, state=plan.initial_state(request.input))
+        if request.resume is None:
+            state = plan.initial_state(request.input)
+            cursor = Cursor(node=plan.start, state=state, labels=plan.initial_labels(state))
+        else:
+            cursor = request.resume
+        self._labels = cursor.labels
         steps_this_segment = 0
         while True:
             self._node = cursor.node
@@ -93,13 +103,16 @@ class GraphWorkflow:
             )
             started = workflow.now()
             try:
-                outcome = await plan.step(cursor.node, cursor.state, self, ctx)
+                outcome = await plan.step(cursor.node, cursor.state, self, ctx, cursor.labels)
             except StepFailed as exc:
                 raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
             self._steps.append(
                 StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
             )
             cursor.state = plan.merge(cursor.state, outcome.updates)
+            cursor.labels = self._labels = plan.merge_labels(cursor.labels, outcome)
+            if isinstance(plan.node(outcome.node), ApprovalNode):
+                self._standing_approval = self._approver if outcome.decision == "approve" else None
             cursor.visits[cursor.node] = visit
             cursor.steps += 1
             steps_this_segment += 1
@@ -176,12 +189,18 @@ class GraphWorkflow:
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
         """Gate, then act: the decision is a local activity (recorded, replay-safe); needs-approval
-        parks for the policy's approvers and is checked again with the approver's roles."""
+        parks for the policy's approvers and is checked again with the approver's roles. The
+        approval node a run passed last stands in for that, once: for the first step after it
+        that needs approval (so a graph's own "manager approves" is not asked twice)."""
         assert self._request is not None
         check = GateCheck(
             call=call, principal=self._request.principal, grant=self._request.graph.grant, labels=call.labels
         )
         verdict = await self._gate(check)
+        if verdict.outcome == "needs_approval" and self._standing_approval is not None:
+            standing, self._standing_approval = self._standing_approval, None  # the graph's approval node asked
+            approved = await self._gate(check.model_copy(update={"approver": standing}))
+            verdict = approved if approved.outcome == "allow" else verdict
         if verdict.invalid:
             return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
         if verdict.outcome == "needs_approval":
@@ -242,6 +261,7 @@ class GraphWorkflow:
             ask=request.ask,
             approvers=node.approvers,
             requested_by=principal.id if principal else None,
+            sensitive=self._labels.found_in(request.ask),
         )
         publish = self._request.publish_approvals
         if publish:
@@ -261,18 +281,33 @@ class GraphWorkflow:
             decision = self._decision
             self._approver = decision.approver if decision else None
             if decision is None:
-                return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
-            return ApprovalDecision(
-                step_id=decision.step_id,
-                outcome=decision.outcome,
-                approver=decision.approver.id,
-                reason=decision.reason,
-                values=decision.values,
-            )
+                answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
+            else:
+                answer = ApprovalDecision(
+                    step_id=decision.step_id, outcome=decision.outcome, approver=decision.approver.id,
+                    reason=decision.reason, values=decision.values,
+                )  # fmt: skip
+            await self._audit_approval(request, answer)
+            return answer
         finally:
             self._pending, self._decision = None, None
             if publish:
                 workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
+
+    async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
+        """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
+        assert self._request is not None
+        entry = AuditEntry(
+            run_id=request.step.run_id, step_id=request.step.step_id,
+            attempt=sum(a.step_id == answer.step_id for a in self._approvals) + 1, kind="approval",
+            principal=who(self._approver) if self._approver else "timeout", action="approval",
+            resource=f'Step::"{request.step.node}"', args={"ask": request.ask, "reason": answer.reason},
+            decision=answer.outcome,
+        )  # fmt: skip
+        self._approvals.append(answer)
+        await workflow.execute_local_activity_method(
+            GraphActivities.audit, entry, start_to_close_timeout=timedelta(seconds=30)
+        )
 
     @workflow.update(name="decide")
     async def decide(self, decision: Decision) -> str:

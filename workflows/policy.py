@@ -4,7 +4,9 @@ Cedar answers allow or deny; "needs approval" is what a permit conditioned on
 ``context.approved`` makes of a request nobody permits yet: the engine asks Cedar again as
 if approved by the roles the policy's ``@approvers`` annotation names, and if that is
 allowed, the step waits for those approvers instead of failing. A ``forbid`` that matches is
-final — no approval lifts it.
+final — no approval lifts it, but a ``@mask("pii:pseudonym")`` annotation on it says the
+request may go ahead with the values of those labels masked (see :mod:`agents.labels`): the
+engine asks again without them, and if that is allowed the outcome is "mask".
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cedarpy
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from agents.labels import MaskStyle
 from workflows.types import Principal
 
 POLICIES = Path(__file__).with_name("policies")
@@ -40,15 +43,17 @@ class GateRequest(BaseModel):
     grant: list[str] | None = None
     labels: list[str] = []
     tier: str | None = None
+    trusted: list[str] | None = Field(None, description="the labels a model is trusted with (models.yaml)")
     approved: bool = False
     approver_roles: list[str] = []
 
 
 class GateDecision(BaseModel):
-    outcome: Literal["allow", "deny", "needs_approval"]
+    outcome: Literal["allow", "deny", "needs_approval", "mask"]
     policies: list[str] = []
     reason: str = ""
     approvers: list[str] = []
+    masks: dict[str, MaskStyle] = Field({}, description="for 'mask': how to mask the values of each label")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class _Policy:
     name: str
     effect: str
     approvers: tuple[str, ...]
+    masks: dict[str, str]
 
 
 class PolicyEngine:
@@ -65,22 +71,23 @@ class PolicyEngine:
         source = "\n".join(texts)
         self._policies = cedarpy.PolicySet.from_str(source)
         parsed = json.loads(cedarpy.policies_to_json_str(source))["staticPolicies"]
-        self._meta = {
-            key: _Policy(
-                name=p.get("annotations", {}).get("id", key),
-                effect=p["effect"],
-                approvers=tuple(
-                    r.strip() for r in p.get("annotations", {}).get("approvers", "").split(",") if r.strip()
-                ),
-            )
-            for key, p in parsed.items()
-        }
+        self._meta = {key: _meta(key, p["effect"], p.get("annotations", {})) for key, p in parsed.items()}
+        self.bounded = frozenset(
+            action
+            for p in parsed.values()
+            if p["effect"] == "permit" and p.get("conditions")
+            for action in _actions(p["action"])
+        )
+        """Actions some conditional permit decides call by call (an amount limit, an approval):
+        the static checks accept an irreversible tool with such an action without an approval node."""
 
     @classmethod
-    def load(cls, folder: Path = POLICIES) -> PolicyEngine:
-        files = sorted(folder.glob("*.cedar"))
-        if not files:
-            raise FileNotFoundError(f"no *.cedar policy files in {folder}")
+    def load(cls, *folders: Path) -> PolicyEngine:
+        """The ``*.cedar`` files of the shipped policies and of ``folders`` (an app's own)."""
+        files = [f for folder in (POLICIES, *folders) for f in sorted(Path(folder).glob("*.cedar"))]
+        for folder in folders:
+            if not any(Path(folder).glob("*.cedar")):
+                raise FileNotFoundError(f"no *.cedar policy files in {folder}")
         return cls(f.read_text(encoding="utf-8") for f in files)
 
     def decide(self, request: GateRequest) -> GateDecision:
@@ -91,7 +98,10 @@ class PolicyEngine:
             return GateDecision(outcome="allow", policies=self._names(first))
         forbidding = [p for p in first.diagnostics.reasons if self._meta[p].effect == "forbid"]
         if forbidding:
-            names = [self._meta[p].name for p in forbidding]
+            names = sorted(self._meta[p].name for p in forbidding)
+            masks = {k: v for p in forbidding for k, v in self._meta[p].masks.items() if k in request.labels}
+            if masks and (masked := self._masked(request, masks)):
+                return masked.model_copy(update={"policies": names + masked.policies})
             return GateDecision(outcome="deny", policies=names, reason=f"forbidden by {', '.join(names)}")
         if not request.approved:
             roles = sorted({r for p in self._meta.values() for r in p.approvers})
@@ -105,6 +115,17 @@ class PolicyEngine:
                     )  # fmt: skip
         return GateDecision(outcome="deny", reason=f"no policy permits {request.action} on {request.resource.type}")
 
+    def _masked(self, request: GateRequest, masks: dict[str, str]) -> GateDecision | None:
+        """The decision for the request with the ``masks`` labels' values masked, if it is allowed."""
+        rest = [label for label in request.labels if label not in masks]
+        masked = self.decide(request.model_copy(update={"labels": rest}))
+        if masked.outcome != "allow":
+            return None
+        reason = f"{', '.join(sorted(masks))} masked for {request.action}"
+        return GateDecision.model_validate(
+            {"outcome": "mask", "masks": masks, "policies": masked.policies, "reason": reason}
+        )
+
     def _names(self, result: Any) -> list[str]:
         return [self._meta[p].name for p in result.diagnostics.reasons]
 
@@ -112,8 +133,10 @@ class PolicyEngine:
         principal = request.principal or Principal(id="anonymous", kind="service")
         kind = "User" if principal.kind == "user" else "Service"
         attributes = request.resource.attributes
+        trusted = set(request.labels if request.trusted is None else request.trusted)
         context: dict[str, Any] = {
             "labels": sorted(request.labels),
+            "untrusted": sorted(set(request.labels) - trusted),
             "tier": request.tier or "",
             "approved": request.approved,
             "approver_roles": sorted(request.approver_roles),
@@ -123,7 +146,8 @@ class PolicyEngine:
             context["amount_cny"] = math.ceil(float(attributes["amount"]) * rate - 1e-9)
         entities = [
             {"uid": {"type": kind, "id": principal.id}, "parents": [],
-             "attrs": {"roles": principal.roles, "department": principal.department or ""}},
+             "attrs": {"roles": principal.roles, "department": principal.department or "",
+                       "tenant": principal.tenant or "", "clearance": principal.clearance}},
             {"uid": {"type": request.resource.type, "id": request.resource.id}, "parents": [],
              "attrs": {k: v for k, v in attributes.items() if isinstance(v, str | bool | int)}},
         ]  # fmt: skip
@@ -134,3 +158,27 @@ class PolicyEngine:
             "context": context,
         }
         return cedarpy.is_authorized(cedar_request, self._policies, entities)
+
+
+def _meta(key: str, effect: str, annotations: dict[str, str]) -> _Policy:
+    """A policy's ID and what its annotations say: ``@approvers("manager, director")``,
+    ``@mask("pii:pseudonym, finance:redact")``."""
+    approvers = tuple(r.strip() for r in annotations.get("approvers", "").split(",") if r.strip())
+    masks = dict(
+        (label.strip(), style.strip() or "redact")
+        for label, _, style in (m.partition(":") for m in annotations.get("mask", "").split(","))
+        if label.strip()
+    )
+    name = annotations.get("id", key)
+    for label, style in masks.items():
+        if style not in get_args(MaskStyle):
+            choices = ", ".join(get_args(MaskStyle))
+            raise ValueError(f"policy {name!r}: @mask style {style!r} for {label!r} is not one of {choices}")
+    return _Policy(name=name, effect=effect, approvers=approvers, masks=masks)
+
+
+def _actions(scope: dict[str, Any]) -> list[str]:
+    """The action IDs a policy's action scope names (none for ``action`` alone)."""
+    if scope.get("op") == "==":
+        return [scope["entity"]["id"]]
+    return [e["id"] for e in scope.get("entities", [])]

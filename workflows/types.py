@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agents.labels import DataLabels
 from agents.plan import RunOutcome, StepOutcome
 from agents.spec import GraphSpec
 from agents.steps import Principal, TokenUsage
@@ -23,6 +24,7 @@ class Cursor(BaseModel):
     usage: TokenUsage = TokenUsage()
     cost: float = 0.0
     budget_waived: bool = False
+    labels: DataLabels = DataLabels()
 
 
 class RunRequest(BaseModel):
@@ -63,6 +65,7 @@ class PendingApproval(BaseModel):
     deadline: datetime | None = None
     escalated: bool = False
     reminders: list[str] = []
+    sensitive: dict[str, list[str]] = Field({}, description="the labelled values in `ask`, by label, for masking")
 
 
 class Decision(BaseModel):

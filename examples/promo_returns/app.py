@@ -19,6 +19,7 @@ from tools.business import business_tools, crm_backend, erp_backend
 from tools.crm.embedded import EmbeddedCrm
 from tools.erp.embedded import EmbeddedErp
 from tools.seed import REFERENCE_DAY, seed
+from workflows import AuditLog, Gate, PolicyEngine
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 
@@ -46,3 +47,8 @@ def tools() -> ToolRegistry:
 def models() -> ModelRegistry:
     catalog = ModelCatalog.load(Path(__file__).with_name("models.yaml"))
     return ModelRegistry.from_catalog(catalog, embedded_url=os.environ.get("CHAMBERLAIN_EMBEDDED_URL"))
+
+
+def gate(tools: ToolRegistry) -> Gate:
+    """The permission gate over ``tools``: the shipped Cedar policies, audited next to the data."""
+    return Gate(PolicyEngine.load(), AuditLog(f"sqlite:///{DATA / 'promo-audit.sqlite'}"), tools)

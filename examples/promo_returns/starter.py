@@ -78,14 +78,15 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             client = await server.start()
             stack.callback(server.stop)
         task_queue = f"promo-{uuid.uuid4().hex[:6]}"
+        tools = app.tools()
         await stack.enter_async_context(
-            create_worker(client, models=app.models(), tools=app.tools(), task_queue=task_queue)
+            create_worker(client, models=app.models(), tools=tools, task_queue=task_queue, gate=app.gate(tools))
         )
         outputs = []
         for order_id, message in await scenarios(erp):
             customer = (await erp.get_order(order_id)).customer_id
             values = {"message": message, "condition": "unopened"}
-            principal = Principal(id=customer, kind="user", roles=["customer"])
+            principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"])
             run_id = f"return-{order_id}-{uuid.uuid4().hex[:6]}"
             handle = await start_run(client, spec, values, run_id=run_id, principal=principal, task_queue=task_queue)
             result_task = asyncio.ensure_future(handle.result())

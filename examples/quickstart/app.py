@@ -15,8 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agents import ModelCatalog, ModelRegistry
-from tools import Effect, ToolContext, ToolRegistry, ToolRejected, tool
+from tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
 
+POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}
 
 
@@ -56,7 +57,8 @@ async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
     return Order(order_id=args.order_id, total=ORDERS[args.order_id], status="delivered")
 
 
-@tool("shop.refund", effect=Effect.WRITE, action="shop.refund.create")
+@tool("shop.refund", effect=Effect.WRITE, action="shop.refund.create",
+      resource=lambda a: Resource("Order", a.order_id, {"amount": a.amount, "currency": "CNY"}))  # fmt: skip
 async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
     """Refund an order, once per idempotency key."""
     with closing(_db()) as db, db:

@@ -19,7 +19,19 @@ from rich.table import Table
 
 from agents import EmbeddedModelServer, load_graph
 from examples.quickstart import app
-from workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
+from workflows import (
+    AuditLog,
+    Decision,
+    DevServer,
+    Gate,
+    PolicyEngine,
+    Principal,
+    connect,
+    create_worker,
+    decide,
+    progress,
+    start_run,
+)
 
 GRAPH = Path(__file__).with_name("graph.yaml")
 MESSAGES = [
@@ -51,8 +63,10 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             stack.callback(server.stop)
             console.print(f"Temporal dev server on [bold]{server.address}[/bold]")
         task_queue = f"quickstart-{uuid.uuid4().hex[:6]}"
+        tools = app.tools()
+        gate = Gate(PolicyEngine.load(app.POLICIES), AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}"), tools)
         await stack.enter_async_context(
-            create_worker(client, models=app.models(), tools=app.tools(), task_queue=task_queue)
+            create_worker(client, models=app.models(), tools=tools, task_queue=task_queue, gate=gate)
         )
 
         results = []

@@ -24,7 +24,7 @@ from tests.support.workers import graph_worker
 from workflows import DevServer, Principal, start_run
 
 ROOT = Path(__file__).parents[2]
-TOKENS = {"alice": "tok-alice", "maria": "tok-maria", "victor": "tok-victor"}
+TOKENS = {"alice": "tok-alice", "maria": "tok-maria", "victor": "tok-victor", "fang": "tok-fang"}
 
 
 @pytest.fixture
@@ -33,6 +33,7 @@ def api(dev_server: DevServer, tmp_path: Path) -> Iterator[str]:
         {"id": "alice", "roles": ["manager"], "token_sha256": token_digest(TOKENS["alice"])},
         {"id": "maria", "roles": ["manager"], "department": "support", "token_sha256": token_digest(TOKENS["maria"])},
         {"id": "victor", "roles": ["viewer"], "token_sha256": token_digest(TOKENS["victor"])},
+        {"id": "fang", "roles": ["viewer"], "clearance": ["financial"], "token_sha256": token_digest(TOKENS["fang"])},
     ]
     path = tmp_path / "users.yaml"
     path.write_text(yaml.safe_dump({"users": users}))
@@ -45,10 +46,10 @@ def as_user(name: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[name]}"} if name else {}
 
 
-async def listed(api: str, run: str) -> dict[str, object]:
+async def listed(api: str, run: str, viewer: str = "maria") -> dict[str, object]:
     async with httpx.AsyncClient() as http:
         for _ in range(100):  # the visibility store is eventually consistent
-            response = await http.get(f"{api}/api/approvals", headers=as_user("maria"))
+            response = await http.get(f"{api}/api/approvals", headers=as_user(viewer))
             found = [item for item in response.json() if item["run_id"] == run]
             if found:
                 return found[0]
@@ -99,3 +100,19 @@ async def test_the_cli_decides_through_the_api(client: Client, api: str, task_qu
         assert '"outcome":"reject"' in done.stdout.replace(" ", "")
         result = await handle.result()
     assert result.status == "rejected" and not toolbox.effects("refund")
+
+
+async def test_labelled_values_are_shown_only_to_viewers_cleared_for_them(
+    client: Client, api: str, task_queue: str
+) -> None:
+    spec = graph("approval")
+    spec.state["amount"].labels = ["financial"]
+    async with graph_worker(client, task_queue):
+        handle = await start_run(client, spec, {"amount": 1299.0}, run_id=run_id(), task_queue=task_queue)
+        seen = {viewer: await listed(api, handle.id, viewer) for viewer in ("maria", "fang")}
+        await handle.terminate()
+    assert {viewer: item["ask"] for viewer, item in seen.items()} == {
+        "maria": "Refund [financial]?",
+        "fang": "Refund 1299.0?",
+    }
+    assert "sensitive" not in seen["maria"]  # the labelled values themselves never leave the server

@@ -49,10 +49,12 @@ def ctx(key: str) -> ToolContext:
     return ToolContext(step_id=key, idempotency_key=key)
 
 
-def test_each_adapter_declares_its_action_effect_and_labels(registry: ToolRegistry) -> None:
+async def test_each_adapter_declares_its_action_effect_and_labels(registry: ToolRegistry) -> None:
     assert {name: (a.action, a.effect, set(a.labels)) for name, a in registry.items()} == EXPECTED
     assert registry["crm.customer.get"].labels["phone"] == ("pii",)
-    assert registry["erp.refund.create"].resource_of({"order_id": "A1", "amount": 5}).attributes == {"amount": 5}
+    assert (await registry["erp.refund.create"].resource_of({"order_id": "A1", "amount": 5})).attributes == {
+        "amount": 5
+    }
 
 
 async def first_eligible(registry: ToolRegistry) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -28,6 +28,8 @@ SHIPPED = {
     "finance-data-for-finance-only",
     "models-by-default",
     "no-pii-to-external-models",
+    "pii-masked-for-untrusted-models",
+    "finance-data-only-to-trusted-models",
     "returns-for-support-and-helpdesk",
     "return-refunds-within-the-policy-amount",
 }
@@ -47,8 +49,17 @@ CASES = [
     ("finance-data-for-finance-only: support", SUPPORT, "erp.order.read", order(), {"labels": ["finance"]}, "deny", []),
     ("finance-data-for-finance-only: finance", FINANCE, "erp.order.read", order(), FINANCE_DATA, "allow", []),
     ("models-by-default", CUSTOMER, "model.invoke", MODEL, {"tier": "edge", "labels": ["pii"]}, "allow", []),
-    ("no-pii-to-external-models", SUPPORT, "model.invoke", MODEL, {"tier": "external", "labels": ["pii"]}, "deny", []),
+    ("no-pii-to-external-models", SUPPORT, "model.invoke", MODEL,
+     {"tier": "external", "labels": ["pii"], "trusted": ["pii"]}, "mask", []),
     ("external models get unlabelled data", SUPPORT, "model.invoke", MODEL, {"tier": "external"}, "allow", []),
+    ("pii-masked-for-untrusted-models", SUPPORT, "model.invoke", MODEL,
+     {"tier": "edge", "labels": ["pii"], "trusted": []}, "mask", []),
+    ("pii: trusted models see it", SUPPORT, "model.invoke", MODEL,
+     {"tier": "private", "labels": ["pii"], "trusted": ["pii"]}, "allow", []),
+    ("finance-data-only-to-trusted-models", FINANCE, "model.invoke", MODEL,
+     {"tier": "private", "labels": ["finance", "pii"], "trusted": ["pii"]}, "deny", []),
+    ("finance: a trusted model", FINANCE, "model.invoke", MODEL,
+     {"tier": "private", "labels": ["finance"], "trusted": ["finance"]}, "allow", []),
     ("returns-for-support-and-helpdesk", HELPDESK, "returns.rma.create", order(), {}, "allow", []),
     ("returns: not for customers", CUSTOMER, "returns.rma.create", order(), {}, "deny", []),
     ("return-refunds-within-the-policy-amount", HELPDESK, "erp.refund.create",
@@ -82,6 +93,28 @@ def test_the_grant_bounds_every_principal() -> None:
 
 
 def test_a_forbid_names_its_policy() -> None:
-    request = GateRequest(principal=SUPPORT, action="model.invoke", resource=ResourceRef(type="Model", id="m"),
-                          tier="external", labels=["pii"])  # fmt: skip
-    assert ENGINE.decide(request).policies == ["no-pii-to-external-models"]
+    request = GateRequest(principal=FINANCE, action="model.invoke", resource=ResourceRef(type="Model", id="m"),
+                          tier="private", labels=["finance"], trusted=[])  # fmt: skip
+    assert ENGINE.decide(request).policies == ["finance-data-only-to-trusted-models"]
+
+
+def test_a_mask_says_how_and_names_the_policies_that_asked_for_it() -> None:
+    request = GateRequest(principal=SUPPORT, action="model.invoke", resource=ResourceRef(type="Model", id="gpt"),
+                          tier="external", labels=["pii", "financial"], trusted=[])  # fmt: skip
+    decision = ENGINE.decide(request)
+    assert (decision.outcome, decision.masks) == ("mask", {"pii": "pseudonym"})
+    assert decision.policies == ["no-pii-to-external-models", "pii-masked-for-untrusted-models", "models-by-default"]
+
+
+def test_a_mask_that_would_not_be_enough_is_a_deny() -> None:
+    request = GateRequest(principal=FINANCE, action="model.invoke", resource=ResourceRef(type="Model", id="gpt"),
+                          tier="external", labels=["pii", "finance"], trusted=[])  # fmt: skip
+    assert ENGINE.decide(request).outcome == "deny"
+
+
+def test_an_unknown_mask_style_is_refused_when_policies_load() -> None:
+    text = '@id("p")\n@mask("pii:blur")\nforbid (principal, action, resource);'
+    with pytest.raises(
+        ValueError, match="policy 'p': @mask style 'blur' for 'pii' is not one of redact, pseudonym, last4"
+    ):
+        PolicyEngine([text])

@@ -1,0 +1,153 @@
+"""Classification labels that follow the data through a run, and masking by label.
+
+A state field's labels are the ones it declares plus those of whatever its current value
+was derived from: a tool's labelled output fields, or the labelled fields a model read.
+Every string that arrives with a label is also remembered as a labelled *value*, so a
+prompt can be masked wherever that string shows up — even after a model copied it into a
+field that declares nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
+from pydantic import BaseModel
+
+from agents.expressions import Expression
+
+MaskStyle = Literal["redact", "pseudonym", "last4"]
+MIN_LENGTH = 2  # shorter strings cannot be masked without mangling the text around them
+
+
+class DataLabels(BaseModel):
+    """What a run knows about its data: the labels of each field's current value beyond those
+    it declares (``fields``), and the strings seen with each label (``values``)."""
+
+    fields: dict[str, list[str]] = {}
+    values: dict[str, list[str]] = {}
+
+    def of(self, names: Iterable[str], declared: Mapping[str, list[str]]) -> list[str]:
+        """The labels of data made from the fields ``names``."""
+        return sorted({label for n in names for label in (*declared.get(n, ()), *self.fields.get(n, ()))})
+
+    def updated(self, fields: Mapping[str, list[str]], values: Mapping[str, Iterable[str]]) -> DataLabels:
+        """After a step: its fields' new labels, and the labelled values it brought in."""
+        known = {label: list(seen) for label, seen in self.values.items()}
+        for label, new in values.items():
+            bucket = known.setdefault(label, [])
+            bucket += [v for v in dict.fromkeys(new) if v not in bucket]
+        return DataLabels(fields={**self.fields, **{f: sorted(ls) for f, ls in fields.items()}}, values=known)
+
+    def found_in(self, text: str) -> dict[str, list[str]]:
+        """The labelled values that occur in ``text``, by label: what masking must hide."""
+        return {label: hits for label, seen in self.values.items() if (hits := [v for v in seen if v in text])}
+
+
+def labels_read(expression: Expression, produced: Mapping[str, Collection[str]]) -> set[str]:
+    """The labels of a tool's output (``produced``: its fields' labels) that an output
+    expression reads: all of them for ``result``, a field's own for ``result.field``."""
+    found: set[str] = set()
+    for member in expression.members:
+        if member == "result":
+            found |= {label for labels in produced.values() for label in labels}
+        elif member.startswith("result."):
+            found |= set(produced.get(member.removeprefix("result."), ()))
+    return found
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string and number inside ``value``, as text — what could be quoted in a prompt."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from strings_in(item)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        text = str(value).strip()
+        if len(text) >= MIN_LENGTH:
+            yield text
+
+
+@dataclass(frozen=True)
+class Masking:
+    """How labelled values are hidden from a model, by label: ``redact`` (``[pii]``),
+    ``pseudonym`` (``PII_3f2a1c``, the same for the same value, put back in the answer) or
+    ``last4`` (``****1111``). ``key`` keys the pseudonyms, so they cannot be reversed by guessing."""
+
+    styles: Mapping[str, MaskStyle]
+    key: bytes
+
+    def mask(self, value: str, label: str) -> str:
+        style = self.styles[label]
+        if style == "pseudonym":
+            return f"{label.upper()}_{hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:6]}"
+        if style == "last4":
+            return "****" + (value[-4:] if len(value) > 6 else "")
+        return f"[{label}]"
+
+    def mask_text(self, text: str, sensitive: Mapping[str, Iterable[str]]) -> str:
+        """``text`` with the labelled values of every masked label replaced."""
+        return self._replacer(sensitive)(text)
+
+    def apply(
+        self, messages: list[BaseMessage], sensitive: Mapping[str, list[str]]
+    ) -> tuple[list[BaseMessage], dict[str, str]]:
+        """``messages`` with the labelled values of every masked label replaced — in what a
+        model reads: the content and tool calls' arguments; and each pseudonym's value."""
+        replace = self._replacer(sensitive)
+        dicts = messages_to_dict(messages)
+        for message in dicts:
+            data = message["data"]
+            for key in ("content", "tool_calls"):
+                if key in data:
+                    data[key] = _map_strings(data[key], replace)
+        restore = {
+            self.mask(v, label): v
+            for label, vs in sensitive.items()
+            if self.styles.get(label) == "pseudonym"
+            for v in vs
+        }
+        return messages_from_dict(dicts), restore
+
+    def _replacer(self, sensitive: Mapping[str, Iterable[str]]) -> Callable[[str], str]:
+        replacements = {v: self.mask(v, label) for label, vs in sensitive.items() if label in self.styles for v in vs}
+        if not replacements:
+            return lambda text: text
+        pattern = _alternation(replacements)
+        return lambda text: pattern.sub(lambda m: replacements[m[0]], text)
+
+
+def redact(text: str, sensitive: Mapping[str, Iterable[str]], clearance: Iterable[str] = ()) -> str:
+    """``text`` as a viewer with ``clearance`` may see it: other labels' values as ``[label]``."""
+    hidden = {label: values for label, values in sensitive.items() if label not in set(clearance)}
+    return Masking(dict.fromkeys(hidden, "redact"), key=b"").mask_text(text, hidden)
+
+
+def unmask(value: Any, restore: Mapping[str, str]) -> Any:
+    """``value`` with every pseudonym in its strings put back."""
+    if not restore:
+        return value
+    pattern = _alternation(restore)
+    return _map_strings(value, lambda s: pattern.sub(lambda m: restore[m[0]], s))
+
+
+def _alternation(words: Iterable[str]) -> re.Pattern[str]:
+    ordered = sorted(words, key=len, reverse=True)  # the longest first, so a value inside another loses
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, ordered)) + r")(?!\w)")
+
+
+def _map_strings(value: Any, change: Any) -> Any:
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return value

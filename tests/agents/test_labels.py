@@ -1,0 +1,77 @@
+"""Masking by label, and labels following values through a run in process."""
+
+from __future__ import annotations
+
+import json
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
+from agents.compiler import run_in_process
+from agents.labels import DataLabels, Masking, redact, strings_in, unmask
+from agents.plan import GraphPlan
+from tools import ToolRegistry
+
+EMAIL, CARD = "wei.zhang@example.cn", "4111 1111 1111 1111"
+SENSITIVE = {"pii": [EMAIL, CARD]}
+
+
+def test_each_label_is_masked_in_its_own_style_and_pseudonyms_come_back() -> None:
+    masking = Masking({"pii": "pseudonym"}, key=b"k")
+    messages, restore = masking.apply([SystemMessage("Be brief."), HumanMessage(f"Mail {EMAIL} about {CARD}.")],
+                                      SENSITIVE)  # fmt: skip
+    text = messages[1].text
+    assert EMAIL not in text and CARD not in text and text.count("PII_") == 2
+    assert masking.mask(EMAIL, "pii") == masking.mask(EMAIL, "pii") != masking.mask(CARD, "pii")
+    assert Masking({"pii": "pseudonym"}, key=b"other").mask(EMAIL, "pii") != masking.mask(EMAIL, "pii")
+    answer = f"Sent to {masking.mask(EMAIL, 'pii')}."
+    assert unmask({"reply": answer}, restore) == {"reply": f"Sent to {EMAIL}."}
+    assert Masking({"pii": "last4"}, key=b"").mask_text(f"card {CARD}", SENSITIVE) == "card ****1111"
+    assert Masking({"pii": "redact"}, key=b"").mask_text(f"{EMAIL}, {EMAIL}x", SENSITIVE) == f"[pii], {EMAIL}x"
+
+
+def test_tool_call_arguments_are_masked_too() -> None:
+    call = AIMessage("", tool_calls=[{"name": "crm.find", "args": {"email": EMAIL}, "id": "1"}])
+    (masked,), _ = Masking({"pii": "redact"}, key=b"").apply([call], SENSITIVE)
+    assert isinstance(masked, AIMessage) and masked.tool_calls[0]["args"] == {"email": "[pii]"}
+
+
+def test_a_viewer_sees_what_their_clearance_covers() -> None:
+    text = f"Refund 1299.0 to {EMAIL}?"
+    values = {"pii": [EMAIL], "financial": ["1299.0"]}
+    assert redact(text, values) == "Refund [financial] to [pii]?"
+    assert redact(text, values, clearance=["pii"]) == f"Refund [financial] to {EMAIL}?"
+
+
+def test_strings_are_collected_from_nested_values() -> None:
+    assert list(strings_in({"a": [EMAIL, {"b": 1299.5}], "c": True, "d": "x"})) == [EMAIL, "1299.5"]
+
+
+def spec() -> GraphSpec:
+    return GraphSpec.model_validate(
+        {
+            "name": "labels",
+            "state": {"message": {"labels": ["pii"]}, "intent": {}, "summary": {}, "urgent": {"type": "bool"}},
+            "start": "read",
+            "nodes": {
+                "read": {"type": "model", "model": "m", "prompt": "{message}", "next": "done", "output": {
+                    "intent": {"enum": ["refund", "other"]}, "summary": {}, "urgent": {"type": "bool"}}},
+                "done": {"type": "end"},
+            },
+        }
+    )  # fmt: skip
+
+
+async def test_a_model_output_carries_its_input_labels_unless_it_is_a_choice() -> None:
+    reply = {"intent": "refund", "summary": f"{EMAIL} wants money back", "urgent": True}
+    models = ModelRegistry()
+    models.register("m", ScriptedChatModel(replies=[json.dumps(reply)]), Tier.EDGE, trust=["pii"])
+    trace: list = []
+    await run_in_process(spec(), {"message": f"I am {EMAIL}, refund!"}, models=models, tools=ToolRegistry(),
+                         trace=trace)  # fmt: skip
+    assert trace[0].labels == {"intent": [], "summary": ["pii"], "urgent": []}
+    plan = GraphPlan(spec())
+    labels = plan.merge_labels(plan.initial_labels(plan.initial_state({"message": f"I am {EMAIL}"})), trace[0])
+    assert labels.values["pii"] == [f"I am {EMAIL}", f"{EMAIL} wants money back"]
+    assert labels.found_in(f"forward: {EMAIL} wants money back") == {"pii": [f"{EMAIL} wants money back"]}
+    assert DataLabels().of(["message"], plan.declared) == ["pii"]

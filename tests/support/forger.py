@@ -1,0 +1,39 @@
+"""A workflow that calls the tool activity directly, as a compromised or buggy workflow could:
+with no grant, or with a grant made for other arguments."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from agents.steps import ToolCall, ToolReply
+
+
+class Forgery(BaseModel):
+    call: ToolCall
+    token: str | None = None
+
+
+@workflow.defn(name="test.forger")
+class Forger:
+    def __init__(self) -> None:
+        self.grants: dict[str, str] = {}  # read by the grant interceptor, like GraphWorkflow's
+
+    @workflow.run
+    async def run(self, forgery: Forgery) -> str:
+        if forgery.token:
+            self.grants[forgery.call.step.step_id] = forgery.token
+        try:
+            reply = await workflow.execute_activity(
+                "chamberlain.tool_step", forgery.call, result_type=ToolReply,
+                start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1),
+            )  # fmt: skip
+        except ActivityError as exc:
+            cause = exc.cause
+            return f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause)
+        return f"ran: {sorted(reply.output)}"
