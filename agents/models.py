@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -159,7 +159,7 @@ def parse_output(schema: type[BaseModel], text: str) -> tuple[dict[str, Any] | N
         return None, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'output'}: {e['msg']}" for e in exc.errors())
 
 
-Permit = Callable[[RegisteredModel, ModelCall], str | Masking | None]
+Permit = Callable[[RegisteredModel, ModelCall], Awaitable[str | Masking | None]]
 """The permission gate's answer for a model and a call: a reason to refuse, what to mask, or None."""
 
 
@@ -167,7 +167,7 @@ async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | 
     """Run one model call of a step: ``permit`` (refuse or mask), trust check, call, validate,
     repair once, put pseudonyms back, price."""
     chosen = registry.resolve(model=call.model, tier=call.tier)
-    verdict = permit(chosen, call) if permit is not None else None
+    verdict = await permit(chosen, call) if permit is not None else None
     if isinstance(verdict, str):
         return ModelReply(model=chosen.name, skipped=verdict)
     messages: list[BaseMessage] = list(call.messages)

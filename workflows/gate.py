@@ -99,6 +99,9 @@ class Gate:
             approver_roles=check.approver.roles if check.approver else [],
         )  # fmt: skip
         decision = self.policies.decide(request)
+        if decision.outcome == "mask":  # masking is for what a model reads; a tool gets the real values or nothing
+            reason = f"{request.action} may not receive data labelled {', '.join(sorted(decision.masks))}"
+            decision = decision.model_copy(update={"outcome": "deny", "masks": {}, "reason": reason})
         actor = who(check.principal) + (f" approved by {who(check.approver)}" if check.approver else "")
         await asyncio.to_thread(
             self.audit.append,
@@ -115,13 +118,14 @@ class Gate:
         """The check ``call_model`` makes for the model its cascade picked: may this model
         receive this call's data — as it is, masked, or not at all?"""
 
-        def permit(model: RegisteredModel, call: ModelCall) -> str | Masking | None:
+        async def permit(model: RegisteredModel, call: ModelCall) -> str | Masking | None:
             request = GateRequest(
                 principal=principal, action="model.invoke", resource=ResourceRef(type="Model", id=model.name),
                 labels=call.labels, tier=model.tier.value, trusted=sorted(model.trust),
             )  # fmt: skip
             decision = self.policies.decide(request)
-            self.audit.append(
+            await asyncio.to_thread(
+                self.audit.append,
                 AuditEntry(
                     run_id=call.step.run_id, step_id=f"{call.step.step_id}/{call.attempt}", kind="decision",
                     principal=who(principal), action="model.invoke", resource=f'Model::"{model.name}"',
