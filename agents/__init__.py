@@ -7,6 +7,7 @@ from agents.exceptions import (
     AgentError,
     ExpressionError,
     GraphSpecError,
+    GraphWarning,
     ModelCallError,
     ModelOutputInvalid,
     ModelRequestRejected,
@@ -14,11 +15,13 @@ from agents.exceptions import (
     SpecIssue,
     StepLimitExceeded,
 )
+from agents.labels import DataLabels, Masking
 from agents.loader import check_graph, load_graph, parse_graph
 from agents.messages import Message
 from agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
 from agents.plan import GraphPlan, RunOutcome, StepOutcome
 from agents.private_model import PrivateChatModel
+from agents.safety import review_graph
 from agents.scripted import ScriptedChatModel
 from agents.spec import (
     ApprovalNode,
@@ -62,6 +65,7 @@ __all__ = [
     "ClassifyCall",
     "ClassifyNode",
     "ClassifyReply",
+    "DataLabels",
     "EmbeddedModelServer",
     "EndNode",
     "ExemplarClassifier",
@@ -70,7 +74,9 @@ __all__ = [
     "GraphPlan",
     "GraphSpec",
     "GraphSpecError",
+    "GraphWarning",
     "LocalExecutor",
+    "Masking",
     "Message",
     "ModelCall",
     "ModelCallError",
@@ -105,6 +111,7 @@ __all__ = [
     "compile_to_langgraph",
     "load_graph",
     "parse_graph",
+    "review_graph",
     "run_in_process",
     "smollm2_weights",
 ]

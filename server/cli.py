@@ -198,9 +198,9 @@ def dev(
         client = await server.start()
         settings = ServerSettings(temporal_address=server.address, public_url=f"http://127.0.0.1:{http_port}")
         http = BackgroundServer(create_app(settings), port=http_port).start()
-        gate = loaded.gate(f"sqlite:///{DATA_DIR / 'audit.sqlite'}")
-        async with create_worker(client, models=loaded.models, tools=loaded.tools, gate=gate):
-            console.print(f"audit log    [bold]{DATA_DIR / 'audit.sqlite'}[/bold]  (chamberlain audit verify)")
+        audit = f"sqlite:///{DATA_DIR / 'audit.sqlite'}"
+        async with create_worker(client, models=loaded.models, tools=loaded.tools, gate=loaded.gate(audit)):
+            console.print(f"audit log    [bold]{audit}[/bold]  (chamberlain audit verify --db {audit})")
             console.print(f"HTTP         [bold]{http.url}[/bold]  (webhooks, approvals API, /docs)")
             console.print(f"Temporal     [bold]{server.address}[/bold]  (data in {DATA_DIR}/)")
             console.print(f"Temporal UI  [bold]http://127.0.0.1:{ui_port}[/bold]")
