@@ -235,7 +235,7 @@ class GraphPlan:
                     updates[node.write] = (
                         [message_to_dict(message)] if self.is_message_field(node.write) else message.text
                     )
-                derived = {f: [] if _declassified(node.output, f) else data[0] for f in updates}
+                derived = {f: [] if declassified(node.output, f) else data[0] for f in updates}
                 return answer.outcome(name, updates, self.route(name, self.merge(state, updates)),
                                       self._labelled(updates, derived))  # fmt: skip
             case ClassifyNode():
@@ -389,7 +389,7 @@ class GraphPlan:
         }
 
 
-def _declassified(output: dict[str, OutputField] | None, field: str) -> bool:
+def declassified(output: dict[str, OutputField] | None, field: str) -> bool:
     """A choice from a fixed set (an enum, a yes/no) carries none of the labels of what it judged."""
     spec = (output or {}).get(field)
     return spec is not None and (spec.enum is not None or spec.type is FieldType.BOOL)

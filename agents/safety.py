@@ -21,8 +21,8 @@ from agents.exceptions import SpecIssue
 from agents.expressions import compile_expression
 from agents.labels import labels_read
 from agents.models import ModelRegistry, RegisteredModel
-from agents.plan import GraphPlan
-from agents.spec import ApprovalNode, ClassifyNode, FieldType, GraphSpec, ModelNode, Node, Tier, ToolNode
+from agents.plan import GraphPlan, declassified
+from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Node, Tier, ToolNode
 from agents.validation import successors
 from tools.adapter import Effect
 from tools.registry import ToolRegistry
@@ -65,7 +65,8 @@ def _unapproved_irreversible(spec: GraphSpec, tools: ToolRegistry, bounded: Coll
 def _untrusted_flows(spec: GraphSpec, tools: ToolRegistry, models: ModelRegistry | None) -> Iterator[SpecIssue]:
     if models is None:
         return
-    labels, plan = possible_labels(spec, tools), GraphPlan(spec)
+    plan = GraphPlan(spec)
+    labels = possible_labels(plan, tools)
     for name, node in spec.nodes.items():
         if not isinstance(node, ModelNode | ClassifyNode):
             continue
@@ -85,14 +86,13 @@ def _untrusted_flows(spec: GraphSpec, tools: ToolRegistry, models: ModelRegistry
                     )
 
 
-def possible_labels(spec: GraphSpec, tools: ToolRegistry) -> dict[str, set[str]]:
+def possible_labels(plan: GraphPlan, tools: ToolRegistry) -> dict[str, set[str]]:
     """Every label each state field may carry on some path: declared, or flowed in."""
-    labels = {f: set(field.labels) for f, field in spec.state.items()}
-    plan = GraphPlan(spec)
+    labels = {f: set(declared) for f, declared in plan.declared.items()}
     changed = True
     while changed:
         changed = False
-        for name, node in spec.nodes.items():
+        for name, node in plan.spec.nodes.items():
             for target, incoming in _flows(node, plan.reads(name), labels, tools):
                 if target in labels and not incoming <= labels[target]:
                     labels[target] |= incoming
@@ -110,8 +110,8 @@ def _flows(
 
     if isinstance(node, ModelNode):
         read = of(reads)
-        for f, output in (node.output or {}).items():
-            if output.enum is None and output.type is not FieldType.BOOL:
+        for f in node.output or {}:
+            if not declassified(node.output, f):
                 yield f, read
         if node.write:
             yield node.write, read

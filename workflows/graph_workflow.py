@@ -296,7 +296,6 @@ class GraphWorkflow:
 
     async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
-        assert self._request is not None
         entry = AuditEntry(
             run_id=request.step.run_id, step_id=request.step.step_id,
             attempt=sum(a.step_id == answer.step_id for a in self._approvals) + 1, kind="approval",
