@@ -64,18 +64,20 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             console.print(f"Temporal dev server on [bold]{server.address}[/bold]")
         task_queue = f"quickstart-{uuid.uuid4().hex[:6]}"
         tools = app.tools()
-        gate = Gate(PolicyEngine.load(app.POLICIES), AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}"), tools)
+        audit = AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}")
+        gate = Gate(PolicyEngine.load(app.POLICIES), audit, tools)  # every step checked against Cedar policy
         await stack.enter_async_context(
             create_worker(client, models=app.models(), tools=tools, task_queue=task_queue, gate=gate)
         )
 
-        results = []
+        results, started = [], set()
         for customer, message in MESSAGES:
             principal = Principal(id=customer, kind="user", roles=["customer"])
             handle = await start_run(
                 client, spec, {"message": message}, run_id=f"quickstart-{uuid.uuid4().hex[:8]}",
                 principal=principal, task_queue=task_queue,
             )  # fmt: skip
+            started.add(handle.id)
             result_task = asyncio.ensure_future(handle.result())
             while not result_task.done():
                 pending = (await progress(handle)).pending_approval
@@ -98,6 +100,9 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             console.print(table)
             console.print(f"→ {result.status}: {result.output.get('reply') or result.output}\n")
             results.append(result.output)
+        ours = [r for r in audit.records() if r.run_id in started]
+        kinds = ", ".join(f"{k}s: {sum(r.kind == k for r in ours)}" for k in ("decision", "approval", "effect"))
+        console.print(f"audit log: {kinds} — {audit.verify() or 'chain intact'}")
         return results
 
 

@@ -17,6 +17,7 @@ async def test_quickstart_runs_end_to_end_on_the_embedded_model(
 ) -> None:
     monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
     monkeypatch.setenv("QUICKSTART_DB", str(tmp_path / "shop.sqlite"))
+    monkeypatch.setenv("CHAMBERLAIN_DATA", str(tmp_path))
     console = Console(record=True, width=120)
     outputs = await starter.main(console)
     assert [o["reply"] for o in outputs] == [
@@ -27,3 +28,6 @@ async def test_quickstart_runs_end_to_end_on_the_embedded_model(
     assert [o["order_id"] for o in outputs] == ["A1001", "A1002", "A1003"]  # extracted by SmolLM2
     text = console.export_text()
     assert "waiting for approval Refund 1299.0 CNY on order A1003?" in text and "maria (manager) approved" in text
+    # 3 model calls and 6 tool decisions (the 1299 refund twice: needs approval, then allowed on the
+    # manager's approval), that approval, and 5 effects (3 order reads, 2 refunds)
+    assert "audit log: decisions: 9, approvals: 1, effects: 5 — chain intact" in text
