@@ -1,7 +1,10 @@
 """Per-step cost of a Chamberlain graph step versus a raw Temporal activity chain.
 
 Both run on the same embedded dev server (tuned as `chamberlain dev` starts it), in the
-same process, interleaved; plain in-process LangGraph is shown as the no-durability floor.
+same process, interleaved; the graph runs once on a worker without a permission gate and
+once with the gate as deployments run it (Cedar decision + hash-chained audit record in
+SQLite per step, grant checked where the tool runs); plain in-process LangGraph is shown
+as the no-durability floor.
 
     python -m benchmarks.graph_overhead [--steps 20] [--runs 10]
 """
@@ -26,9 +29,11 @@ from temporalio.worker import Worker
 from agents import GraphSpec, ModelRegistry, run_in_process
 from benchmarks.baseline import RawChain, raw_noop
 from tools import ToolContext, ToolRegistry, tool
-from workflows import DevServer, create_worker, run_graph
+from workflows import AuditLog, DevServer, Gate, PolicyEngine, create_worker, run_graph
+from workflows.policy import POLICIES
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
+BENCH_POLICY = 'permit (principal, action == Action::"tool.bench.noop", resource);'
 
 
 class Counter(BaseModel):
@@ -61,13 +66,19 @@ def chain(steps: int) -> GraphSpec:
 async def measure(steps: int, runs: int, console: Console) -> dict[str, list[float]]:
     tools = ToolRegistry([noop])
     spec = chain(steps)
-    server = DevServer(Path(tempfile.mkdtemp()) / "bench.db")
+    folder = Path(tempfile.mkdtemp())
+    server = DevServer(folder / "bench.db")
     client = await server.start()
-    timings: dict[str, list[float]] = {"raw activity chain": [], "chamberlain graph": [], "in-process LangGraph": []}
+    policies = PolicyEngine([*(f.read_text() for f in sorted(POLICIES.glob("*.cedar"))), BENCH_POLICY])
+    gate = Gate(policies, AuditLog(f"sqlite:///{folder / 'audit.sqlite'}"), tools)
+    timings: dict[str, list[float]] = {
+        "raw activity chain": [], "chamberlain graph": [], "chamberlain graph, gate on": [], "in-process LangGraph": [],
+    }  # fmt: skip
     try:
         raw_worker = Worker(client, task_queue="bench-raw", workflows=[RawChain], activities=[raw_noop])
         graph_worker = create_worker(client, models=ModelRegistry(), tools=tools, task_queue="bench-graph")
-        async with raw_worker, graph_worker:
+        gated_worker = create_worker(client, models=ModelRegistry(), tools=tools, task_queue="bench-gated", gate=gate)
+        async with raw_worker, graph_worker, gated_worker:
             for i in track(range(runs + 1), description="measuring", console=console):
                 start = time.perf_counter()
                 await client.execute_workflow(
@@ -81,10 +92,16 @@ async def measure(steps: int, runs: int, console: Console) -> dict[str, list[flo
                 graph = time.perf_counter() - start
                 assert result.output["n"] == steps
                 start = time.perf_counter()
+                result = await run_graph(
+                    client, spec, {}, run_id=f"gated-{i}-{time.time_ns()}", task_queue="bench-gated"
+                )
+                gated = time.perf_counter() - start
+                assert result.output["n"] == steps
+                start = time.perf_counter()
                 await run_in_process(spec, {}, models=ModelRegistry(), tools=tools)
                 local = time.perf_counter() - start
                 if i:  # the first round warms caches and connections
-                    for name, seconds in zip(timings, (raw, graph, local), strict=True):
+                    for name, seconds in zip(timings, (raw, graph, gated, local), strict=True):
                         timings[name].append(seconds / steps * 1000)
     finally:
         server.stop()
@@ -111,8 +128,8 @@ def chart(summary: dict[str, Any], path: Path) -> None:
 
     names = [k for k in summary if isinstance(summary[k], dict)]
     values = [summary[k]["median_ms"] for k in names]
-    fig, ax = plt.subplots(figsize=(7, 2.6))
-    bars = ax.barh(names, values, color=["#888888", "#2b6cb0", "#9ae6b4"])
+    fig, ax = plt.subplots(figsize=(7, 3))
+    bars = ax.barh(names, values, color=["#888888", "#2b6cb0", "#1a365d", "#9ae6b4"])
     ax.bar_label(bars, labels=[f"{v:.2f} ms  (×{summary[k]['ratio']})" for k, v in zip(names, values, strict=True)])
     ax.set_xlabel("median milliseconds per step (lower is better)")
     ax.set_title(f"Per-step cost, {summary['steps']}-step chain, {summary['runs']} runs, same dev server")
