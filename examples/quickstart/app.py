@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from agents import ModelCatalog, ModelRegistry
 from tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
+from workflows import AuditLog, Gate, PolicyEngine
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}
@@ -75,3 +76,10 @@ def models() -> ModelRegistry:
     """The models of ``models.yaml``; the embedded one at ``$CHAMBERLAIN_EMBEDDED_URL`` when set."""
     catalog = ModelCatalog.load(Path(__file__).with_name("models.yaml"))
     return ModelRegistry.from_catalog(catalog, embedded_url=os.environ.get("CHAMBERLAIN_EMBEDDED_URL"))
+
+
+def gate(tools: ToolRegistry) -> Gate:
+    """The permission gate over ``tools``: the shipped Cedar policies and the shop's own, audited
+    under ``$CHAMBERLAIN_DATA`` (default ``.chamberlain/``)."""
+    data = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
+    return Gate(PolicyEngine.load(POLICIES), AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}"), tools)

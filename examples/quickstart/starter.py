@@ -19,19 +19,7 @@ from rich.table import Table
 
 from agents import EmbeddedModelServer, load_graph
 from examples.quickstart import app
-from workflows import (
-    AuditLog,
-    Decision,
-    DevServer,
-    Gate,
-    PolicyEngine,
-    Principal,
-    connect,
-    create_worker,
-    decide,
-    progress,
-    start_run,
-)
+from workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
 
 GRAPH = Path(__file__).with_name("graph.yaml")
 MESSAGES = [
@@ -64,8 +52,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             console.print(f"Temporal dev server on [bold]{server.address}[/bold]")
         task_queue = f"quickstart-{uuid.uuid4().hex[:6]}"
         tools = app.tools()
-        audit = AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}")
-        gate = Gate(PolicyEngine.load(app.POLICIES), audit, tools)  # every step checked against Cedar policy
+        gate = app.gate(tools)  # every step checked against Cedar policy, and audited
         await stack.enter_async_context(
             create_worker(client, models=app.models(), tools=tools, task_queue=task_queue, gate=gate)
         )
@@ -100,6 +87,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             console.print(table)
             console.print(f"→ {result.status}: {result.output.get('reply') or result.output}\n")
             results.append(result.output)
+        audit = gate.audit
         ours = [r for r in audit.records() if r.run_id in started]
         kinds = ", ".join(f"{k}s: {sum(r.kind == k for r in ours)}" for k in ("decision", "approval", "effect"))
         console.print(f"audit log: {kinds} — {audit.verify() or 'chain intact'}")

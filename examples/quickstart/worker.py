@@ -11,7 +11,8 @@ from workflows import connect, create_worker
 
 async def main() -> None:
     client = await connect(os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233"))
-    async with create_worker(client, models=app.models(), tools=app.tools()):
+    tools = app.tools()
+    async with create_worker(client, models=app.models(), tools=tools, gate=app.gate(tools)):
         await asyncio.Event().wait()
 
 
