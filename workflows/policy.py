@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -46,6 +47,7 @@ class GateRequest(BaseModel):
     trusted: list[str] | None = Field(None, description="the labels a model is trusted with (models.yaml)")
     approved: bool = False
     approver_roles: list[str] = []
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC), description="when the step asks")
 
 
 class GateDecision(BaseModel):
@@ -140,10 +142,13 @@ class PolicyEngine:
             "tier": request.tier or "",
             "approved": request.approved,
             "approver_roles": sorted(request.approver_roles),
+            "hour": request.at.astimezone(UTC).hour,
+            "weekday": request.at.astimezone(UTC).strftime("%a"),
         }
         if "amount" in attributes:
-            rate = CNY_PER_UNIT.get(str(attributes.get("currency", "CNY")), 1.0)
-            context["amount_cny"] = math.ceil(float(attributes["amount"]) * rate - 1e-9)
+            currency = str(attributes.get("currency", "CNY"))
+            context["currency"] = currency
+            context["amount_cny"] = math.ceil(float(attributes["amount"]) * CNY_PER_UNIT.get(currency, 1.0) - 1e-9)
         entities = [
             {"uid": {"type": kind, "id": principal.id}, "parents": [],
              "attrs": {"roles": principal.roles, "department": principal.department or "",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from workflows.policy import GateRequest, PolicyEngine, ResourceRef
+from workflows.policy import POLICIES, GateRequest, PolicyEngine, ResourceRef
 from workflows.types import Principal
 
 ENGINE = PolicyEngine.load()
@@ -118,3 +120,23 @@ def test_an_unknown_mask_style_is_refused_when_policies_load() -> None:
         ValueError, match="policy 'p': @mask style 'blur' for 'pii' is not one of redact, pseudonym, last4"
     ):
         PolicyEngine([text])
+
+
+def test_time_and_currency_are_in_the_context() -> None:
+    office_hours = """
+    @id("refunds-in-office-hours")
+    forbid (principal, action == Action::"erp.refund.create", resource)
+    unless { context.hour >= 8 && context.hour < 20 && context.weekday != "Sun" && context.currency != "EUR" };
+    """
+    engine = PolicyEngine([*(f.read_text() for f in sorted(POLICIES.glob("*.cedar"))), office_hours])
+
+    def at(when: str, currency: str = "CNY") -> str:
+        request = GateRequest(principal=SUPPORT, action="erp.refund.create", resource=order(150, currency),
+                              at=datetime.fromisoformat(when))  # fmt: skip
+        return engine.decide(request).outcome
+
+    assert at("2026-11-25T10:00:00+00:00") == "allow"  # a Wednesday morning
+    assert at("2026-11-25T03:00:00+00:00") == "deny"
+    assert at("2026-11-29T10:00:00+00:00") == "deny"  # a Sunday
+    assert at("2026-11-25T18:30:00+08:00") == "allow"  # 10:30 UTC
+    assert at("2026-11-25T10:00:00+00:00", "EUR") == "deny"
