@@ -21,7 +21,7 @@ from workflows.graph_workflow import GraphWorkflow
 from workflows.runs import decide
 from workflows.types import Decision, PendingApproval, Principal
 
-PENDING_QUERY = 'ChamberlainApproval = "pending"'
+PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 
 
 class DecisionBody(BaseModel):

@@ -267,32 +267,32 @@ class GraphWorkflow:
         if publish:
             workflow.upsert_search_attributes([APPROVAL_STATE.value_set("pending")])
         groups = [node.approvers, *([node.escalate_to] if node.escalate_to else [])]
-        try:
-            for i, group in enumerate(groups):
-                self._pending.approvers, self._pending.escalated = group, i > 0
-                self._pending.deadline = workflow.now() + node.timeout
-                try:
-                    await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
-                    break
-                except TimeoutError:
-                    note = f"{workflow.now():%Y-%m-%d %H:%M} no decision from {', '.join(group)} within {node.timeout}"
-                    self._pending.reminders.append(note)
-                    workflow.logger.info("approval %s: %s", request.step.step_id, note)
-            decision = self._decision
-            self._approver = decision.approver if decision else None
-            if decision is None:
-                answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
-            else:
-                answer = ApprovalDecision(
-                    step_id=decision.step_id, outcome=decision.outcome, approver=decision.approver.id,
-                    reason=decision.reason, values=decision.values,
-                )  # fmt: skip
-            await self._audit_approval(request, answer)
-            return answer
-        finally:
-            self._pending, self._decision = None, None
-            if publish:
-                workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
+        for i, group in enumerate(groups):
+            self._pending.approvers, self._pending.escalated = group, i > 0
+            self._pending.deadline = workflow.now() + node.timeout
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
+                break
+            except TimeoutError:
+                note = f"{workflow.now():%Y-%m-%d %H:%M} no decision from {', '.join(group)} within {node.timeout}"
+                self._pending.reminders.append(note)
+                workflow.logger.info("approval %s: %s", request.step.step_id, note)
+        decision = self._decision
+        self._approver = decision.approver if decision else None
+        if decision is None:
+            answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
+        else:
+            answer = ApprovalDecision(
+                step_id=decision.step_id, outcome=decision.outcome, approver=decision.approver.id,
+                reason=decision.reason, values=decision.values,
+            )  # fmt: skip
+        await self._audit_approval(request, answer)
+        # No `finally`: a cancelled run ends here anyway (the console lists running runs only), and
+        # workflow calls in a `finally` would run when the SDK tears a cached run down.
+        self._pending, self._decision = None, None
+        if publish:
+            workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
+        return answer
 
     async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
