@@ -117,11 +117,9 @@ class Masking:
         return messages_from_dict(dicts), restore
 
     def _replacer(self, sensitive: Mapping[str, Iterable[str]]) -> Callable[[str], str]:
-        replacements = {v: self.mask(v, label) for label, vs in sensitive.items() if label in self.styles for v in vs}
-        if not replacements:
-            return lambda text: text
-        pattern = _alternation(replacements)
-        return lambda text: pattern.sub(lambda m: replacements[m[0]], text)
+        return _substitute(
+            {v: self.mask(v, label) for label, vs in sensitive.items() if label in self.styles for v in vs}
+        )
 
 
 def redact(text: str, sensitive: Mapping[str, Iterable[str]], clearance: Iterable[str] = ()) -> str:
@@ -132,18 +130,20 @@ def redact(text: str, sensitive: Mapping[str, Iterable[str]], clearance: Iterabl
 
 def unmask(value: Any, restore: Mapping[str, str]) -> Any:
     """``value`` with every pseudonym in its strings put back."""
-    if not restore:
-        return value
-    pattern = _alternation(restore)
-    return _map_strings(value, lambda s: pattern.sub(lambda m: restore[m[0]], s))
+    return _map_strings(value, _substitute(restore)) if restore else value
 
 
-def _alternation(words: Iterable[str]) -> re.Pattern[str]:
-    ordered = sorted(words, key=len, reverse=True)  # the longest first, so a value inside another loses
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, ordered)) + r")(?!\w)")
+def _substitute(replacements: Mapping[str, str]) -> Callable[[str], str]:
+    """Replace each whole-word occurrence of a key by its value; the longest key first, so a
+    value inside another loses."""
+    if not replacements:
+        return lambda text: text
+    ordered = sorted(replacements, key=len, reverse=True)
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, ordered)) + r")(?!\w)")
+    return lambda text: pattern.sub(lambda m: replacements[m[0]], text)
 
 
-def _map_strings(value: Any, change: Any) -> Any:
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
     if isinstance(value, str):
         return change(value)
     if isinstance(value, dict):

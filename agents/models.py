@@ -5,7 +5,8 @@ asks the permission gate (if any) whether the chosen model may see the data — 
 mask labelled values first — and refuses to send data to a model whose trust does not
 cover the labels left (the reply says it skipped, nothing leaves); it asks for JSON-schema
 output when the node declares one, validates the answer, repairs it once by showing the
-model its error, and prices the call. A failure to produce valid output is returned as data, so the caller can escalate.
+model its error, and prices the call. A failure to produce valid output is returned as
+data, so the caller can escalate.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from agents.spec import (
     Node,
     OutputField,
     RouteNode,
-    Tier,
     ToolNode,
+    model_or_tier,
 )
 from agents.steps import (
     ApprovalRequest,
@@ -136,6 +136,10 @@ class GraphPlan:
         """The bound on nodes walked; an acyclic graph cannot walk more than its nodes."""
         return self.spec.max_steps or len(self.spec.nodes)
 
+    def outputs(self, name: str) -> dict[str, Expression]:
+        """A tool node's output mappings, compiled: state field → expression over state and ``result``."""
+        return self._outputs.get(name, {})
+
     def reads(self, name: str) -> set[str]:
         """The state fields whose data node ``name`` sends out (to a model, a classifier or a tool)."""
         return set(self._reads.get(name, ()))
@@ -224,11 +228,10 @@ class GraphPlan:
         read = labels.of(self._reads.get(name, ()), self.declared)
         match node:
             case ModelNode():
-                candidates = node.cascade or [node.model or (node.tier.value if node.tier else "")]
                 messages = self.model_messages(name, state)
                 data = _in_messages(labels, messages, read)
-                answer = await self._ask(name, node.output, messages, candidates, node.human, node.min_confidence,
-                                         executor, ctx, data)  # fmt: skip
+                answer = await self._ask(name, node.output, messages, node.candidates, node.human,
+                                         node.min_confidence, executor, ctx, data)  # fmt: skip
                 updates = dict(answer.values)
                 if node.write is not None and answer.message is not None:
                     message = answer.message
@@ -328,9 +331,9 @@ class GraphPlan:
         for attempt, candidate in enumerate(candidates, start=offset):
             if candidate == "human":
                 return await self._ask_human(name, output, answer, human, executor, ctx)
-            tier = Tier(candidate) if candidate in Tier.__members__.values() else None
+            model, tier = model_or_tier(candidate)
             call = ModelCall(
-                step=ctx, messages=messages, tier=tier, model=None if tier or not candidate else candidate,
+                step=ctx, messages=messages, tier=tier, model=model,
                 output=output, labels=data[0], sensitive=data[1], attempt=attempt,
             )  # fmt: skip
             reply = await executor.call_model(call, self.node(name))  # type: ignore[arg-type]  # a model or classify node

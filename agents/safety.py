@@ -18,11 +18,10 @@ from collections import deque
 from collections.abc import Collection, Iterator
 
 from agents.exceptions import SpecIssue
-from agents.expressions import compile_expression
 from agents.labels import labels_read
 from agents.models import ModelRegistry, RegisteredModel
 from agents.plan import GraphPlan, declassified
-from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Node, Tier, ToolNode
+from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Tier, ToolNode, model_or_tier
 from agents.validation import successors
 from tools.adapter import Effect
 from tools.registry import ToolRegistry
@@ -45,14 +44,13 @@ def _unapproved_irreversible(spec: GraphSpec, tools: ToolRegistry, bounded: Coll
             continue
         if isinstance(node, ToolNode) and node.tool in tools:
             adapter = tools[node.tool]
-            action = adapter.action or f"tool.{adapter.name}"
-            if adapter.effect is Effect.IRREVERSIBLE and action not in bounded:
+            if adapter.effect is Effect.IRREVERSIBLE and adapter.policy_action not in bounded:
                 path = [name]
                 while (previous := came_from[path[-1]]) is not None:
                     path.append(previous)
                 yield SpecIssue(
                     f"node '{name}' calls irreversible tool '{node.tool}' on a path without an approval node "
-                    f"({' → '.join(reversed(path))}), and no policy bounds {action}",
+                    f"({' → '.join(reversed(path))}), and no policy bounds {adapter.policy_action}",
                     ("nodes", name, "tool"),
                     suggestion="add an approval node before it, or a Cedar policy with a condition on this action",
                 )
@@ -92,8 +90,8 @@ def possible_labels(plan: GraphPlan, tools: ToolRegistry) -> dict[str, set[str]]
     changed = True
     while changed:
         changed = False
-        for name, node in plan.spec.nodes.items():
-            for target, incoming in _flows(node, plan.reads(name), labels, tools):
+        for name in plan.spec.nodes:
+            for target, incoming in _flows(plan, name, labels, tools):
                 if target in labels and not incoming <= labels[target]:
                     labels[target] |= incoming
                     changed = True
@@ -101,9 +99,10 @@ def possible_labels(plan: GraphPlan, tools: ToolRegistry) -> dict[str, set[str]]
 
 
 def _flows(
-    node: Node, reads: set[str], labels: dict[str, set[str]], tools: ToolRegistry
+    plan: GraphPlan, name: str, labels: dict[str, set[str]], tools: ToolRegistry
 ) -> Iterator[tuple[str, set[str]]]:
-    """Where a node's data can go: (field written, labels it may carry)."""
+    """Where node ``name``'s data can go: (field written, labels it may carry)."""
+    node, reads = plan.node(name), plan.reads(name)
 
     def of(fields: Collection[str]) -> set[str]:
         return {label for f in fields for label in labels.get(f, ())}
@@ -117,22 +116,18 @@ def _flows(
             yield node.write, read
     elif isinstance(node, ToolNode):
         produced = tools[node.tool].labels if node.tool in tools else {}
-        for f, source in node.output.items():
-            expression = compile_expression(source)
+        for f, expression in plan.outputs(name).items():
             yield f, of(expression.names - {"result"}) | labels_read(expression, produced)
         if node.error:
             yield node.error, of(reads)
 
 
 def _candidates(node: ModelNode | ClassifyNode, models: ModelRegistry) -> Iterator[RegisteredModel]:
-    names = list(node.cascade)
-    if isinstance(node, ModelNode) and not names:
-        names = [node.model or (node.tier.value if node.tier else "")]
-    for candidate in names:
+    for candidate in node.candidates if isinstance(node, ModelNode) else node.cascade:
         if candidate == "human":
             continue
-        tier = Tier(candidate) if candidate in Tier.__members__.values() else None
+        model, tier = model_or_tier(candidate)
         try:
-            yield models.resolve(model=None if tier or not candidate else candidate, tier=tier)
+            yield models.resolve(model=model, tier=tier)
         except LookupError:
             continue  # the loader's own checks report unknown models

@@ -54,6 +54,13 @@ class Tier(StrEnum):
     EXTERNAL = "external"
 
 
+def model_or_tier(candidate: str) -> tuple[str | None, Tier | None]:
+    """A cascade entry as a model name or a tier (``""``: any registered model)."""
+    if candidate in Tier.__members__.values():
+        return None, Tier(candidate)
+    return candidate or None, None
+
+
 class StateField(_Spec):
     """A typed field of the graph state, with the classification labels of its values."""
 
@@ -121,6 +128,11 @@ class ModelNode(_ActivityNode):
     cascade: list[str] = []
     min_confidence: float = Field(0.5, ge=0, le=1)
     human: list[str] = []
+
+    @property
+    def candidates(self) -> list[str]:
+        """The models to try, in order: the cascade, or the one model or tier named."""
+        return self.cascade or [self.model or (self.tier.value if self.tier else "")]
 
 
 class ClassifyNode(_ActivityNode):

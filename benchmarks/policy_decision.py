@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from workflows.policy import GateDecision, GateRequest, PolicyEngine, ResourceRef
+from workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
 from workflows.types import Principal
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
@@ -30,25 +30,17 @@ def refund(amount: float) -> GateRequest:
     return GateRequest(principal=SUPPORT, action="erp.refund.create", resource=order)
 
 
+def model_call(labels: list[str], tier: str) -> GateRequest:
+    """A model step sending data with ``labels`` to a model of ``tier`` trusted with none of them."""
+    model = ResourceRef(type="Model", id="m")
+    return GateRequest(principal=SUPPORT, action=MODEL_ACTION, resource=model, labels=labels, tier=tier, trusted=[])
+
+
 REQUESTS = {
     "allow (refund 150 CNY)": refund(150),
     "needs approval (refund 5000)": refund(5000),
-    "mask (PII to an external model)": GateRequest(
-        principal=SUPPORT,
-        action="model.invoke",
-        resource=ResourceRef(type="Model", id="m"),
-        labels=["pii"],
-        tier="external",
-        trusted=[],
-    ),
-    "deny (finance data to an untrusted model)": GateRequest(
-        principal=SUPPORT,
-        action="model.invoke",
-        resource=ResourceRef(type="Model", id="m"),
-        labels=["finance"],
-        tier="private",
-        trusted=[],
-    ),
+    "mask (PII to an external model)": model_call(["pii"], "external"),
+    "deny (finance data to an untrusted model)": model_call(["finance"], "private"),
 }
 
 

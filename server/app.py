@@ -12,7 +12,10 @@ import os
 import sys
 from dataclasses import dataclass
 
+from agents.exceptions import SpecIssue
 from agents.models import ModelRegistry
+from agents.safety import review_graph
+from agents.spec import GraphSpec
 from tools.registry import ToolRegistry
 from workflows.audit import AuditLog
 from workflows.gate import Gate
@@ -30,6 +33,10 @@ class App:
     def gate(self, audit_url: str) -> Gate:
         """The permission gate for this app's tools, auditing to ``audit_url``."""
         return Gate(self.policies, AuditLog(audit_url), self.tools)
+
+    def review(self, spec: GraphSpec) -> list[SpecIssue]:
+        """The static safety checks of a graph against this app's tools, models and policies."""
+        return review_graph(spec, self.tools, self.models, bounded=self.policies.bounded)
 
 
 def load_app(name: str | None = None) -> App:

@@ -17,9 +17,8 @@ from rich.table import Table
 
 from agents.compiler import run_in_process
 from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
-from agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
+from agents.exceptions import GraphSpecError, GraphWarning
 from agents.loader import load_graph
-from agents.safety import review_graph
 from agents.spec import GraphSpec
 from server.app import load_app
 from server.http import BackgroundServer, ServerSettings, create_app
@@ -68,15 +67,10 @@ DATA_DIR = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 def _load(path: Path, app_name: str | None, check_tools: bool = True) -> GraphSpec:
     """Load a graph; with the app's tools and models, also run the static safety checks."""
     app = load_app(app_name) if check_tools else None
-
-    def review(spec: GraphSpec) -> list[SpecIssue]:
-        assert app is not None
-        return review_graph(spec, app.tools, app.models, bounded=app.policies.bounded)
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", GraphWarning)
         try:
-            spec = load_graph(path, tools=app.tools if app else None, review=review if app else None)
+            spec = load_graph(path, tools=app.tools if app else None, review=app.review if app else None)
         except GraphSpecError as exc:
             for issue in exc.issues:
                 errors.print(f"[red]error[/red] {issue}", highlight=False, soft_wrap=True)

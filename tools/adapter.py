@@ -68,6 +68,11 @@ class ToolAdapter(Generic[In, Out]):
     compensation: str | None = None
     resource: Callable[[In], Resource | Awaitable[Resource]] | None = None
 
+    @property
+    def policy_action(self) -> str:
+        """The Cedar action a call is decided as (``tool.<name>`` when undeclared)."""
+        return self.action or f"tool.{self.name}"
+
     async def resource_of(self, args: Mapping[str, Any]) -> Resource:
         """The resource a call with ``args`` acts on (the tool itself when undeclared). A
         resolver may be async, to read what the policy needs from the system of record —

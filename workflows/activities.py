@@ -50,7 +50,7 @@ class GraphActivities:
     async def audit(self, entry: AuditEntry) -> None:
         """Append a decision the workflow received (an approval) to the audit log, once."""
         if self.gate is not None:
-            await asyncio.to_thread(self.gate.audit.append, entry)
+            await self.gate.record(entry)
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:

@@ -39,7 +39,7 @@ from agents.steps import ModelCall, ToolCall
 from tools.exceptions import ToolInputInvalid
 from tools.registry import ToolRegistry
 from workflows.audit import AuditEntry, AuditLog, digest
-from workflows.policy import GateDecision, GateRequest, PolicyEngine, ResourceRef
+from workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
 from workflows.types import Principal
 
 GRANT_HEADER = "chamberlain-grant"
@@ -83,6 +83,11 @@ class Gate:
     ) -> None:
         self.policies, self.audit, self.tools = policies, audit, tools
         self.secret = secret or grant_secret()
+        self._pseudonym_key = hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest()
+
+    async def record(self, entry: AuditEntry) -> None:
+        """Append to the audit log off the event loop (a committed write)."""
+        await asyncio.to_thread(self.audit.append, entry)
 
     async def check(self, check: GateCheck) -> GateVerdict:
         call = check.call
@@ -93,18 +98,14 @@ class Gate:
             return GateVerdict(outcome="deny", reason=str(exc), invalid=True)
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
         request = GateRequest(
-            principal=check.principal, action=adapter.action or f"tool.{adapter.name}",
+            principal=check.principal, action=adapter.policy_action,
             resource=ResourceRef(type=resource.type, id=resource.id, attributes=dict(resource.attributes)),
             grant=check.grant, labels=labels, approved=check.approver is not None,
             approver_roles=check.approver.roles if check.approver else [],
         )  # fmt: skip
         decision = self.policies.decide(request)
-        if decision.outcome == "mask":  # masking is for what a model reads; a tool gets the real values or nothing
-            reason = f"{request.action} may not receive data labelled {', '.join(sorted(decision.masks))}"
-            decision = decision.model_copy(update={"outcome": "deny", "masks": {}, "reason": reason})
         actor = who(check.principal) + (f" approved by {who(check.approver)}" if check.approver else "")
-        await asyncio.to_thread(
-            self.audit.append,
+        await self.record(
             AuditEntry(
                 run_id=call.step.run_id, step_id=call.step.step_id, attempt=2 if check.approver else 1, kind="decision",
                 principal=actor, action=request.action, resource=f'{resource.type}::"{resource.id}"', args=call.args,
@@ -120,21 +121,20 @@ class Gate:
 
         async def permit(model: RegisteredModel, call: ModelCall) -> str | Masking | None:
             request = GateRequest(
-                principal=principal, action="model.invoke", resource=ResourceRef(type="Model", id=model.name),
+                principal=principal, action=MODEL_ACTION, resource=ResourceRef(type="Model", id=model.name),
                 labels=call.labels, tier=model.tier.value, trusted=sorted(model.trust),
             )  # fmt: skip
             decision = self.policies.decide(request)
-            await asyncio.to_thread(
-                self.audit.append,
+            await self.record(
                 AuditEntry(
                     run_id=call.step.run_id, step_id=f"{call.step.step_id}/{call.attempt}", kind="decision",
-                    principal=who(principal), action="model.invoke", resource=f'Model::"{model.name}"',
+                    principal=who(principal), action=MODEL_ACTION, resource=f'Model::"{model.name}"',
                     args={"labels": call.labels, "masked": sorted(decision.masks)}, decision=decision.outcome,
                     policies=decision.policies,
                 )
             )  # fmt: skip
             if decision.outcome == "mask":
-                return Masking(decision.masks, key=hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest())
+                return Masking(decision.masks, key=self._pseudonym_key)
             return None if decision.outcome == "allow" else f"denied by policy ({decision.reason})"
 
         return permit
@@ -142,11 +142,10 @@ class Gate:
     async def record_effect(self, call: ToolCall, principal: Principal | None, attempt: int) -> None:
         adapter = self.tools[call.tool]
         resource = await adapter.resource_of(call.args)
-        await asyncio.to_thread(
-            self.audit.append,
+        await self.record(
             AuditEntry(
                 run_id=call.step.run_id, step_id=call.step.step_id, attempt=attempt, kind="effect",
-                principal=who(principal), action=adapter.action or f"tool.{adapter.name}",
+                principal=who(principal), action=adapter.policy_action,
                 resource=f'{resource.type}::"{resource.id}"', args=call.args, decision="done",
             )
         )  # fmt: skip

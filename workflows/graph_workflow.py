@@ -8,6 +8,7 @@ park the run until an update decides them. Long runs continue-as-new with their 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
@@ -18,7 +19,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agents.exceptions import AgentError, StepFailed
-    from agents.labels import DataLabels
     from agents.plan import GraphPlan, StepOutcome
     from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from agents.steps import (
@@ -74,8 +74,8 @@ class GraphWorkflow:
         self._decision: Decision | None = None
         self._approver: Principal | None = None
         self._standing_approval: Principal | None = None  # the last approval node's approver, used once
-        self._labels = DataLabels()
-        self._approvals: list[ApprovalDecision] = []
+        self._cursor: Cursor | None = None
+        self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
         self.grants: dict[str, str] = {}  # step ID → grant token, read by the grant interceptor
 
     @workflow.run
@@ -87,7 +87,7 @@ class GraphWorkflow:
             cursor = Cursor(node=plan.start, state=state, labels=plan.initial_labels(state))
         else:
             cursor = request.resume
-        self._labels = cursor.labels
+        self._cursor = cursor
         steps_this_segment = 0
         while True:
             self._node = cursor.node
@@ -110,7 +110,7 @@ class GraphWorkflow:
                 StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
             )
             cursor.state = plan.merge(cursor.state, outcome.updates)
-            cursor.labels = self._labels = plan.merge_labels(cursor.labels, outcome)
+            cursor.labels = plan.merge_labels(cursor.labels, outcome)
             if isinstance(plan.node(outcome.node), ApprovalNode):
                 self._standing_approval = self._approver if outcome.decision == "approve" else None
             cursor.visits[cursor.node] = visit
@@ -253,7 +253,7 @@ class GraphWorkflow:
         """Park until a decision arrives (no worker resources held), escalating on timeout,
         then fall back to the node's default. Pending approvals are marked in the
         ``ChamberlainApproval`` search attribute so the console can list them across runs."""
-        assert self._request is not None
+        assert self._request is not None and self._cursor is not None
         principal = self._request.principal
         self._pending = PendingApproval(
             step_id=request.step.step_id,
@@ -261,7 +261,7 @@ class GraphWorkflow:
             ask=request.ask,
             approvers=node.approvers,
             requested_by=principal.id if principal else None,
-            sensitive=self._labels.found_in(request.ask),
+            sensitive=self._cursor.labels.found_in(request.ask),
         )
         publish = self._request.publish_approvals
         if publish:
@@ -298,12 +298,12 @@ class GraphWorkflow:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
         entry = AuditEntry(
             run_id=request.step.run_id, step_id=request.step.step_id,
-            attempt=sum(a.step_id == answer.step_id for a in self._approvals) + 1, kind="approval",
+            attempt=self._approvals[answer.step_id] + 1, kind="approval",
             principal=who(self._approver) if self._approver else "timeout", action="approval",
             resource=f'Step::"{request.step.node}"', args={"ask": request.ask, "reason": answer.reason},
             decision=answer.outcome,
         )  # fmt: skip
-        self._approvals.append(answer)
+        self._approvals[answer.step_id] += 1
         await workflow.execute_local_activity_method(
             GraphActivities.audit, entry, start_to_close_timeout=timedelta(seconds=30)
         )

@@ -4,8 +4,8 @@ Cedar answers allow or deny; "needs approval" is what a permit conditioned on
 ``context.approved`` makes of a request nobody permits yet: the engine asks Cedar again as
 if approved by the roles the policy's ``@approvers`` annotation names, and if that is
 allowed, the step waits for those approvers instead of failing. A ``forbid`` that matches is
-final — no approval lifts it, but a ``@mask("pii:pseudonym")`` annotation on it says the
-request may go ahead with the values of those labels masked (see :mod:`agents.labels`): the
+final — no approval lifts it, but a ``@mask("pii:pseudonym")`` annotation on it says a
+model call may go ahead with the values of those labels masked (see :mod:`agents.labels`): the
 engine asks again without them, and if that is allowed the outcome is "mask".
 """
 
@@ -26,6 +26,7 @@ from agents.labels import MaskStyle
 from workflows.types import Principal
 
 POLICIES = Path(__file__).with_name("policies")
+MODEL_ACTION = "model.invoke"  # a model step's action: the one whose data can be masked
 CNY_PER_UNIT = {"CNY": 1.0, "HKD": 0.93, "USD": 7.1, "EUR": 7.7}
 
 
@@ -86,10 +87,12 @@ class PolicyEngine:
     @classmethod
     def load(cls, *folders: Path) -> PolicyEngine:
         """The ``*.cedar`` files of the shipped policies and of ``folders`` (an app's own)."""
-        files = [f for folder in (POLICIES, *folders) for f in sorted(Path(folder).glob("*.cedar"))]
+        files = sorted(POLICIES.glob("*.cedar"))
         for folder in folders:
-            if not any(Path(folder).glob("*.cedar")):
+            found = sorted(Path(folder).glob("*.cedar"))
+            if not found:
                 raise FileNotFoundError(f"no *.cedar policy files in {folder}")
+            files += found
         return cls(f.read_text(encoding="utf-8") for f in files)
 
     def decide(self, request: GateRequest) -> GateDecision:
@@ -102,7 +105,7 @@ class PolicyEngine:
         if forbidding:
             names = sorted(self._meta[p].name for p in forbidding)
             masks = {k: v for p in forbidding for k, v in self._meta[p].masks.items() if k in request.labels}
-            if masks and (masked := self._masked(request, masks)):
+            if masks and request.action == MODEL_ACTION and (masked := self._masked(request, masks)):
                 return masked.model_copy(update={"policies": names + masked.policies})
             return GateDecision(outcome="deny", policies=names, reason=f"forbidden by {', '.join(names)}")
         if not request.approved:
