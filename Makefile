@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.quickstart.starter
+	$(BIN)/python -m chamberlain.examples.quickstart.starter
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy agents tools workflows server
+	$(BIN)/mypy -p chamberlain
 	$(BIN)/python -m pytest -ra
 
 clean:

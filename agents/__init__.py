@@ -1,9 +1,9 @@
 """What the agent thinks with: declarative graphs, their compiler, and the models they call."""
 
-from agents.classifier import ExemplarClassifier
-from agents.compiler import LocalExecutor, compile_to_langgraph, run_in_process
-from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
-from agents.exceptions import (
+from chamberlain.agents.classifier import ExemplarClassifier
+from chamberlain.agents.compiler import LocalExecutor, compile_to_langgraph, run_in_process
+from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
+from chamberlain.agents.exceptions import (
     AgentError,
     ExpressionError,
     GraphSpecError,
@@ -15,15 +15,15 @@ from agents.exceptions import (
     SpecIssue,
     StepLimitExceeded,
 )
-from agents.labels import DataLabels, Masking
-from agents.loader import check_graph, load_graph, parse_graph
-from agents.messages import Message
-from agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
-from agents.plan import GraphPlan, RunOutcome, StepOutcome
-from agents.private_model import PrivateChatModel
-from agents.safety import review_graph
-from agents.scripted import ScriptedChatModel
-from agents.spec import (
+from chamberlain.agents.labels import DataLabels, Masking
+from chamberlain.agents.loader import check_graph, load_graph, parse_graph
+from chamberlain.agents.messages import Message
+from chamberlain.agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
+from chamberlain.agents.plan import GraphPlan, RunOutcome, StepOutcome
+from chamberlain.agents.private_model import PrivateChatModel
+from chamberlain.agents.safety import review_graph
+from chamberlain.agents.scripted import ScriptedChatModel
+from chamberlain.agents.spec import (
     ApprovalNode,
     Branch,
     Budget,
@@ -39,7 +39,7 @@ from agents.spec import (
     Tier,
     ToolNode,
 )
-from agents.steps import (
+from chamberlain.agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
     ClassifyCall,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.steps import ClassifyCall, ClassifyReply
+from chamberlain.agents.steps import ClassifyCall, ClassifyReply
 
 
 @cache

@@ -19,13 +19,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from agents.classifier import ExemplarClassifier
-from agents.exceptions import StepLimitExceeded
-from agents.labels import DataLabels
-from agents.models import ModelRegistry, call_model
-from agents.plan import GraphPlan, RunOutcome, StepOutcome
-from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
-from agents.steps import (
+from chamberlain.agents.classifier import ExemplarClassifier
+from chamberlain.agents.exceptions import StepLimitExceeded
+from chamberlain.agents.labels import DataLabels
+from chamberlain.agents.models import ModelRegistry, call_model
+from chamberlain.agents.plan import GraphPlan, RunOutcome, StepOutcome
+from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
+from chamberlain.agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
     ClassifyCall,
@@ -37,9 +37,9 @@ from agents.steps import (
     ToolCall,
     ToolReply,
 )
-from agents.tooling import call_tool
-from agents.validation import successors
-from tools.registry import ToolRegistry
+from chamberlain.agents.tooling import call_tool
+from chamberlain.agents.validation import successors
+from chamberlain.tools.registry import ToolRegistry
 
 Approver = Callable[[ApprovalRequest], ApprovalDecision]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.exceptions import ExpressionError
+from chamberlain.agents.exceptions import ExpressionError
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage, messages_from_dict, messages_to_dict
 from pydantic import BaseModel
 
-from agents.expressions import Expression
+from chamberlain.agents.expressions import Expression
 
 MaskStyle = Literal["redact", "pseudonym", "last4"]
 MIN_LENGTH = 2  # shorter strings cannot be masked without mangling the text around them

@@ -19,10 +19,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from agents import spec as spec_module
-from agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
-from agents.spec import GraphSpec
-from agents.validation import did_you_mean, validate_graph
+from chamberlain.agents import spec as spec_module
+from chamberlain.agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
+from chamberlain.agents.spec import GraphSpec
+from chamberlain.agents.validation import did_you_mean, validate_graph
 
 PathKey = tuple[str | int, ...]
 Review = Callable[[GraphSpec], list[SpecIssue]]

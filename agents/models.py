@@ -23,11 +23,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from agents.exceptions import ModelOutputInvalid
-from agents.labels import Masking, unmask
-from agents.private_model import PrivateChatModel, StructuredOutput
-from agents.spec import FieldType, OutputField, Tier
-from agents.steps import ModelCall, ModelReply, TokenUsage
+from chamberlain.agents.exceptions import ModelOutputInvalid
+from chamberlain.agents.labels import Masking, unmask
+from chamberlain.agents.private_model import PrivateChatModel, StructuredOutput
+from chamberlain.agents.spec import FieldType, OutputField, Tier
+from chamberlain.agents.steps import ModelCall, ModelReply, TokenUsage
 
 _PYTHON_TYPES: dict[FieldType, Any] = {
     FieldType.STR: str,

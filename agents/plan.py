@@ -17,13 +17,13 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.prompts import PromptTemplate
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from agents.exceptions import ExpressionError, ModelOutputInvalid, StepFailed
-from agents.expressions import Expression, compile_expression
-from agents.labels import DataLabels, labels_read, strings_in
-from agents.loader import check_graph
-from agents.messages import to_message, to_messages
-from agents.models import output_model, parse_output
-from agents.spec import (
+from chamberlain.agents.exceptions import ExpressionError, ModelOutputInvalid, StepFailed
+from chamberlain.agents.expressions import Expression, compile_expression
+from chamberlain.agents.labels import DataLabels, labels_read, strings_in
+from chamberlain.agents.loader import check_graph
+from chamberlain.agents.messages import to_message, to_messages
+from chamberlain.agents.models import output_model, parse_output
+from chamberlain.agents.spec import (
     ApprovalNode,
     ClassifyNode,
     EndNode,
@@ -36,7 +36,7 @@ from agents.spec import (
     ToolNode,
     model_or_tier,
 )
-from agents.steps import (
+from chamberlain.agents.steps import (
     ApprovalRequest,
     ClassifyCall,
     ModelCall,

@@ -29,7 +29,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from agents.exceptions import ModelRequestRejected, ModelUnavailable
+from chamberlain.agents.exceptions import ModelRequestRejected, ModelUnavailable
 
 StructuredOutput = Literal["json_schema", "json_object", "none"]
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Collection, Iterator
 
-from agents.exceptions import SpecIssue
-from agents.labels import labels_read
-from agents.models import ModelRegistry, RegisteredModel
-from agents.plan import GraphPlan, declassified
-from agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Tier, ToolNode, model_or_tier
-from agents.validation import successors
-from tools.adapter import Effect
-from tools.registry import ToolRegistry
+from chamberlain.agents.exceptions import SpecIssue
+from chamberlain.agents.labels import labels_read
+from chamberlain.agents.models import ModelRegistry, RegisteredModel
+from chamberlain.agents.plan import GraphPlan, declassified
+from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Tier, ToolNode, model_or_tier
+from chamberlain.agents.validation import successors
+from chamberlain.tools.adapter import Effect
+from chamberlain.tools.registry import ToolRegistry
 
 
 def review_graph(

@@ -10,8 +10,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from agents.messages import Message
-from agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
+from chamberlain.agents.messages import Message
+from chamberlain.agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
 
 
 class Principal(BaseModel):

@@ -8,10 +8,10 @@ for Temporal to retry.
 
 from __future__ import annotations
 
-from agents.steps import ToolCall, ToolFailure, ToolReply
-from tools.adapter import ToolContext
-from tools.exceptions import ToolInputInvalid, ToolRejected
-from tools.registry import ToolRegistry
+from chamberlain.agents.steps import ToolCall, ToolFailure, ToolReply
+from chamberlain.tools.adapter import ToolContext
+from chamberlain.tools.exceptions import ToolInputInvalid, ToolRejected
+from chamberlain.tools.registry import ToolRegistry
 
 
 async def call_tool(tools: ToolRegistry, call: ToolCall, attempt: int = 1) -> ToolReply:

@@ -9,9 +9,9 @@ from collections.abc import Collection, Iterator
 
 from langchain_core.prompts import PromptTemplate
 
-from agents.exceptions import ExpressionError, SpecIssue
-from agents.expressions import compile_expression
-from agents.spec import (
+from chamberlain.agents.exceptions import ExpressionError, SpecIssue
+from chamberlain.agents.expressions import compile_expression
+from chamberlain.agents.spec import (
     ApprovalNode,
     Branch,
     ClassifyNode,

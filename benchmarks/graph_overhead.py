@@ -26,11 +26,11 @@ from rich.progress import track
 from rich.table import Table
 from temporalio.worker import Worker
 
-from agents import GraphSpec, ModelRegistry, run_in_process
 from benchmarks.baseline import RawChain, raw_noop
-from tools import ToolContext, ToolRegistry, tool
-from workflows import AuditLog, DevServer, Gate, PolicyEngine, create_worker, run_graph
-from workflows.policy import POLICIES
+from chamberlain.agents import GraphSpec, ModelRegistry, run_in_process
+from chamberlain.tools import ToolContext, ToolRegistry, tool
+from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, create_worker, run_graph
+from chamberlain.workflows.policy import POLICIES
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 BENCH_POLICY = 'permit (principal, action == Action::"tool.bench.noop", resource);'

@@ -23,7 +23,14 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from agents import EMBEDDED_MODEL, ClassifyCall, EmbeddedModelServer, ExemplarClassifier, PrivateChatModel, StepContext
+from chamberlain.agents import (
+    EMBEDDED_MODEL,
+    ClassifyCall,
+    EmbeddedModelServer,
+    ExemplarClassifier,
+    PrivateChatModel,
+    StepContext,
+)
 
 DATA = Path(__file__).parent / "data" / "intents.yaml"
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"

@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
-from workflows.types import Principal
+from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows.types import Principal
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 SUPPORT = Principal(id="li", roles=["support"], department="support")

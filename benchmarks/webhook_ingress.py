@@ -26,10 +26,10 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from agents import GraphSpec
-from server.http import BackgroundServer, ServerSettings, create_app
-from server.signatures import sign
-from workflows import DevServer, GraphWorkflow, RunRequest
+from chamberlain.agents import GraphSpec
+from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
+from chamberlain.server.signatures import sign
+from chamberlain.workflows import DevServer, GraphWorkflow, RunRequest
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 SECRET = "bench-secret"

@@ -12,16 +12,16 @@ import os
 import sys
 from dataclasses import dataclass
 
-from agents.exceptions import SpecIssue
-from agents.models import ModelRegistry
-from agents.safety import review_graph
-from agents.spec import GraphSpec
-from tools.registry import ToolRegistry
-from workflows.audit import AuditLog
-from workflows.gate import Gate
-from workflows.policy import PolicyEngine
+from chamberlain.agents.exceptions import SpecIssue
+from chamberlain.agents.models import ModelRegistry
+from chamberlain.agents.safety import review_graph
+from chamberlain.agents.spec import GraphSpec
+from chamberlain.tools.registry import ToolRegistry
+from chamberlain.workflows.audit import AuditLog
+from chamberlain.workflows.gate import Gate
+from chamberlain.workflows.policy import PolicyEngine
 
-DEFAULT_APP = "examples.quickstart.app"
+DEFAULT_APP = "chamberlain.examples.quickstart.app"
 
 
 @dataclass(frozen=True)

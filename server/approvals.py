@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from agents.labels import redact
-from server.auth import CurrentUser
-from server.temporal import TemporalConnection
-from workflows.graph_workflow import GraphWorkflow
-from workflows.runs import decide
-from workflows.types import Decision, PendingApproval, Principal
+from chamberlain.agents.labels import redact
+from chamberlain.server.auth import CurrentUser
+from chamberlain.server.temporal import TemporalConnection
+from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.runs import decide
+from chamberlain.workflows.types import Decision, PendingApproval, Principal
 
 PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 

@@ -16,7 +16,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from workflows.types import Principal
+from chamberlain.workflows.types import Principal
 
 
 class User(Principal):

@@ -15,16 +15,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agents.compiler import run_in_process
-from agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
-from agents.exceptions import GraphSpecError, GraphWarning
-from agents.loader import load_graph
-from agents.spec import GraphSpec
-from server.app import load_app
-from server.http import BackgroundServer, ServerSettings, create_app
-from workflows.converter import connect
-from workflows.devserver import DevServer
-from workflows.worker import TASK_QUEUE, create_worker
+from chamberlain.agents.compiler import run_in_process
+from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
+from chamberlain.agents.exceptions import GraphSpecError, GraphWarning
+from chamberlain.agents.loader import load_graph
+from chamberlain.agents.spec import GraphSpec
+from chamberlain.server.app import load_app
+from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
+from chamberlain.workflows.converter import connect
+from chamberlain.workflows.devserver import DevServer
+from chamberlain.workflows.worker import TASK_QUEUE, create_worker
 
 app = typer.Typer(help="Chamberlain: durable, permission-checked agent workflows on your private model.")
 graph_app = typer.Typer(help="Validate, inspect and run agent graphs.")
@@ -39,7 +39,7 @@ AuditOption = Annotated[str, typer.Option("--db", envvar="CHAMBERLAIN_AUDIT", he
 @audit_app.command("verify")
 def audit_verify(db: AuditOption = "sqlite:///.chamberlain/audit.sqlite") -> None:
     """Check the hash chain; name the first record that was edited, deleted or moved."""
-    from workflows.audit import AuditLog
+    from chamberlain.workflows.audit import AuditLog
 
     log = AuditLog(db)
     problem = log.verify()
@@ -52,7 +52,7 @@ def audit_verify(db: AuditOption = "sqlite:///.chamberlain/audit.sqlite") -> Non
 @audit_app.command("export")
 def audit_export(out: Path, db: AuditOption = "sqlite:///.chamberlain/audit.sqlite") -> None:
     """Write every record as JSON Lines."""
-    from workflows.audit import AuditLog
+    from chamberlain.workflows.audit import AuditLog
 
     console.print(f"wrote {AuditLog(db).export(out)} records to {out}")
 
@@ -108,7 +108,7 @@ def graph_run(
     app_name: AppOption = None,
 ) -> None:
     """Run a graph once in this process with LangGraph (no durability): for quick iteration."""
-    from agents.steps import ApprovalDecision, ApprovalRequest
+    from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest
 
     spec = _load(file, app_name)
     loaded = load_app(app_name)
@@ -218,8 +218,8 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="CHAMBERLAIN_PUBLIC_URL"
 
 
 def _signed(sources: Path, name: str, file: Path, event_id: str | None) -> tuple[bytes, dict[str, str]]:
-    from server.signatures import sign
-    from server.sources import SourceCatalog
+    from chamberlain.server.signatures import sign
+    from chamberlain.server.sources import SourceCatalog
 
     source = SourceCatalog.load(sources).get(name)
     if source is None:
@@ -287,7 +287,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the HTTP server (webhooks, approvals API); configured by CHAMBERLAIN_* variables."""
     import uvicorn
 
-    from server.http import create_app
+    from chamberlain.server.http import create_app
 
     uvicorn.run(create_app(), host=host, port=port)
 

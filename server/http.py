@@ -11,12 +11,12 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.approvals import approvals_router
-from server.auth import UserDirectory
-from server.ingress import Ingress
-from server.sources import SourceCatalog
-from server.temporal import TemporalConnection
-from workflows.devserver import free_port
+from chamberlain.server.approvals import approvals_router
+from chamberlain.server.auth import UserDirectory
+from chamberlain.server.ingress import Ingress
+from chamberlain.server.sources import SourceCatalog
+from chamberlain.server.temporal import TemporalConnection
+from chamberlain.workflows.devserver import free_port
 
 
 class ServerSettings(BaseSettings):

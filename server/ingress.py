@@ -23,12 +23,12 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from agents.exceptions import ExpressionError
-from server.signatures import SignatureError, verify
-from server.sources import SourceCatalog, WebhookSource
-from server.temporal import TemporalConnection, TemporalUnavailable
-from workflows.graph_workflow import GraphWorkflow
-from workflows.types import RunRequest
+from chamberlain.agents.exceptions import ExpressionError
+from chamberlain.server.signatures import SignatureError, verify
+from chamberlain.server.sources import SourceCatalog, WebhookSource
+from chamberlain.server.temporal import TemporalConnection, TemporalUnavailable
+from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.types import RunRequest
 
 log = logging.getLogger("chamberlain.webhooks")
 RETRY_AFTER_SECONDS = 5

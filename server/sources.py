@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agents.expressions import Expression, compile_expression
-from agents.loader import load_graph
-from agents.spec import Duration, GraphSpec
-from server.signatures import Encoding, Scheme
-from workflows.types import Principal
+from chamberlain.agents.expressions import Expression, compile_expression
+from chamberlain.agents.loader import load_graph
+from chamberlain.agents.spec import Duration, GraphSpec
+from chamberlain.server.signatures import Encoding, Scheme
+from chamberlain.workflows.types import Principal
 
 
 class SignatureSpec(BaseModel):

@@ -7,7 +7,7 @@ import asyncio
 
 from temporalio.client import Client
 
-from workflows.converter import connect
+from chamberlain.workflows.converter import connect
 
 
 class TemporalUnavailable(Exception):

@@ -15,9 +15,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from agents import EmbeddedModelServer, GraphSpec, load_graph
+from chamberlain.agents import EmbeddedModelServer, GraphSpec, load_graph
+from chamberlain.workflows import DevServer, temporal_binary
 from tests.support import toolbox
-from workflows import DevServer, temporal_binary
 
 GRAPHS = Path(__file__).parent / "graphs"
 
@@ -33,7 +33,7 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 @pytest.fixture(scope="session")
 async def client(dev_server: DevServer) -> Client:
-    from workflows import connect
+    from chamberlain.workflows import connect
 
     return await connect(dev_server.address)
 

@@ -1,8 +1,6 @@
 """The public surface of each layer changes only on purpose."""
 
-import agents
-import tools
-import workflows
+from chamberlain import agents, tools, workflows
 
 
 def test_agents_exports() -> None:

@@ -1,8 +1,8 @@
 """What the agent acts with: the adapter contract and the registry graphs resolve tools in."""
 
-from tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
-from tools.exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
-from tools.registry import ToolRegistry
+from chamberlain.tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
+from chamberlain.tools.exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
+from chamberlain.tools.registry import ToolRegistry
 
 __all__ = [
     "Effect",

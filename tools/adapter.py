@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
-from tools.exceptions import ToolInputInvalid
+from chamberlain.tools.exceptions import ToolInputInvalid
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)

@@ -20,8 +20,8 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from pydantic import BaseModel, ConfigDict, create_model
 
-from tools.adapter import Effect, ToolAdapter, ToolContext
-from tools.exceptions import ToolInputInvalid, ToolRejected, ToolUnavailable
+from chamberlain.tools.adapter import Effect, ToolAdapter, ToolContext
+from chamberlain.tools.exceptions import ToolInputInvalid, ToolRejected, ToolUnavailable
 
 
 class ToolResult(BaseModel):

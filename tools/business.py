@@ -24,13 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
-from tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
-from tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
-from tools.exceptions import ToolRejected
-from tools.registry import ToolRegistry
-from tools.returns.label import render_label
-from tools.returns.policy import ReturnDecision, ReturnPolicy, ReturnRequest, evaluate
+from chamberlain.tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
+from chamberlain.tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
+from chamberlain.tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.exceptions import ToolRejected
+from chamberlain.tools.registry import ToolRegistry
+from chamberlain.tools.returns.label import render_label
+from chamberlain.tools.returns.policy import ReturnDecision, ReturnPolicy, ReturnRequest, evaluate
 
 PII = ("pii",)
 FINANCIAL = ("financial",)
@@ -39,20 +39,20 @@ FINANCIAL = ("financial",)
 def erp_backend(url: str) -> ErpBackend:
     """The ERP at ``url``: embedded for a database URL, HTTP for a web URL."""
     if url.startswith(("http://", "https://")):
-        from tools.erp.client import HttpErp
+        from chamberlain.tools.erp.client import HttpErp
 
         return HttpErp(url)
-    from tools.erp.embedded import EmbeddedErp
+    from chamberlain.tools.erp.embedded import EmbeddedErp
 
     return EmbeddedErp(url)
 
 
 def crm_backend(url: str) -> CrmBackend:
     if url.startswith(("http://", "https://")):
-        from tools.crm.client import HttpCrm
+        from chamberlain.tools.crm.client import HttpCrm
 
         return HttpCrm(url)
-    from tools.crm.embedded import EmbeddedCrm
+    from chamberlain.tools.crm.embedded import EmbeddedCrm
 
     return EmbeddedCrm(url)
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from tools.exceptions import ToolRejected, ToolUnavailable
+from chamberlain.tools.exceptions import ToolRejected, ToolUnavailable
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from tools.adapter import ToolAdapter, ToolContext
-from tools.exceptions import UnknownTool
+from chamberlain.tools.adapter import ToolAdapter, ToolContext
+from chamberlain.tools.exceptions import UnknownTool
 
 
 class ToolRegistry(Mapping[str, ToolAdapter[Any, Any]]):

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session
 
-from tools.crm.embedded import EmbeddedCrm
-from tools.crm.models import Account, Customer, Interaction
-from tools.erp.embedded import EmbeddedErp
-from tools.erp.models import Inventory, Order, OrderLine, Payment, Product, Shipment, Warehouse
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.crm.models import Account, Customer, Interaction
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.erp.models import Inventory, Order, OrderLine, Payment, Product, Shipment, Warehouse
 
 SINGLES_DAY = "singles-day-1111"
 REFERENCE_DAY = datetime(2026, 11, 25, tzinfo=UTC)  # "today" for seeded data: deliveries before it happened

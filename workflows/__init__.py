@@ -1,16 +1,25 @@
 """How it runs: the durable graph workflow, its activities, the worker, the permission gate
 and the embedded server."""
 
-from workflows.activities import GraphActivities
-from workflows.audit import AuditLog
-from workflows.converter import connect
-from workflows.devserver import DevServer, temporal_binary
-from workflows.gate import Gate
-from workflows.graph_workflow import GraphWorkflow
-from workflows.policy import PolicyEngine
-from workflows.runs import decide, progress, run_graph, start_run
-from workflows.types import Cursor, Decision, PendingApproval, Principal, RunProgress, RunRequest, RunResult, StepRecord
-from workflows.worker import TASK_QUEUE, create_worker, sandbox_runner
+from chamberlain.workflows.activities import GraphActivities
+from chamberlain.workflows.audit import AuditLog
+from chamberlain.workflows.converter import connect
+from chamberlain.workflows.devserver import DevServer, temporal_binary
+from chamberlain.workflows.gate import Gate
+from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.policy import PolicyEngine
+from chamberlain.workflows.runs import decide, progress, run_graph, start_run
+from chamberlain.workflows.types import (
+    Cursor,
+    Decision,
+    PendingApproval,
+    Principal,
+    RunProgress,
+    RunRequest,
+    RunResult,
+    StepRecord,
+)
+from chamberlain.workflows.worker import TASK_QUEUE, create_worker, sandbox_runner
 
 __all__ = [
     "TASK_QUEUE",

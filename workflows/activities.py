@@ -15,16 +15,16 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from agents.classifier import ExemplarClassifier
-from agents.exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
-from agents.models import ModelRegistry, call_model
-from agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
-from agents.tooling import call_tool
-from tools.exceptions import UnknownTool
-from tools.registry import ToolRegistry
-from workflows.audit import AuditEntry
-from workflows.gate import Gate, GateCheck, GateVerdict
-from workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
+from chamberlain.agents.classifier import ExemplarClassifier
+from chamberlain.agents.exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
+from chamberlain.agents.models import ModelRegistry, call_model
+from chamberlain.agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
+from chamberlain.agents.tooling import call_tool
+from chamberlain.tools.exceptions import UnknownTool
+from chamberlain.tools.registry import ToolRegistry
+from chamberlain.workflows.audit import AuditEntry
+from chamberlain.workflows.gate import Gate, GateCheck, GateVerdict
+from chamberlain.workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
 class GraphActivities:

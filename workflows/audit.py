@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, UniqueConstraint, text
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from tools.database import open_engine
+from chamberlain.tools.database import open_engine
 
 GENESIS = "0" * 64
 

@@ -18,8 +18,8 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 
-from agents.embedded import free_port
-from workflows.converter import connect
+from chamberlain.agents.embedded import free_port
+from chamberlain.workflows.converter import connect
 
 _TUNING = {
     "history.transferProcessorMaxPollRPS": 10000,

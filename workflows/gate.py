@@ -33,14 +33,14 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from agents.labels import Masking
-from agents.models import Permit, RegisteredModel
-from agents.steps import ModelCall, ToolCall
-from tools.exceptions import ToolInputInvalid
-from tools.registry import ToolRegistry
-from workflows.audit import AuditEntry, AuditLog, digest
-from workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
-from workflows.types import Principal
+from chamberlain.agents.labels import Masking
+from chamberlain.agents.models import Permit, RegisteredModel
+from chamberlain.agents.steps import ModelCall, ToolCall
+from chamberlain.tools.exceptions import ToolInputInvalid
+from chamberlain.tools.registry import ToolRegistry
+from chamberlain.workflows.audit import AuditEntry, AuditLog, digest
+from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows.types import Principal
 
 GRANT_HEADER = "chamberlain-grant"
 TOOL_ACTIVITY = "chamberlain.tool_step"

@@ -18,10 +18,10 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.exceptions import AgentError, StepFailed
-    from agents.plan import GraphPlan, StepOutcome
-    from agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
-    from agents.steps import (
+    from chamberlain.agents.exceptions import AgentError, StepFailed
+    from chamberlain.agents.plan import GraphPlan, StepOutcome
+    from chamberlain.agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
+    from chamberlain.agents.steps import (
         ApprovalDecision,
         ApprovalRequest,
         ClassifyCall,
@@ -34,10 +34,10 @@ with workflow.unsafe.imports_passed_through():
         ToolFailure,
         ToolReply,
     )
-    from workflows.activities import GraphActivities
-    from workflows.audit import AuditEntry
-    from workflows.gate import GateCheck, GateVerdict, who
-    from workflows.types import (
+    from chamberlain.workflows.activities import GraphActivities
+    from chamberlain.workflows.audit import AuditEntry
+    from chamberlain.workflows.gate import GateCheck, GateVerdict, who
+    from chamberlain.workflows.types import (
         Cursor,
         Decision,
         PendingApproval,
@@ -47,7 +47,7 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         StepRecord,
     )
-    from workflows.usage import UsageEntry
+    from chamberlain.workflows.usage import UsageEntry
 
 
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")

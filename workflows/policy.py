@@ -22,8 +22,8 @@ from typing import Any, Literal, get_args
 import cedarpy
 from pydantic import BaseModel, Field
 
-from agents.labels import MaskStyle
-from workflows.types import Principal
+from chamberlain.agents.labels import MaskStyle
+from chamberlain.workflows.types import Principal
 
 POLICIES = Path(__file__).with_name("policies")
 MODEL_ACTION = "model.invoke"  # a model step's action: the one whose data can be masked

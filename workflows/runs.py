@@ -6,10 +6,10 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 
-from agents.spec import GraphSpec
-from workflows.graph_workflow import GraphWorkflow
-from workflows.types import Decision, Principal, RunProgress, RunRequest, RunResult
-from workflows.worker import TASK_QUEUE
+from chamberlain.agents.spec import GraphSpec
+from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.types import Decision, Principal, RunProgress, RunRequest, RunResult
+from chamberlain.workflows.worker import TASK_QUEUE
 
 
 async def start_run(

@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.labels import DataLabels
-from agents.plan import RunOutcome, StepOutcome
-from agents.spec import GraphSpec
-from agents.steps import Principal, TokenUsage
+from chamberlain.agents.labels import DataLabels
+from chamberlain.agents.plan import RunOutcome, StepOutcome
+from chamberlain.agents.spec import GraphSpec
+from chamberlain.agents.steps import Principal, TokenUsage
 
 
 class Cursor(BaseModel):

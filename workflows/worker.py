@@ -11,18 +11,19 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from agents.models import ModelRegistry
-from tools.registry import ToolRegistry
-from workflows.activities import GraphActivities
-from workflows.gate import Gate, GrantInterceptor
-from workflows.graph_workflow import GraphWorkflow
-from workflows.usage import UsageLedger
+from chamberlain.agents.models import ModelRegistry
+from chamberlain.tools.registry import ToolRegistry
+from chamberlain.workflows.activities import GraphActivities
+from chamberlain.workflows.gate import Gate, GrantInterceptor
+from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
 
 # Pure, deterministic code the workflow uses; imported once outside the sandbox.
 _PASSTHROUGH = (
-    "agents", "tools", "workflows.gate", "workflows.policy", "workflows.audit", "workflows.usage", "cedarpy",
+    "chamberlain.agents", "chamberlain.tools", "chamberlain.workflows.gate", "chamberlain.workflows.policy",
+    "chamberlain.workflows.audit", "chamberlain.workflows.usage", "cedarpy",
     "sqlmodel", "sqlalchemy", "langchain_core", "langgraph", "langsmith", "pydantic", "pydantic_core", "yaml",
 )  # fmt: skip
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from agents import ModelCatalog, ModelRegistry
-from tools import ToolRegistry
-from tools.business import business_tools, crm_backend, erp_backend
-from tools.crm.embedded import EmbeddedCrm
-from tools.erp.embedded import EmbeddedErp
-from tools.seed import REFERENCE_DAY, seed
-from workflows import AuditLog, Gate, PolicyEngine
+from chamberlain.agents import ModelCatalog, ModelRegistry
+from chamberlain.tools import ToolRegistry
+from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.seed import REFERENCE_DAY, seed
+from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agents import ModelCatalog, ModelRegistry
-from tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
-from workflows import AuditLog, Gate, PolicyEngine
+from chamberlain.agents import ModelCatalog, ModelRegistry
+from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
+from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}

@@ -17,9 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agents import EmbeddedModelServer, load_graph
-from examples.quickstart import app
-from workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
+from chamberlain.agents import EmbeddedModelServer, load_graph
+from chamberlain.examples.quickstart import app
+from chamberlain.workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
 
 GRAPH = Path(__file__).with_name("graph.yaml")
 MESSAGES = [

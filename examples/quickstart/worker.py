@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from examples.quickstart import app
-from workflows import connect, create_worker
+from chamberlain.examples.quickstart import app
+from chamberlain.workflows import connect, create_worker
 
 
 async def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from agents import (
+from chamberlain.agents import (
     ClassifyCall,
     ExemplarClassifier,
     GraphSpec,

@@ -6,7 +6,7 @@ import pytest
 from langchain_core.messages import AIMessage, message_to_dict
 from langgraph.graph.state import CompiledStateGraph
 
-from agents import (
+from chamberlain.agents import (
     ApprovalDecision,
     ApprovalRequest,
     GraphPlan,

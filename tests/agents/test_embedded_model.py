@@ -6,8 +6,16 @@ import json
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents import EMBEDDED_MODEL, EmbeddedModelServer, ModelCall, OutputField, PrivateChatModel, StepContext, Tier
-from agents.models import ModelRegistry, call_model, output_model
+from chamberlain.agents import (
+    EMBEDDED_MODEL,
+    EmbeddedModelServer,
+    ModelCall,
+    OutputField,
+    PrivateChatModel,
+    StepContext,
+    Tier,
+)
+from chamberlain.agents.models import ModelRegistry, call_model, output_model
 
 
 def registry(server: EmbeddedModelServer) -> ModelRegistry:

@@ -6,11 +6,11 @@ import json
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
-from agents.compiler import run_in_process
-from agents.labels import DataLabels, Masking, redact, strings_in, unmask
-from agents.plan import GraphPlan
-from tools import ToolRegistry
+from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.agents.compiler import run_in_process
+from chamberlain.agents.labels import DataLabels, Masking, redact, strings_in, unmask
+from chamberlain.agents.plan import GraphPlan
+from chamberlain.tools import ToolRegistry
 
 EMAIL, CARD = "wei.zhang@example.cn", "4111 1111 1111 1111"
 SENSITIVE = {"pii": [EMAIL, CARD]}

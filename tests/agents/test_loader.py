@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agents import GraphSpecError, ModelNode, ToolNode, load_graph, parse_graph
-from agents.loader import check_graph
+from chamberlain.agents import GraphSpecError, ModelNode, ToolNode, load_graph, parse_graph
+from chamberlain.agents.loader import check_graph
 from tests.support import toolbox
 
 TOOLS = toolbox.tools()

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from pydantic import BaseModel
 
-from agents import ModelRequestRejected, ModelUnavailable, PrivateChatModel
+from chamberlain.agents import ModelRequestRejected, ModelUnavailable, PrivateChatModel
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 
 

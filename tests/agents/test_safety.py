@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from agents import ModelRegistry, ScriptedChatModel, Tier, load_graph
-from agents.exceptions import GraphSpecError, GraphWarning
-from agents.safety import review_graph
-from tools import ToolRegistry
-from tools.business import business_tools
-from tools.crm.embedded import EmbeddedCrm
-from tools.erp.embedded import EmbeddedErp
-from workflows.policy import PolicyEngine
+from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier, load_graph
+from chamberlain.agents.exceptions import GraphSpecError, GraphWarning
+from chamberlain.agents.safety import review_graph
+from chamberlain.tools import ToolRegistry
+from chamberlain.tools.business import business_tools
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.workflows.policy import PolicyEngine
 
 REFUND = """\
 name: refund

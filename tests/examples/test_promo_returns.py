@@ -9,11 +9,11 @@ import pytest
 from rich.console import Console
 from sqlmodel import Session, select
 
-from agents import EmbeddedModelServer
-from examples.promo_returns import app, starter
-from tools.erp.embedded import EmbeddedErp
-from tools.erp.models import Refund
-from workflows import DevServer
+from chamberlain.agents import EmbeddedModelServer
+from chamberlain.examples.promo_returns import app, starter
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.erp.models import Refund
+from chamberlain.workflows import DevServer
 
 
 async def test_three_returns_end_to_end(

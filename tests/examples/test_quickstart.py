@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from agents import EmbeddedModelServer
-from examples.quickstart import starter
-from workflows import DevServer
+from chamberlain.agents import EmbeddedModelServer
+from chamberlain.examples.quickstart import starter
+from chamberlain.workflows import DevServer
 
 
 async def test_quickstart_runs_end_to_end_on_the_embedded_model(

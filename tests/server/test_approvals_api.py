@@ -14,14 +14,14 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from server.auth import token_digest
-from server.http import ServerSettings, create_app
+from chamberlain.server.auth import token_digest
+from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.workflows import DevServer, Principal, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
 from tests.support.servers import ThreadedServer
 from tests.support.workers import graph_worker
-from workflows import DevServer, Principal, start_run
 
 ROOT = Path(__file__).parents[2]
 TOKENS = {"alice": "tok-alice", "maria": "tok-maria", "victor": "tok-victor", "fang": "tok-fang"}

@@ -39,7 +39,7 @@ def test_validate_accepts_good_graphs() -> None:
 def test_graph_run_in_process_prints_the_result(embedded_model: object) -> None:
     done = chamberlain(
         "graph", "run", "examples/quickstart/graph.yaml", "--input", '{"message": "refund A1002"}',
-        app="examples.quickstart.app",
+        app="chamberlain.examples.quickstart.app",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout[done.stdout.rindex("\n{") :])
@@ -53,7 +53,7 @@ def test_schema_is_the_graph_json_schema() -> None:
 
 
 def test_webhook_sign_prints_headers_that_verify(tmp_path: Path) -> None:
-    from server.signatures import verify
+    from chamberlain.server.signatures import verify
 
     sources = tmp_path / "webhooks.yaml"
     sources.write_text(

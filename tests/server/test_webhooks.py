@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from server.http import ServerSettings, create_app
-from server.ingress import run_id_for
-from server.signatures import sign
+from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.server.ingress import run_id_for
+from chamberlain.server.signatures import sign
+from chamberlain.workflows import DevServer, GraphWorkflow
 from tests.support.servers import ThreadedServer
 from tests.support.workers import graph_worker
-from workflows import DevServer, GraphWorkflow
 
 GRAPH = Path(__file__).parents[1] / "graphs" / "loop.yaml"
 SECRET, NEXT_SECRET = b"hub-secret-1", b"hub-secret-2"

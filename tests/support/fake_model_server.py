@@ -20,8 +20,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from chamberlain.workflows.devserver import free_port
 from tests.support.servers import ThreadedServer
-from workflows.devserver import free_port
 
 
 @dataclass

@@ -11,7 +11,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from agents.steps import ToolCall, ToolReply
+    from chamberlain.agents.steps import ToolCall, ToolReply
 
 
 class Forgery(BaseModel):

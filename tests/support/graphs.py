@@ -6,7 +6,7 @@ from pathlib import Path
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
-from agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier, load_graph
+from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier, load_graph
 from tests.support import toolbox
 
 GRAPHS = Path(__file__).parent.parent / "graphs"

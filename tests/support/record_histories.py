@@ -11,9 +11,9 @@ from pathlib import Path
 
 from langchain_core.messages import message_to_dict
 
+from chamberlain.workflows import Decision, DevServer, Principal, decide, progress, start_run
 from tests.support.graphs import chat_models, conversation, graph
 from tests.support.workers import graph_worker
-from workflows import Decision, DevServer, Principal, decide, progress, start_run
 
 HISTORIES = Path(__file__).parent.parent / "histories"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from agents import ModelRegistry, ScriptedChatModel, Tier
-from tools import Effect, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
-from tools.erp import contract as erp_contract
-from tools.erp.embedded import EmbeddedErp
+from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.tools import Effect, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
+from chamberlain.tools.erp import contract as erp_contract
+from chamberlain.tools.erp.embedded import EmbeddedErp
 
 
 def ledger_path() -> Path:

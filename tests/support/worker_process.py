@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from chamberlain.workflows import connect
 from tests.support.workers import graph_worker
-from workflows import connect
 
 
 async def main(address: str, task_queue: str) -> None:

@@ -7,9 +7,9 @@ import asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from agents import ModelRegistry
+from chamberlain.agents import ModelRegistry
+from chamberlain.workflows import GraphWorkflow, PendingApproval, RunResult, create_worker, progress
 from tests.support import toolbox
-from workflows import GraphWorkflow, PendingApproval, RunResult, create_worker, progress
 
 
 def graph_worker(client: Client, task_queue: str, models: ModelRegistry | None = None) -> Worker:

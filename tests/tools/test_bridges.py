@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from langchain_core.tools import StructuredTool, tool
 
+from chamberlain.tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
+from chamberlain.tools.bridges import McpDeclaration, McpServer, from_langchain, mcp_tools, to_langchain
 from tests.support import toolbox
-from tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
-from tools.bridges import McpDeclaration, McpServer, from_langchain, mcp_tools, to_langchain
 
 ROOT = Path(__file__).parents[2]
 CTX = ToolContext(step_id="r/n/1", idempotency_key="r/n/1")

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from chamberlain.tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
+from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools.crm.api import crm_api
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.api import erp_api
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.seed import REFERENCE_DAY, seed
 from tests.support.servers import serving
-from tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
-from tools.business import business_tools, crm_backend, erp_backend
-from tools.crm.api import crm_api
-from tools.crm.embedded import EmbeddedCrm
-from tools.erp.api import erp_api
-from tools.erp.embedded import EmbeddedErp
-from tools.seed import REFERENCE_DAY, seed
 
 EXPECTED = {  # adapter: (action, effect, labelled output fields)
     "crm.customer.get": ("crm.customer.read", Effect.READ, {"name", "email", "phone", "address"}),

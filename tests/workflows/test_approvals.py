@@ -9,11 +9,11 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from chamberlain.workflows import Decision, GraphWorkflow, Principal, RunResult, decide, progress, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker, wait_for_approval
-from workflows import Decision, GraphWorkflow, Principal, RunResult, decide, progress, start_run
 
 ALICE = Principal(id="alice", roles=["manager"])  # requests the refund, and happens to be a manager
 MARIA = Principal(id="maria", roles=["manager"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from workflows.audit import AuditEntry, AuditLog
+from chamberlain.workflows.audit import AuditEntry, AuditLog
 
 ROOT = Path(__file__).parents[2]
 

@@ -17,15 +17,15 @@ import pytest
 from sqlmodel import Session, select
 from temporalio.client import Client
 
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.erp.models import Refund
+from chamberlain.tools.seed import seed
+from chamberlain.workflows import DevServer, GraphWorkflow, RunResult, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker
-from tools.crm.embedded import EmbeddedCrm
-from tools.erp.embedded import EmbeddedErp
-from tools.erp.models import Refund
-from tools.seed import seed
-from workflows import DevServer, GraphWorkflow, RunResult, start_run
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).parents[2]

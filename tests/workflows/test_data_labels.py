@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from agents import GraphSpec, ModelRegistry, PrivateChatModel, ScriptedChatModel, Tier, run_in_process
-from agents.exceptions import ModelOutputInvalid
+from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, ScriptedChatModel, Tier, run_in_process
+from chamberlain.agents.exceptions import ModelOutputInvalid
+from chamberlain.tools.business import business_tools
+from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.embedded import EmbeddedErp
+from chamberlain.tools.seed import REFERENCE_DAY, seed
+from chamberlain.workflows import AuditLog, Gate, PolicyEngine, Principal, create_worker, progress, start_run
 from tests.conftest import run_id
 from tests.support.fake_model_server import FakeModelServer
-from tools.business import business_tools
-from tools.crm.embedded import EmbeddedCrm
-from tools.erp.embedded import EmbeddedErp
-from tools.seed import REFERENCE_DAY, seed
-from workflows import AuditLog, Gate, PolicyEngine, Principal, create_worker, progress, start_run
 
 SUPPORT = Principal(id="li", roles=["support"], department="support")
 

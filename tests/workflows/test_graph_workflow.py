@@ -9,12 +9,12 @@ from langchain_core.messages import AIMessage, message_to_dict
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
+from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
+from chamberlain.workflows import RunResult, progress, run_graph, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
 from tests.support.workers import graph_worker
-from workflows import RunResult, progress, run_graph, start_run
 
 
 async def test_five_step_graph_completes_as_in_process(client: Client, task_queue: str) -> None:
@@ -102,7 +102,7 @@ async def test_invalid_tool_arguments_name_the_field(client: Client, task_queue:
 
 
 async def test_invalid_model_output_is_not_passed_on(client: Client, task_queue: str) -> None:
-    from agents import ModelRegistry, ScriptedChatModel
+    from chamberlain.agents import ModelRegistry, ScriptedChatModel
 
     models = ModelRegistry()
     models.register("bad", ScriptedChatModel(replies=['{"intent": "maybe", "order_id": "A1"}']))

@@ -9,12 +9,12 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
+from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
+from chamberlain.workflows import Decision, Principal, RunResult, decide, progress, run_graph, start_run
 from tests.conftest import run_id
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker, wait_for_approval
-from workflows import Decision, Principal, RunResult, decide, progress, run_graph, start_run
 
 SECRET = "Zhang Wei, 138-0013-8000, order A1002"  # PII the external model must never see
 GOOD = '{"order_id": "A1002"}'

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from workflows.policy import POLICIES, GateRequest, PolicyEngine, ResourceRef
-from workflows.types import Principal
+from chamberlain.workflows.policy import POLICIES, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows.types import Principal
 
 ENGINE = PolicyEngine.load()
 SUPPORT = Principal(id="li", roles=["support"], department="support")

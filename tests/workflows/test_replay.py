@@ -11,10 +11,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from chamberlain.workflows import GraphWorkflow, run_graph, sandbox_runner
 from tests.conftest import run_id
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker
-from workflows import GraphWorkflow, run_graph, sandbox_runner
 
 HISTORIES = Path(__file__).parents[1] / "histories"
 

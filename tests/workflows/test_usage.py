@@ -10,12 +10,12 @@ from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from agents import ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.workflows import Principal, create_worker, run_graph
+from chamberlain.workflows.usage import UsageEntry, UsageLedger, UsageRecord
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
-from workflows import Principal, create_worker, run_graph
-from workflows.usage import UsageEntry, UsageLedger, UsageRecord
 
 
 @pytest.fixture

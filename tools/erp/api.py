@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header
 
-from tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
-from tools.http import serve_errors
+from chamberlain.tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.http import serve_errors
 
 IdempotencyKey = Annotated[
     str, Header(alias="Idempotency-Key", min_length=1, description="repeat it to get the first result")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from pydantic import RootModel
 
-from tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView
-from tools.http import JsonClient
+from chamberlain.tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.http import JsonClient
 
 
 class _MaybeRma(RootModel[RmaView | None]):

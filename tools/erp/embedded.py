@@ -16,10 +16,27 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from tools.database import open_engine
-from tools.erp.contract import LineView, OrderView, RefundRequest, RefundView, ReturnLine, RmaRequest, RmaView
-from tools.erp.models import Inventory, Order, OrderLine, Payment, Product, Refund, ReturnAuthorization, Warehouse
-from tools.exceptions import ToolRejected
+from chamberlain.tools.database import open_engine
+from chamberlain.tools.erp.contract import (
+    LineView,
+    OrderView,
+    RefundRequest,
+    RefundView,
+    ReturnLine,
+    RmaRequest,
+    RmaView,
+)
+from chamberlain.tools.erp.models import (
+    Inventory,
+    Order,
+    OrderLine,
+    Payment,
+    Product,
+    Refund,
+    ReturnAuthorization,
+    Warehouse,
+)
+from chamberlain.tools.exceptions import ToolRejected
 
 
 def rma_number(rma_id: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field
 
-from tools.erp.contract import OrderView, ReturnLine
+from chamberlain.tools.erp.contract import OrderView, ReturnLine
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 
