@@ -106,17 +106,24 @@ async def run_in_process(
     spec: GraphSpec,
     values: dict[str, Any],
     *,
-    models: ModelRegistry,
-    tools: ToolRegistry,
+    models: ModelRegistry | None = None,
+    tools: ToolRegistry | None = None,
     approve: Approver | None = None,
     trace: list[StepOutcome] | None = None,
+    executor: StepExecutor | None = None,
 ) -> RunOutcome:
-    """Run a graph once in this process with LangGraph — no durability, for quick iteration."""
+    """Run a graph once in this process with LangGraph — no durability, for quick iteration.
+    Effects go through ``executor`` (e.g. a gate wrapping one); by default a
+    :class:`LocalExecutor` over ``models``, ``tools`` and ``approve``."""
+    if executor is None:
+        if models is None or tools is None:
+            raise TypeError("run_in_process needs models= and tools=, or an executor= that runs the steps")
+        executor = LocalExecutor(models, tools, approve)
     plan = GraphPlan(spec)
     steps: list[StepOutcome] = [] if trace is None else trace
     run_id = f"local-{uuid.uuid4().hex[:12]}"
     initial = plan.initial_state(values)
-    graph = compile_to_langgraph(plan, LocalExecutor(models, tools, approve), run_id=run_id, trace=steps,
+    graph = compile_to_langgraph(plan, executor, run_id=run_id, trace=steps,
                                  labels=plan.initial_labels(initial))  # fmt: skip
     try:
         state = await graph.ainvoke(initial, {"recursion_limit": plan.max_steps + 1})
