@@ -1,5 +1,6 @@
 """The server's connection to Temporal: made on first use and re-made after a failure, so
-the HTTP server starts (and answers 503) while Temporal is away."""
+the HTTP server starts (and answers 503) while Temporal is away. The command line reaches
+Temporal through :func:`reach` too, so both say the same thing when it is not there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ class TemporalUnavailable(Exception):
     """Temporal cannot be reached now; the caller should answer 503 with Retry-After."""
 
 
+async def reach(address: str, namespace: str = "default", timeout: float = 5.0) -> Client:
+    """A client for ``address``, or :class:`TemporalUnavailable` naming the address and a fix."""
+    try:
+        return await asyncio.wait_for(connect(address, namespace), timeout=timeout)
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        raise TemporalUnavailable(
+            f"Temporal at {address} (namespace {namespace}) is unreachable — start it with `chamberlain dev`, "
+            "or point --address / TEMPORAL_ADDRESS at your Temporal service"
+        ) from exc
+
+
 class TemporalConnection:
     def __init__(self, address: str, namespace: str = "default") -> None:
         self.address, self.namespace = address, namespace
@@ -23,8 +35,5 @@ class TemporalConnection:
     async def client(self) -> Client:
         async with self._lock:
             if self._client is None:
-                try:
-                    self._client = await asyncio.wait_for(connect(self.address, self.namespace), timeout=5)
-                except (RuntimeError, OSError, TimeoutError) as exc:
-                    raise TemporalUnavailable(f"Temporal at {self.address} is unreachable") from exc
+                self._client = await reach(self.address, self.namespace)
             return self._client
