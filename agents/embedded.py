@@ -60,6 +60,8 @@ class EmbeddedModelServer:
             "--model_alias", EMBEDDED_MODEL, "--host", "127.0.0.1", "--port", str(self.port),
             "--n_threads", str(self.threads), "--n_ctx", str(self.context), "--verbose", "False",
         ]  # fmt: skip
+        if self.log_file:  # a fresh clone has no data folder yet
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout

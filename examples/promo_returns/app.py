@@ -39,6 +39,9 @@ def prepare() -> EmbeddedErp | None:
     return erp
 
 
+setup = prepare  # `chamberlain dev` and `chamberlain worker` seed the embedded systems before serving
+
+
 def tools() -> ToolRegistry:
     url = database_url()
     return business_tools(erp_backend(url), crm_backend(url), labels_dir=DATA / "labels", today=REFERENCE_DAY)
