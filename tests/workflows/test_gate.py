@@ -24,7 +24,7 @@ from chamberlain.workflows import (
     Principal,
     create_worker,
     decide,
-    run_graph,
+    execute_run,
     sandbox_runner,
     start_run,
 )
@@ -106,7 +106,7 @@ async def test_an_injected_refund_outside_the_grant_is_denied_and_audited(
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     rid = run_id()
     async with gated_worker(client, task_queue, erp, audit):
-        result = await run_graph(client, refund_graph(["erp.order.read"]), {"message": INJECTION}, run_id=rid,
+        result = await execute_run(client, refund_graph(["erp.order.read"]), {"message": INJECTION}, run_id=rid,
                                  task_queue=task_queue, principal=HELPDESK)  # fmt: skip
     assert result.end == "refused" and result.output["error"] == "erp.refund.create is not in the agent's grant"
     assert refunds(erp) == []

@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
-from chamberlain.workflows import RunResult, progress, run_graph, start_run
+from chamberlain.workflows import RunResult, progress, execute_run, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
@@ -21,7 +21,7 @@ async def test_five_step_graph_completes_as_in_process(client: Client, task_queu
     spec = graph("five_steps")
     rid = run_id()
     async with graph_worker(client, task_queue):
-        result = await run_graph(client, spec, {"message": "refund please"}, run_id=rid, task_queue=task_queue)
+        result = await execute_run(client, spec, {"message": "refund please"}, run_id=rid, task_queue=task_queue)
     in_process = await run_in_process(
         spec, {"message": "refund please"}, models=toolbox.models(), tools=toolbox.tools()
     )
@@ -36,7 +36,7 @@ async def test_five_step_graph_completes_as_in_process(client: Client, task_queu
 async def test_each_effectful_step_is_an_activity_with_the_spec_options(client: Client, task_queue: str) -> None:
     rid = run_id()
     async with graph_worker(client, task_queue):
-        await run_graph(client, graph("five_steps"), {"message": "refund"}, run_id=rid, task_queue=task_queue)
+        await execute_run(client, graph("five_steps"), {"message": "refund"}, run_id=rid, task_queue=task_queue)
     history = await client.get_workflow_handle(rid).fetch_history()
     scheduled = [
         e.activity_task_scheduled_event_attributes
@@ -57,7 +57,7 @@ async def test_messages_keep_their_types_across_the_activity_boundary(client: Cl
     models, model = chat_models()
     history = [message_to_dict(m) for m in conversation()]
     async with graph_worker(client, task_queue, models):
-        result = await run_graph(client, graph("chat"), {"history": history}, run_id=run_id(), task_queue=task_queue)
+        result = await execute_run(client, graph("chat"), {"history": history}, run_id=run_id(), task_queue=task_queue)
     second_call = model.calls[1][0]
     assert [type(m) for m in second_call] == expected_second_call_types()
     assert isinstance(second_call[1], AIMessage) and second_call[1].tool_calls[0]["args"] == {"order_id": "A1"}
@@ -70,7 +70,7 @@ async def test_retryable_failures_are_retried_under_the_node_policy(client: Clie
     spec.nodes["bump"].retry.initial_interval = spec.nodes["bump"].retry.max_interval = timedelta(milliseconds=50)
     rid = run_id()
     async with graph_worker(client, task_queue):
-        result = await run_graph(client, spec, {"limit": 1}, run_id=rid, task_queue=task_queue)
+        result = await execute_run(client, spec, {"limit": 1}, run_id=rid, task_queue=task_queue)
     assert result.output["n"] == 3  # the third attempt succeeded and reported its attempt number
     assert toolbox.effects("flaky") == [("flaky", f"{rid}/bump/1")] * 3
 
@@ -83,7 +83,7 @@ async def test_non_retryable_failure_ends_the_run_with_its_reason(client: Client
     rid = run_id()
     async with graph_worker(client, task_queue):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(client, spec, {}, run_id=rid, task_queue=task_queue)
+            await execute_run(client, spec, {}, run_id=rid, task_queue=task_queue)
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "ToolRejected"
     assert f"step {rid}/bump/1 failed" in cause.message and "attempt 1 fails" in cause.message
@@ -95,7 +95,7 @@ async def test_invalid_tool_arguments_name_the_field(client: Client, task_queue:
     spec.nodes["bump"] = spec.nodes["bump"].model_copy(update={"args": {"n": "'many'"}})
     async with graph_worker(client, task_queue):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(client, spec, {}, run_id=run_id(), task_queue=task_queue)
+            await execute_run(client, spec, {}, run_id=run_id(), task_queue=task_queue)
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "ToolInputInvalid"
     assert "test.count: n: Input should be a valid integer" in caught.value.cause.message
     assert toolbox.effects("count") == []
@@ -108,7 +108,7 @@ async def test_invalid_model_output_is_not_passed_on(client: Client, task_queue:
     models.register("bad", ScriptedChatModel(replies=['{"intent": "maybe", "order_id": "A1"}']))
     async with graph_worker(client, task_queue, models):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(client, graph("five_steps"), {"message": "x"}, run_id=run_id(), task_queue=task_queue)
+            await execute_run(client, graph("five_steps"), {"message": "x"}, run_id=run_id(), task_queue=task_queue)
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "ModelOutputInvalid"
     assert toolbox.effects() == []
 
@@ -116,7 +116,7 @@ async def test_invalid_model_output_is_not_passed_on(client: Client, task_queue:
 async def test_long_runs_continue_as_new_and_keep_step_ids_unique(client: Client, task_queue: str) -> None:
     rid = run_id()
     async with graph_worker(client, task_queue):
-        result = await run_graph(
+        result = await execute_run(
             client, graph("loop"), {"limit": 12}, run_id=rid, task_queue=task_queue, steps_per_segment=5
         )
     assert result.output["n"] == 12 and result.steps == 25
@@ -129,7 +129,7 @@ async def test_max_steps_stops_a_run(client: Client, task_queue: str) -> None:
     spec = graph("loop").model_copy(update={"max_steps": 6})
     async with graph_worker(client, task_queue):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(client, spec, {"limit": 50}, run_id=run_id(), task_queue=task_queue)
+            await execute_run(client, spec, {"limit": 50}, run_id=run_id(), task_queue=task_queue)
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "StepLimitExceeded"
     assert len(toolbox.effects("count")) == 3
 
@@ -173,7 +173,7 @@ async def test_invalid_arguments_go_back_to_the_model_to_correct(client: Client,
     models = ModelRegistry()
     models.register("fixer", model)
     async with graph_worker(client, task_queue, models):
-        result = await run_graph(client, self_correcting_graph(), {}, run_id=run_id(), task_queue=task_queue)
+        result = await execute_run(client, self_correcting_graph(), {}, run_id=run_id(), task_queue=task_queue)
     assert result.output["n"] == 4 and result.steps == 4  # bump (refused), fix, bump, done
     assert "n: Input should be a valid integer" in model.calls[0][0][-1].text  # the model saw the field and value
     assert len(toolbox.effects("count")) == 1  # the refused call wrote nothing

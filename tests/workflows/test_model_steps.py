@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
-from chamberlain.workflows import Decision, Principal, RunResult, decide, progress, run_graph, start_run
+from chamberlain.workflows import Decision, Principal, RunResult, decide, progress, execute_run, start_run
 from tests.conftest import run_id
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 from tests.support.graphs import graph
@@ -39,7 +39,7 @@ def registry(servers: dict[str, FakeModelServer]) -> ModelRegistry:
 
 async def run(client: Client, task_queue: str, servers: dict[str, FakeModelServer], **options: object) -> RunResult:
     async with graph_worker(client, task_queue, registry(servers)):
-        return await run_graph(
+        return await execute_run(
             client, graph("extract"), {"message": SECRET}, run_id=run_id(), task_queue=task_queue, **options
         )
 
@@ -60,7 +60,7 @@ async def test_429_retry_after_sets_the_next_retry_delay(
     servers["edge"].then(Behaviour("429", retry_after=1))
     rid = run_id()
     async with graph_worker(client, task_queue, registry(servers)):
-        await run_graph(client, graph("extract"), {"message": SECRET}, run_id=rid, task_queue=task_queue)
+        await execute_run(client, graph("extract"), {"message": SECRET}, run_id=rid, task_queue=task_queue)
     history = await client.get_workflow_handle(rid).fetch_history()
     started = [
         e.activity_task_started_event_attributes
@@ -115,7 +115,7 @@ async def test_pii_never_reaches_an_external_model(
     spec.nodes["extract"].cascade = ["edge", "external", "private"]  # type: ignore[union-attr]
     async with graph_worker(client, task_queue, registry(servers)):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(client, spec, {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
+            await execute_run(client, spec, {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "ModelOutputInvalid"
     assert "external-model: skipped, may not receive data labelled pii" in caught.value.cause.message
     assert servers["external"].received == []
@@ -155,7 +155,7 @@ async def test_a_run_over_its_token_budget_stops(
     async with graph_worker(client, task_queue, registry(servers)):
         with pytest.raises(WorkflowFailureError) as caught:
             spec = two_model_steps({"max_tokens": 1})
-            await run_graph(client, spec, {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
+            await execute_run(client, spec, {"message": SECRET}, run_id=run_id(), task_queue=task_queue)
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "BudgetExceeded"
     assert "tokens > 1" in caught.value.cause.message
     assert len(servers["edge"].received) == 1  # the second model step never ran

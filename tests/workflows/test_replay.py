@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from chamberlain.workflows import GraphWorkflow, run_graph, sandbox_runner
+from chamberlain.workflows import GraphWorkflow, execute_run, sandbox_runner
 from tests.conftest import run_id
 from tests.support.graphs import graph
 from tests.support.workers import graph_worker
@@ -19,8 +20,9 @@ from tests.support.workers import graph_worker
 HISTORIES = Path(__file__).parents[1] / "histories"
 
 
-def replayer() -> Replayer:
-    return Replayer(workflows=[GraphWorkflow], data_converter=pydantic_data_converter, workflow_runner=sandbox_runner())
+def replayer(converter: DataConverter = pydantic_data_converter) -> Replayer:
+    """Recorded histories are plain; fresh ones are encrypted by the test client's codec."""
+    return Replayer(workflows=[GraphWorkflow], data_converter=converter, workflow_runner=sandbox_runner())
 
 
 @pytest.mark.parametrize("name", ["five_steps", "chat", "loop", "approval"])
@@ -33,9 +35,9 @@ async def test_recorded_history_replays(name: str) -> None:
 async def test_fresh_histories_replay(client: Client, task_queue: str) -> None:
     rid = run_id()
     async with graph_worker(client, task_queue):
-        await run_graph(client, graph("five_steps"), {"message": "refund"}, run_id=rid, task_queue=task_queue)
+        await execute_run(client, graph("five_steps"), {"message": "refund"}, run_id=rid, task_queue=task_queue)
     history = await client.get_workflow_handle(rid).fetch_history()
-    assert (await replayer().replay_workflow(history)).replay_failure is None
+    assert (await replayer(client.data_converter).replay_workflow(history)).replay_failure is None
 
 
 async def test_a_diverging_history_is_caught() -> None:

@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
-from chamberlain.workflows import Principal, create_worker, run_graph
+from chamberlain.workflows import Principal, create_worker, execute_run
 from chamberlain.workflows.usage import UsageEntry, UsageLedger, UsageRecord
 from tests.conftest import run_id
 from tests.support import toolbox
@@ -50,7 +50,7 @@ async def test_a_department_over_budget_stops_the_run(
     principal = Principal(id="wang", department=department)
     async with create_worker(client, models=models(), tools=toolbox.tools(), task_queue=task_queue, usage=ledger):
         with pytest.raises(WorkflowFailureError) as caught:
-            await run_graph(
+            await execute_run(
                 client, spec, {"message": "A1002"}, run_id=run_id(), task_queue=task_queue, principal=principal
             )
     cause = caught.value.cause
