@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chamberlain.agents.messages import Message
 from chamberlain.agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
@@ -24,6 +24,12 @@ class Principal(BaseModel):
     department: str | None = None
     tenant: str | None = None
     clearance: list[str] = []
+    customer: str | None = Field(
+        None,
+        min_length=1,
+        description="the customer this principal acts for (a webhook from a customer's channel); "
+        "policies restrict it to that customer's records",
+    )
 
 
 class StepContext(BaseModel):

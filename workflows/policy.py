@@ -148,14 +148,12 @@ class PolicyEngine:
             "hour": request.at.astimezone(UTC).hour,
             "weekday": request.at.astimezone(UTC).strftime("%a"),
         }
-        if "amount" in attributes:
-            currency = str(attributes.get("currency", "CNY"))
-            context["currency"] = currency
-            context["amount_cny"] = math.ceil(float(attributes["amount"]) * CNY_PER_UNIT.get(currency, 1.0) - 1e-9)
+        context.update(_money(attributes))
+        acts_for = {"customer": principal.customer} if principal.customer else {}  # `principal has customer`
         entities = [
             {"uid": {"type": kind, "id": principal.id}, "parents": [],
              "attrs": {"roles": principal.roles, "department": principal.department or "",
-                       "tenant": principal.tenant or "", "clearance": principal.clearance}},
+                       "tenant": principal.tenant or "", "clearance": principal.clearance, **acts_for}},
             {"uid": {"type": request.resource.type, "id": request.resource.id}, "parents": [],
              "attrs": {k: v for k, v in attributes.items() if isinstance(v, str | bool | int)}},
         ]  # fmt: skip
@@ -166,6 +164,25 @@ class PolicyEngine:
             "context": context,
         }
         return cedarpy.is_authorized(cedar_request, self._policies, entities)
+
+
+def _money(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The context a money resource gives: ``amount_cny`` (this call, rounded up to whole CNY),
+    with the order's ``refunded`` also ``amount_cumulative_cny`` (already refunded + this call: what
+    limits apply to), and with its ``total`` also ``amount_cents`` and ``refundable_cents`` (exact)."""
+    if "amount" not in attributes:
+        return {}
+    currency = str(attributes.get("currency", "CNY"))
+    rate = CNY_PER_UNIT.get(currency, 1.0)
+    amount = float(attributes["amount"])
+    money: dict[str, Any] = {"currency": currency, "amount_cny": math.ceil(amount * rate - 1e-9)}
+    if "refunded" in attributes:
+        refunded = float(attributes["refunded"])
+        money["amount_cumulative_cny"] = math.ceil((refunded + amount) * rate - 1e-9)
+        if "total" in attributes:
+            money["amount_cents"] = round(amount * 100)
+            money["refundable_cents"] = round((float(attributes["total"]) - refunded) * 100)
+    return money
 
 
 def _meta(key: str, effect: str, annotations: dict[str, str]) -> _Policy:

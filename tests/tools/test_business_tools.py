@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,7 +24,7 @@ EXPECTED = {  # adapter: (action, effect, labelled output fields)
     "crm.ticket.open": ("crm.ticket.create", Effect.WRITE, set()),
     "erp.order.get": ("erp.order.read", Effect.READ, {"total", "paid", "refunded"}),
     "erp.refund.create": ("erp.refund.create", Effect.IRREVERSIBLE, {"amount"}),
-    "returns.evaluate": ("returns.evaluate", Effect.READ, {"refund_amount"}),
+    "returns.evaluate": ("returns.evaluate", Effect.READ, {"refund_amount", "refunded"}),
     "returns.authorize": ("returns.rma.create", Effect.WRITE, {"refund_amount"}),
     "returns.label": ("returns.label.create", Effect.WRITE, set()),
     "returns.refund": ("erp.refund.create", Effect.IRREVERSIBLE, {"amount"}),
@@ -52,9 +53,30 @@ def ctx(key: str) -> ToolContext:
 async def test_each_adapter_declares_its_action_effect_and_labels(registry: ToolRegistry) -> None:
     assert {name: (a.action, a.effect, set(a.labels)) for name, a in registry.items()} == EXPECTED
     assert registry["crm.customer.get"].labels["phone"] == ("pii",)
-    assert (await registry["erp.refund.create"].resource_of({"order_id": "A1", "amount": 5})).attributes == {
-        "amount": 5
+
+async def test_resources_name_their_owner_and_money_from_the_system_of_record(registry: ToolRegistry) -> None:
+    order = await registry.invoke("erp.order.get", {"order_id": "A1003"}, ctx("k"))
+    money = {"owner": order["customer_id"], "currency": order["currency"], "total": order["total"], "refunded": 0.0}
+    refund = registry["erp.refund.create"]
+    pinned = await refund.resource_of({"order_id": "A1003", "amount": 5, "expected_refunded": 0})
+    assert (pinned.type, pinned.id) == ("Order", "A1003")
+    assert dict(pinned.attributes) == {**money, "amount": 5, "pinned": True}
+    assert (await refund.resource_of({"order_id": "A1003", "amount": 5})).attributes["pinned"] is False
+    assert dict((await registry["erp.order.get"].resource_of({"order_id": "A1003"})).attributes) == money
+    # an order the ERP does not know names no owner (policy refuses it to a customer); the tool says why
+    assert dict((await refund.resource_of({"order_id": "A9999", "amount": 5})).attributes) == {
+        "amount": 5, "pinned": False,
+    }  # fmt: skip
+    owner = order["customer_id"]
+    other = next(c for c in (f"C{10000 + i}" for i in range(30)) if c != owner)
+    ticket = registry["crm.ticket.open"]
+    assert (await ticket.resource_of({"customer_id": owner, "subject": "s", "order_id": "A1003"})).attributes == {
+        "owner": owner
     }
+    # a ticket about someone else's order (or one that does not exist) is nobody's
+    assert (await ticket.resource_of({"customer_id": other, "subject": "s", "order_id": "A1003"})).attributes == {}
+    assert (await ticket.resource_of({"customer_id": owner, "subject": "s", "order_id": "A9999"})).attributes == {}
+    assert (await registry["crm.customer.get"].resource_of({"customer_id": other})).attributes == {"owner": other}
 
 
 async def first_eligible(registry: ToolRegistry) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -89,9 +111,15 @@ async def test_a_return_from_evaluation_to_restock(registry: ToolRegistry) -> No
     assert rma["refund_amount"] == pytest.approx(decision["refund_amount"]) and rma["refund_amount"] > 0
     label = await registry.invoke("returns.label", {"rma": rma["rma"]}, ctx("r/l/1"))
     assert Path(label["path"]).read_bytes().startswith(b"%PDF")
-    refund = await registry.invoke("returns.refund", {"rma": rma["rma"]}, ctx("r/f/1"))
+    resource = await registry["returns.refund"].resource_of({"rma": rma["rma"], "expected_refunded": 0})
+    assert (resource.type, resource.attributes["owner"], resource.attributes["amount"]) == (
+        "Return", order["customer_id"], rma["refund_amount"],
+    )  # fmt: skip
+    assert resource.attributes["pinned"] is True and resource.attributes["refunded"] == decision["refunded"] == 0
+    pinned = {"rma": rma["rma"], "expected_refunded": decision["refunded"]}
+    refund = await registry.invoke("returns.refund", pinned, ctx("r/f/1"))
     assert refund["amount"] == pytest.approx(decision["refund_amount"])
-    assert refund == await registry.invoke("returns.refund", {"rma": rma["rma"]}, ctx("r/f/1"))
+    assert refund == await registry.invoke("returns.refund", pinned, ctx("r/f/1"))  # a retry, not a new refund
     after = await registry.invoke("erp.order.get", {"order_id": order["id"]}, ctx("k"))
     assert after["refunded"] == pytest.approx(refund["amount"])
     received = await registry.invoke("returns.receive", {"rma": rma["rma"]}, ctx("r/g/1"))
@@ -106,3 +134,26 @@ async def test_an_ineligible_return_is_refused_with_its_reasons(registry: ToolRe
         await registry.invoke("returns.authorize", ask, ctx("r/a/2"))
     with pytest.raises(ToolInputInvalid, match=r"returns.evaluate: lines: List should have at least 1 item"):
         await registry.invoke("returns.evaluate", {**ask, "lines": []}, ctx("k"))
+
+
+async def test_a_pinned_refund_happens_only_on_the_order_it_was_decided_on(registry: ToolRegistry) -> None:
+    order = await registry.invoke("erp.order.get", {"order_id": "A1004"}, ctx("k"))
+    first = {"order_id": order["id"], "amount": 10, "expected_refunded": 0}
+    await registry.invoke("erp.refund.create", first, ctx("p/1"))
+    with pytest.raises(ToolRejected, match=r"had 10\.00 refunded, not the 0\.00 this refund was decided on"):
+        await registry.invoke("erp.refund.create", first, ctx("p/2"))  # decided before p/1 landed
+    await registry.invoke("erp.refund.create", {**first, "expected_refunded": 10}, ctx("p/3"))
+    assert (await registry.invoke("erp.order.get", {"order_id": "A1004"}, ctx("k")))["refunded"] == pytest.approx(20)
+
+
+async def test_two_pinned_refunds_at_once_on_one_order_one_happens(registry: ToolRegistry) -> None:
+    """Both decided on "nothing refunded yet", each within a limit alone: only one may pass."""
+    order = await registry.invoke("erp.order.get", {"order_id": "A1005"}, ctx("k"))
+    part = {"order_id": order["id"], "amount": round(order["paid"] / 10, 2), "expected_refunded": 0}
+    results = await asyncio.gather(
+        *(registry.invoke("erp.refund.create", part, ctx(f"race/{i}")) for i in range(6)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(results) - len(refused) == 1 and all(isinstance(r, ToolRejected) for r in refused), refused
+    after = await registry.invoke("erp.order.get", {"order_id": order["id"]}, ctx("k"))
+    assert after["refunded"] == pytest.approx(part["amount"])

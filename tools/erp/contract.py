@@ -41,9 +41,15 @@ class OrderView(BaseModel):
 
 
 class RefundRequest(BaseModel):
+    """``expected_refunded`` pins the refund to the order's refunded amount it was decided on
+    (optimistic concurrency, like HTTP's If-Match): the ERP refuses it if that changed meanwhile."""
+
     order_id: str
     amount: float = Field(gt=0)
     reason: str = ""
+    expected_refunded: float | None = Field(
+        None, ge=0, description="the order's refunded amount this refund was decided on; refused if it changed"
+    )
 
 
 class RefundView(BaseModel):

@@ -3,7 +3,9 @@
 Every write is exactly-once per idempotency key (a unique column, checked and written in
 the write's own transaction), and refunds cannot exceed what was paid even when two run
 at once: the refund is a single conditional ``UPDATE … WHERE refunded + amount <= amount``,
-atomic in both databases, not a check followed by a write.
+atomic in both databases, not a check followed by a write. A refund pinned to the refunded
+amount it was decided on adds ``AND refunded = expected`` to that same UPDATE, so of two
+refunds decided at once on one order only the first happens (limits are cumulative).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -37,6 +39,8 @@ from chamberlain.tools.erp.models import (
     Warehouse,
 )
 from chamberlain.tools.exceptions import ToolRejected
+
+CENT = 0.005  # amounts closer than half a cent are equal
 
 
 def rma_number(rma_id: int) -> str:
@@ -126,19 +130,18 @@ class EmbeddedErp:
             payment = session.exec(select(Payment).where(Payment.order_id == request.order_id)).first()
             if payment is None or payment.id is None:
                 raise ToolRejected(f"order {request.order_id} has no payment to refund")
+            conditions = [
+                col(Payment.id) == payment.id,
+                col(Payment.refunded) + request.amount <= col(Payment.amount) + 1e-6,
+            ]
+            if request.expected_refunded is not None:  # pinned: only if nothing was refunded since the decision
+                conditions.append(func.abs(col(Payment.refunded) - request.expected_refunded) < CENT)
             taken = session.execute(
-                update(Payment)
-                .where(
-                    col(Payment.id) == payment.id, col(Payment.refunded) + request.amount <= col(Payment.amount) + 1e-6
-                )
-                .values(refunded=col(Payment.refunded) + request.amount)
+                update(Payment).where(*conditions).values(refunded=col(Payment.refunded) + request.amount)
             )
             if taken.rowcount == 0:  # type: ignore[attr-defined]
                 session.rollback()
-                still = self._refundable(request.order_id)
-                raise ToolRejected(
-                    f"refund of {request.amount} on order {request.order_id} exceeds the {still:.2f} still refundable"
-                )
+                raise ToolRejected(self._refused(request))
             refund = Refund(
                 order_id=request.order_id, payment_id=payment.id, amount=request.amount, currency=payment.currency,
                 reason=request.reason, idempotency_key=key, created_at=datetime.now(UTC),
@@ -152,10 +155,19 @@ class EmbeddedErp:
             session.refresh(refund)
             return _refund_view(refund)
 
-    def _refundable(self, order_id: str) -> float:
+    def _refused(self, request: RefundRequest) -> str:
+        """Why a refund's conditional update took no row: the order changed since the decision,
+        or the refund exceeds what is left."""
         with Session(self.engine) as session:
-            payments = session.exec(select(Payment).where(Payment.order_id == order_id)).all()
-            return sum(p.amount - p.refunded for p in payments)
+            payments = session.exec(select(Payment).where(Payment.order_id == request.order_id)).all()
+            refunded, left = sum(p.refunded for p in payments), sum(p.amount - p.refunded for p in payments)
+        expected = request.expected_refunded
+        if expected is not None and abs(refunded - expected) >= CENT:
+            return (
+                f"order {request.order_id} had {refunded:.2f} refunded, not the {expected:.2f} this refund was "
+                "decided on (another refund came first): look the order up again and decide anew"
+            )
+        return f"refund of {request.amount} on order {request.order_id} exceeds the {left:.2f} still refundable"
 
     def _refund_by_key(self, key: str) -> RefundView:
         with Session(self.engine) as session:

@@ -43,9 +43,12 @@ class ReturnRequest(BaseModel):
 
 
 class ReturnDecision(BaseModel):
+    """``refunded``: what the order had refunded when this was decided — a refund pins itself to it."""
+
     eligible: bool
     refund_amount: float
     currency: str
+    refunded: float
     reasons: list[str]
     window_ends: datetime | None
 
@@ -88,4 +91,4 @@ def evaluate(
     if refund > refundable:
         reasons.append(f"refund {refund} exceeds the {refundable} still refundable")
     return ReturnDecision(eligible=not reasons, refund_amount=refund if not reasons else 0.0, currency=order.currency,
-                          reasons=reasons, window_ends=window_ends)  # fmt: skip
+                          refunded=order.refunded, reasons=reasons, window_ends=window_ends)  # fmt: skip
