@@ -1,16 +1,19 @@
-"""Load graph specs from YAML with errors that point at the line to fix.
+"""Load graph specs from YAML with errors that point at the line to fix, and write them back.
 
 PyYAML's composer keeps each node's position; we build the plain data and an index of
 ``path → line`` from the same tree, so both Pydantic's errors and the cross-reference
 checks of :mod:`agents.validation` come back as ``returns.yaml:14: … — did you mean …?``.
-A ``review`` (such as the static safety checks of :mod:`agents.safety`) is located the same
-way; its warnings are issued as :class:`GraphWarning` through :mod:`warnings`.
+Loading is strict: a key given twice is an error (PyYAML would silently keep the last one,
+dropping a route). A ``review`` (such as the static safety checks of :mod:`agents.safety`)
+is located the same way; its warnings are issued as :class:`GraphWarning` through
+:mod:`warnings`. Every way to get a spec — a file, text, a Python-built graph — runs the
+same checks, in :func:`run_checks`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
@@ -22,13 +25,14 @@ from pydantic import BaseModel, ValidationError
 from chamberlain.agents import spec as spec_module
 from chamberlain.agents.exceptions import GraphSpecError, GraphWarning, SpecIssue
 from chamberlain.agents.spec import GraphSpec
-from chamberlain.agents.validation import did_you_mean, validate_graph
+from chamberlain.agents.validation import Tools, did_you_mean, validate_graph
 
 PathKey = tuple[str | int, ...]
 Review = Callable[[GraphSpec], list[SpecIssue]]
+"""Checks beyond the spec's own, given the spec once it is valid (e.g. the static safety review)."""
 
 
-def load_graph(source: str | Path, *, tools: Collection[str] | None = None, review: Review | None = None) -> GraphSpec:
+def load_graph(source: str | Path, *, tools: Tools | None = None, review: Review | None = None) -> GraphSpec:
     """Load and fully validate the graph in the YAML file ``source``.
 
     Raises :class:`GraphSpecError` listing every problem with its file and line.
@@ -38,11 +42,11 @@ def load_graph(source: str | Path, *, tools: Collection[str] | None = None, revi
 
 
 def parse_graph(
-    text: str, *, filename: str = "<graph>", tools: Collection[str] | None = None, review: Review | None = None
+    text: str, *, filename: str = "<graph>", tools: Tools | None = None, review: Review | None = None
 ) -> GraphSpec:
     """Like :func:`load_graph`, from YAML text."""
     try:
-        data, lines = _compose(text)
+        data, lines, duplicates = _compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -51,30 +55,50 @@ def parse_graph(
         ) from exc
     if not isinstance(data, dict):
         raise GraphSpecError([SpecIssue("a graph file must be a mapping", file=filename, line=1)])
+    if duplicates:
+        raise GraphSpecError([replace(issue, file=filename) for issue in duplicates])
     try:
         spec = GraphSpec.model_validate(data)
     except ValidationError as exc:
-        raise GraphSpecError([_locate(_from_pydantic(e), filename, lines) for e in exc.errors()]) from exc
+        raise GraphSpecError([_locate(spec_issue(e), filename, lines) for e in exc.errors()]) from exc
+    return run_checks(spec, tools=tools, review=review, locate=lambda issue: _locate(issue, filename, lines))
+
+
+def check_graph(spec: GraphSpec, *, tools: Tools | None = None, review: Review | None = None) -> GraphSpec:
+    """Validate a graph built in Python with the checks :func:`load_graph` runs; errors carry dotted paths."""
+    return run_checks(spec, tools=tools, review=review)
+
+
+def run_checks(
+    spec: GraphSpec,
+    *,
+    tools: Tools | None = None,
+    review: Review | None = None,
+    locate: Callable[[SpecIssue], SpecIssue] = lambda issue: issue,
+) -> GraphSpec:
+    """The checks every loaded or built graph passes: cross-references, then ``review`` on a
+    valid spec. Warnings go to :mod:`warnings`; errors raise :class:`GraphSpecError`."""
     issues = validate_graph(spec, tools)
     if not issues and review is not None:
         issues = review(spec)
-    located = [_locate(issue, filename, lines) for issue in issues]
+    located = [locate(issue) for issue in issues]
     for warning in (i for i in located if i.severity == "warning"):
-        warnings.warn(GraphWarning(warning), stacklevel=2)
+        warnings.warn(GraphWarning(warning), stacklevel=3)
     if errors := [i for i in located if i.severity == "error"]:
         raise GraphSpecError(errors)
     return spec
 
 
-def check_graph(spec: GraphSpec, *, tools: Collection[str] | None = None) -> GraphSpec:
-    """Validate a graph built in Python; raises :class:`GraphSpecError` with dotted paths."""
-    issues = validate_graph(spec, tools)
-    if issues:
-        raise GraphSpecError(issues)
-    return spec
+def dump_graph(spec: GraphSpec) -> str:
+    """``spec`` as YAML that :func:`parse_graph` reads back to an equal spec (defaults left out)."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for name, node in data["nodes"].items():
+        data["nodes"][name] = {"type": node.pop("type"), **node}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
 
 
-def _from_pydantic(error: Any) -> SpecIssue:
+def spec_issue(error: Any) -> SpecIssue:
+    """One of Pydantic's errors about a spec, in the words of a graph author."""
     loc: PathKey = tuple(error["loc"])
     message = error["msg"]
     suggestion = None
@@ -112,28 +136,44 @@ def _locate(issue: SpecIssue, filename: str, lines: dict[PathKey, int]) -> SpecI
     return replace(issue, file=filename, line=line)
 
 
-def _compose(text: str) -> tuple[Any, dict[PathKey, int]]:
+def _compose(text: str) -> tuple[Any, dict[PathKey, int], list[SpecIssue]]:
+    """The data, the line of each path, and the keys given twice."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         lines: dict[PathKey, int] = {}
-        data = _build(loader, root, (), lines) if root is not None else None
+        duplicates: list[SpecIssue] = []
+        data = _build(loader, root, (), lines, duplicates) if root is not None else None
     finally:
         loader.dispose()
-    return data, lines
+    return data, lines, duplicates
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> Any:
+def _build(
+    loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, lines: dict[PathKey, int], duplicates: list[SpecIssue]
+) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            result[key] = _build(loader, value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            line = key_node.start_mark.line + 1
+            if key in result:
+                where = ".".join(map(str, (*path, key)))
+                duplicates.append(
+                    SpecIssue(
+                        f"duplicate key '{where}' (first at line {lines[(*path, key)]}); YAML would keep only the last",
+                        (*path, key),
+                        line=line,
+                        suggestion="remove one of them, or merge them into one",
+                    )
+                )
+                continue
+            result[key] = _build(loader, value_node, (*path, key), lines, duplicates)
+            lines[(*path, key)] = line
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
+        return [_build(loader, item, (*path, i), lines, duplicates) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 

@@ -2,9 +2,13 @@
 
 Run when a graph is loaded with a tool registry, before any run starts:
 
-- an ``irreversible`` tool reachable from the start without passing an approval node is an
-  error — unless its action is one the deployment's policy bounds (a Cedar condition such as
-  an amount limit decides every call; the caller passes those actions as ``bounded``);
+- an ``irreversible`` tool step is an error unless, on every path that reaches it, someone
+  approved since the start or since that step's last call — or its action is one the
+  deployment's policy bounds (every permit of it limits ``context.amount*`` or asks for an
+  approval; the caller passes those actions as ``bounded``). The walk is over (node, approved
+  since the step's last call) pairs, so an approval's ``on_reject``/``on_changes`` exits, an
+  approval that a timeout grants (``default: approve``), and a loop back to the step all count
+  as paths without approval;
 - a labelled field that can flow into a model not trusted with the label is a warning: the
   gate will mask the data or skip that model at run time, which the author should expect.
 
@@ -16,12 +20,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterator
+from typing import Literal
 
 from chamberlain.agents.exceptions import SpecIssue
 from chamberlain.agents.labels import labels_read
 from chamberlain.agents.models import ModelRegistry, RegisteredModel
 from chamberlain.agents.plan import GraphPlan, declassified
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, Tier, ToolNode, model_or_tier
+from chamberlain.agents.spec import (
+    ApprovalNode,
+    Branch,
+    ClassifyNode,
+    EndNode,
+    GraphSpec,
+    ModelNode,
+    Tier,
+    ToolNode,
+    model_or_tier,
+)
 from chamberlain.agents.validation import successors
 from chamberlain.tools.adapter import Effect
 from chamberlain.tools.registry import ToolRegistry
@@ -35,29 +50,79 @@ def review_graph(
 
 
 def _unapproved_irreversible(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[str]) -> Iterator[SpecIssue]:
-    came_from: dict[str, str | None] = {spec.start: None}
-    queue = deque([spec.start])
-    while queue:  # breadth first, never through an approval node: the shortest unapproved paths
-        name = queue.popleft()
-        node = spec.nodes.get(name)
-        if node is None or isinstance(node, ApprovalNode):
+    for name, node in spec.nodes.items():
+        if not (isinstance(node, ToolNode) and node.tool in tools):
             continue
-        if isinstance(node, ToolNode) and node.tool in tools:
-            adapter = tools[node.tool]
-            if adapter.effect is Effect.IRREVERSIBLE and adapter.policy_action not in bounded:
-                path = [name]
-                while (previous := came_from[path[-1]]) is not None:
-                    path.append(previous)
-                yield SpecIssue(
-                    f"node '{name}' calls irreversible tool '{node.tool}' on a path without an approval node "
-                    f"({' → '.join(reversed(path))}), and no policy bounds {adapter.policy_action}",
-                    ("nodes", name, "tool"),
-                    suggestion="add an approval node before it, or a Cedar policy with a condition on this action",
-                )
+        adapter = tools[node.tool]
+        if adapter.effect is not Effect.IRREVERSIBLE or adapter.policy_action in bounded:
+            continue
+        if path := _unapproved_path(spec, name):
+            yield SpecIssue(
+                f"node '{name}' calls irreversible tool '{node.tool}' on a path with no approval since the start or "
+                f"its last call ({' → '.join(path)}), and no policy bounds {adapter.policy_action}",
+                ("nodes", name, "tool"),
+                suggestion="put an approval node (default: reject) right before it, or permit this action in Cedar "
+                "only under a limit on context.amount",
+            )
+
+
+State = tuple[str, bool]
+"""A node, and whether an approval was given since the watched step's last call."""
+
+
+def _unapproved_path(spec: GraphSpec, step: str) -> list[str] | None:
+    """The shortest walk from the start that reaches ``step`` with no approval since the start or
+    the step's previous call — as node names, each approval annotated with the exit it took."""
+    start: State = (spec.start, False)
+    came_from: dict[State, tuple[State, str] | None] = {start: None}
+    queue = deque([start])
+    while queue:
+        state = queue.popleft()
+        name, approved = state
+        if name == step and not approved:
+            return _walk(came_from, state)
+        for target, exit_label, still_approved in _exits(spec, name, approved and name != step):
+            if (target, still_approved) not in came_from:
+                came_from[(target, still_approved)] = (state, exit_label)
+                queue.append((target, still_approved))
+    return None
+
+
+def _exits(spec: GraphSpec, name: str, approved: bool) -> Iterator[tuple[str, str, bool]]:
+    """Where a run can go from node ``name``: (target, how it left, approved after)."""
+    node = spec.nodes.get(name)
+    if node is None or isinstance(node, EndNode):
+        return
+    if not isinstance(node, ApprovalNode):
         for target in successors(node):
-            if target not in came_from:
-                came_from[target] = name
-                queue.append(target)
+            yield target, "", approved
+        return
+    exits: list[tuple[str | None, Literal["approve", "reject", "changes"]]] = [
+        *((b if isinstance(b, str) else b.to, "approve") for b in _as_list(node.next)),
+        (node.on_reject, "reject"),
+        (node.on_changes or node.on_reject, "changes"),
+    ]
+    for to, outcome in exits:
+        if to is None:
+            continue
+        if outcome != "approve":
+            yield to, outcome, approved
+        elif node.default == "approve":
+            yield to, "approved by its timeout", approved  # nobody may have looked
+        else:
+            yield to, "", True
+
+
+def _as_list(next_: str | list[Branch] | None) -> list[str | Branch]:
+    return [next_] if isinstance(next_, str) else list(next_ or [])
+
+
+def _walk(came_from: dict[State, tuple[State, str] | None], state: State) -> list[str]:
+    steps = [state[0]]
+    while (previous := came_from[state]) is not None:
+        state, exit_label = previous
+        steps.append(f"{state[0]} ({exit_label})" if exit_label else state[0])
+    return steps[::-1]
 
 
 def _untrusted_flows(spec: GraphSpec, tools: ToolRegistry, models: ModelRegistry | None) -> Iterator[SpecIssue]:

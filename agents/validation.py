@@ -1,16 +1,25 @@
 """Cross-reference checks of a graph spec: every name resolves, every node is reachable,
 every run ends. All problems are collected, each with the path of the offending value, so
-the loader can point at its line and an author fixes the whole file in one pass."""
+the loader can point at its line and an author fixes the whole file in one pass.
+
+Given the adapters themselves (a :class:`~chamberlain.tools.ToolRegistry`) rather than only their
+names, a tool node's ``args`` are checked against the adapter's input model and its ``output``
+expressions against the output model; an output ``pattern`` is compiled by the engine that
+validates model answers at run time, so what would crash a run fails the load instead."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Generator, Iterator, Mapping
+from typing import Any
 
 from langchain_core.prompts import PromptTemplate
+from pydantic import BaseModel
+from pydantic_core import SchemaError
 
 from chamberlain.agents.exceptions import ExpressionError, SpecIssue
-from chamberlain.agents.expressions import compile_expression
+from chamberlain.agents.expressions import Expression, compile_expression
+from chamberlain.agents.models import output_model
 from chamberlain.agents.spec import (
     ApprovalNode,
     Branch,
@@ -21,11 +30,15 @@ from chamberlain.agents.spec import (
     GraphSpec,
     ModelNode,
     Node,
+    OutputField,
     RouteNode,
     ToolNode,
 )
+from chamberlain.tools.adapter import ToolAdapter
 
 Path = tuple[str | int, ...]
+Tools = Collection[str] | Mapping[str, ToolAdapter[Any, Any]]
+"""What a graph is checked against: tool names, or the adapters (which also checks arguments and results)."""
 
 
 def did_you_mean(name: str, known: Collection[str]) -> str | None:
@@ -46,13 +59,20 @@ def successors(node: Node) -> list[str]:
     return targets
 
 
-def validate_graph(spec: GraphSpec, tools: Collection[str] | None = None) -> list[SpecIssue]:
-    """Every problem in ``spec``; ``tools`` (names of registered adapters) enables tool checks."""
+def validate_graph(spec: GraphSpec, tools: Tools | None = None) -> list[SpecIssue]:
+    """Every problem in ``spec``; ``tools`` (adapter names, or the adapters) enables tool checks."""
     return list(_Checker(spec, tools).issues())
 
 
+def _accepted(model: type[BaseModel]) -> set[str] | None:
+    """The keys a model takes (names and aliases), or None when it takes any."""
+    if model.model_config.get("extra") == "allow":
+        return None
+    return {key for name, f in model.model_fields.items() for key in (name, f.alias) if key}
+
+
 class _Checker:
-    def __init__(self, spec: GraphSpec, tools: Collection[str] | None) -> None:
+    def __init__(self, spec: GraphSpec, tools: Tools | None) -> None:
         self.spec = spec
         self.tools = tools
         self.fields = set(spec.state)
@@ -129,8 +149,10 @@ class _Checker:
             yield from self._field_ref(node.messages, (*path, "messages"), "messages come from", FieldType.MESSAGES)
         if node.output is None and node.write is None:
             yield SpecIssue(f"model node '{name}' writes nothing", path, suggestion="add 'output' or 'write'")
-        for field in node.output or {}:
+        for field, declared in (node.output or {}).items():
             yield from self._field_ref(field, (*path, "output", field), "output writes")
+            if declared.pattern is not None:
+                yield from self._pattern(field, declared, (*path, "output", field, "pattern"))
         if node.write is not None:
             yield from self._field_ref(node.write, (*path, "write"), "write targets")
         yield from self._cascade(name, node.cascade, node.human, path)
@@ -145,6 +167,14 @@ class _Checker:
                 suggestion="add 'human: [role, ...]'",
             )
 
+    def _pattern(self, field: str, declared: OutputField, path: Path) -> Iterator[SpecIssue]:
+        try:
+            output_model({field: declared})
+        except SchemaError as exc:
+            reason = str(exc).strip().splitlines()[-1].removeprefix("error: ")
+            message = f"pattern {declared.pattern!r} of output '{field}' is not a valid regular expression: {reason}"
+            yield SpecIssue(message, path)
+
     def _tool(self, name: str, node: ToolNode, path: Path) -> Iterator[SpecIssue]:
         if self.tools is not None and node.tool not in self.tools:
             yield SpecIssue(
@@ -152,15 +182,54 @@ class _Checker:
                 (*path, "tool"),
                 suggestion=did_you_mean(node.tool, self.tools),
             )
+        known = isinstance(self.tools, Mapping) and node.tool in self.tools
+        adapter = self.tools[node.tool] if isinstance(self.tools, Mapping) and known else None
+        if adapter is not None:
+            yield from self._arguments(name, node, adapter, path)
         for arg, source in node.args.items():
             yield from self._expression(source, (*path, "args", arg), self.fields)
         for field, source in node.output.items():
             yield from self._field_ref(field, (*path, "output", field), "output writes")
-            yield from self._expression(source, (*path, "output", field), {*self.fields, "result"})
+            expression = yield from self._expression(source, (*path, "output", field), {*self.fields, "result"})
+            if adapter is not None and expression is not None:
+                yield from self._result_refs(node.tool, expression, adapter.output_model, (*path, "output", field))
         if node.on_error is not None:
             yield from self._node_ref(node.on_error, (*path, "on_error"))
         if node.error is not None:
             yield from self._field_ref(node.error, (*path, "error"), "error goes to")
+
+    def _arguments(self, name: str, node: ToolNode, adapter: ToolAdapter[Any, Any], path: Path) -> Iterator[SpecIssue]:
+        model = adapter.input_model
+        accepted = _accepted(model)
+        takes = ", ".join(sorted(accepted or ())) or "nothing"
+        for arg in [a for a in node.args if a not in accepted] if accepted is not None else []:
+            yield SpecIssue(
+                f"node '{name}' passes argument '{arg}', which tool '{node.tool}' does not take",
+                (*path, "args", arg),
+                suggestion=did_you_mean(arg, accepted or ()) or f"it takes: {takes}",
+            )
+        for key, f in model.model_fields.items():
+            if f.is_required() and key not in node.args and (f.alias or key) not in node.args:
+                yield SpecIssue(
+                    f"node '{name}' does not pass '{f.alias or key}', which tool '{node.tool}' requires",
+                    (*path, "args") if node.args else path,
+                    suggestion=f"add '{f.alias or key}: <expression>' under 'args'",
+                )
+
+    def _result_refs(
+        self, tool: str, expression: Expression, model: type[BaseModel], path: Path
+    ) -> Iterator[SpecIssue]:
+        returned = _accepted(model)
+        if returned is None:
+            return
+        for member in sorted(expression.members):
+            base, _, key = member.partition(".")
+            if base == "result" and key and key not in returned:
+                yield SpecIssue(
+                    f"expression {expression.source!r} reads 'result.{key}', but tool '{tool}' returns no '{key}'",
+                    path,
+                    suggestion=did_you_mean(key, returned) or f"it returns: {', '.join(sorted(returned))}",
+                )
 
     # -- references -----------------------------------------------------------------------
 
@@ -178,18 +247,20 @@ class _Checker:
         elif required and self.spec.state[field].type is not required:
             yield SpecIssue(f"{what} '{field}', which is not of type {required.value}", path)
 
-    def _expression(self, source: str, path: Path, names: set[str]) -> Iterator[SpecIssue]:
+    def _expression(self, source: str, path: Path, names: set[str]) -> Generator[SpecIssue, None, Expression | None]:
+        """The problems of one expression; returns the compiled expression, if it compiles."""
         try:
             expression = compile_expression(source)
         except ExpressionError as exc:
             yield SpecIssue(str(exc), path)
-            return
+            return None
         for unknown in sorted(expression.names - names):
             yield SpecIssue(
                 f"expression {source!r} reads unknown state field '{unknown}'",
                 path,
                 suggestion=did_you_mean(unknown, names),
             )
+        return expression
 
     # -- the graph's shape ----------------------------------------------------------------
 

@@ -75,14 +75,9 @@ class PolicyEngine:
         self._policies = cedarpy.PolicySet.from_str(source)
         parsed = json.loads(cedarpy.policies_to_json_str(source))["staticPolicies"]
         self._meta = {key: _meta(key, p["effect"], p.get("annotations", {})) for key, p in parsed.items()}
-        self.bounded = frozenset(
-            action
-            for p in parsed.values()
-            if p["effect"] == "permit" and p.get("conditions")
-            for action in _actions(p["action"])
-        )
-        """Actions some conditional permit decides call by call (an amount limit, an approval):
-        the static checks accept an irreversible tool with such an action without an approval node."""
+        self.bounded = _bounded(parsed.values())
+        """Actions every permit of which limits ``context.amount*`` or asks for an approval: the
+        static checks accept an irreversible tool with such an action without an approval node."""
 
     @classmethod
     def load(cls, *folders: Path) -> PolicyEngine:
@@ -207,3 +202,39 @@ def _actions(scope: dict[str, Any]) -> list[str]:
     if scope.get("op") == "==":
         return [scope["entity"]["id"]]
     return [e["id"] for e in scope.get("entities", [])]
+
+
+def _bounded(policies: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """Actions some permit names and no permit allows without an amount limit or an approval.
+    Permits add up, so one role-only permit (or one whose limit sits in an ``||``) unbounds its action."""
+    permits = [p for p in policies if p["effect"] == "permit"]
+    named = {action for p in permits for action in _actions(p["action"])}
+    open_ = {action for p in permits if not _limits(p) for action in _actions(p["action"]) or named}
+    return frozenset(named - open_)
+
+
+def _limits(policy: dict[str, Any]) -> bool:
+    """Whether a ``when`` condition of ``policy`` requires, in one of its ``&&`` parts, an upper
+    bound on a ``context.amount*`` attribute or ``context.approved``."""
+    return any(
+        _limit(part) for c in policy.get("conditions", []) if c["kind"] == "when" for part in _conjuncts(c["body"])
+    )
+
+
+def _conjuncts(expr: dict[str, Any]) -> list[dict[str, Any]]:
+    if "&&" in expr:
+        return [*_conjuncts(expr["&&"]["left"]), *_conjuncts(expr["&&"]["right"])]
+    return [expr]
+
+
+def _limit(expr: dict[str, Any]) -> bool:
+    def context_attr(side: dict[str, Any], prefix: str) -> bool:
+        dot = side.get(".", {})
+        return dot.get("left") == {"Var": "context"} and str(dot.get("attr", "")).startswith(prefix)
+
+    if context_attr(expr, "approved"):
+        return True
+    for op, bounded_side in (("<=", "left"), ("<", "left"), (">=", "right"), (">", "right")):
+        if op in expr and context_attr(expr[op][bounded_side], "amount"):
+            return True
+    return False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chamberlain.agents import GraphSpecError, ModelNode, ToolNode, load_graph, parse_graph
+from chamberlain.agents import GraphSpec, GraphSpecError, ModelNode, SpecIssue, ToolNode, load_graph, parse_graph
 from chamberlain.agents.loader import check_graph
 from tests.support import toolbox
 
@@ -130,6 +130,72 @@ def test_a_good_graph_loads_with_typed_fields() -> None:
             "    next: classify\n  done:",
             ["returns.yaml:8: cycle classify → triage → refund → classify is unbounded — set 'max_steps' on the graph"],
         ),
+        (
+            "    next: done\n  done:",
+            "    next: done\n    next: classify\n  done:",
+            [
+                "returns.yaml:25: duplicate key 'nodes.refund.next' (first at line 24); YAML would keep only the last"
+                " — remove one of them, or merge them into one"
+            ],
+        ),
+        (
+            "  refund:\n    type: tool",
+            "  triage:\n    type: route\n    next: [{to: refund}]\n  refund:\n    type: tool",
+            [
+                "returns.yaml:19: duplicate key 'nodes.triage' (first at line 14); YAML would keep only the last"
+                " — remove one of them, or merge them into one"
+            ],
+        ),
+        (
+            "args: {order_id: order_id, amount: amount}",
+            "args: {order_id: order_id, amout: amount}",
+            [
+                "returns.yaml:22: node 'refund' passes argument 'amout', which tool 'erp.refund' does not take"
+                " — did you mean 'amount'?",
+                "returns.yaml:22: node 'refund' does not pass 'amount', which tool 'erp.refund' requires"
+                " — add 'amount: <expression>' under 'args'",
+            ],
+        ),
+        (
+            "args: {order_id: order_id, amount: amount}",
+            "args: {order_id: order_id, amount: amount, note: order_id}",
+            [
+                "returns.yaml:22: node 'refund' passes argument 'note', which tool 'erp.refund' does not take"
+                " — it takes: amount, order_id"
+            ],
+        ),
+        (
+            "    timeout: 5s\n",
+            "    timeout: 5s\n    output: {intent: result.refund_idd}\n",
+            [
+                "returns.yaml:24: expression 'result.refund_idd' reads 'result.refund_idd', but tool 'erp.refund'"
+                " returns no 'refund_idd' — did you mean 'refund_id'?"
+            ],
+        ),
+        (
+            "    timeout: 5s\n",
+            "    timeout: 5s\n    output: {intent: \"'refunded ' + str(result['nope'])\"}\n",
+            [
+                "returns.yaml:24: expression \"'refunded ' + str(result['nope'])\" reads 'result.nope', but tool"
+                " 'erp.refund' returns no 'nope' — it returns: amount, refund_id"
+            ],
+        ),
+        (
+            "intent: {type: str, enum: [refund, other]}",
+            'intent: {type: str, pattern: "^A[0-9{4}$"}',
+            [
+                "returns.yaml:12: pattern '^A[0-9{4}$' of output 'intent' is not a valid regular expression:"
+                " unclosed character class"
+            ],
+        ),
+        (
+            "intent: {type: str, enum: [refund, other]}",
+            'intent: {type: str, pattern: "^(?!A)[0-9]+$"}',  # Python's re takes it; the run-time engine does not
+            [
+                "returns.yaml:12: pattern '^(?!A)[0-9]+$' of output 'intent' is not a valid regular expression:"
+                " look-around, including look-ahead and look-behind, is not supported"
+            ],
+        ),
     ],
 )
 def test_bad_graph_reports_exact_errors(old: str, new: str, expected: list[str]) -> None:
@@ -169,3 +235,36 @@ def test_python_built_graphs_get_the_same_checks() -> None:
     broken = spec.model_copy(update={"start": "clasify"})
     with pytest.raises(GraphSpecError, match=r"<graph> \(start\): unknown node 'clasify' — did you mean 'classify'\?"):
         check_graph(broken)
+
+
+def test_a_duplicate_key_in_non_latin_text_is_named_with_both_lines() -> None:
+    text = GOOD.replace("  intent: {type: str}\n", "  intent: {type: str}\n  备注: {type: str}\n  备注: {type: int}\n")
+    assert errors(text) == [
+        "returns.yaml:7: duplicate key 'state.备注' (first at line 6); YAML would keep only the last"
+        " — remove one of them, or merge them into one"
+    ]
+
+
+def test_a_valid_pattern_in_non_latin_text_loads() -> None:
+    text = GOOD.replace("enum: [refund, other]}", r'pattern: "^\\p{Han}+$"}')
+    assert parse_graph(text, tools=TOOLS).nodes["classify"].output["intent"].pattern == r"^\p{Han}+$"  # type: ignore[union-attr]
+
+
+def test_tool_names_alone_check_names_but_not_arguments() -> None:
+    text = GOOD.replace("amount: amount}", "amout: amount}")
+    assert parse_graph(text, tools=set(TOOLS)).nodes["refund"].args == {"order_id": "order_id", "amout": "amount"}  # type: ignore[union-attr]
+
+
+def test_check_graph_runs_the_review_like_the_loader() -> None:
+    spec = parse_graph(GOOD, tools=TOOLS)
+
+    def review(checked: GraphSpec) -> list[SpecIssue]:
+        return [SpecIssue("refunds need a second look", ("nodes", "refund", "tool"))]
+
+    with pytest.raises(GraphSpecError, match=r"<graph> \(nodes.refund.tool\): refunds need a second look"):
+        check_graph(spec, tools=TOOLS, review=review)
+    with pytest.raises(GraphSpecError, match=r"returns.yaml:21: refunds need a second look"):
+        parse_graph(GOOD, filename="returns.yaml", tools=TOOLS, review=review)
+    broken = spec.model_copy(update={"start": "clasify"})
+    with pytest.raises(GraphSpecError, match="unknown node 'clasify'"):
+        check_graph(broken, review=review)  # the review sees only specs that pass the cross-reference checks
