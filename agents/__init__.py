@@ -1,5 +1,6 @@
 """What the agent thinks with: declarative graphs, their compiler, and the models they call."""
 
+from chamberlain.agents.builder import Graph, Labels, When
 from chamberlain.agents.classifier import ExemplarClassifier
 from chamberlain.agents.compiler import LocalExecutor, compile_to_langgraph, run_in_process
 from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
@@ -16,12 +17,13 @@ from chamberlain.agents.exceptions import (
     StepLimitExceeded,
 )
 from chamberlain.agents.labels import DataLabels, Masking
-from chamberlain.agents.loader import check_graph, load_graph, parse_graph
+from chamberlain.agents.loader import check_graph, dump_graph, load_graph, parse_graph
 from chamberlain.agents.messages import Message
 from chamberlain.agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
 from chamberlain.agents.plan import GraphPlan, RunOutcome, StepOutcome
 from chamberlain.agents.private_model import PrivateChatModel
 from chamberlain.agents.safety import review_graph
+from chamberlain.agents.schema import graph_json_schema, write_graph_schema
 from chamberlain.agents.scripted import ScriptedChatModel
 from chamberlain.agents.spec import (
     ApprovalNode,
@@ -71,10 +73,12 @@ __all__ = [
     "ExemplarClassifier",
     "ExpressionError",
     "FieldType",
+    "Graph",
     "GraphPlan",
     "GraphSpec",
     "GraphSpecError",
     "GraphWarning",
+    "Labels",
     "LocalExecutor",
     "Masking",
     "Message",
@@ -106,12 +110,16 @@ __all__ = [
     "ToolCall",
     "ToolNode",
     "ToolReply",
+    "When",
     "call_model",
     "check_graph",
     "compile_to_langgraph",
+    "dump_graph",
+    "graph_json_schema",
     "load_graph",
     "parse_graph",
     "review_graph",
     "run_in_process",
     "smollm2_weights",
+    "write_graph_schema",
 ]

@@ -247,7 +247,8 @@ def test_a_duplicate_key_in_non_latin_text_is_named_with_both_lines() -> None:
 
 def test_a_valid_pattern_in_non_latin_text_loads() -> None:
     text = GOOD.replace("enum: [refund, other]}", r'pattern: "^\\p{Han}+$"}')
-    assert parse_graph(text, tools=TOOLS).nodes["classify"].output["intent"].pattern == r"^\p{Han}+$"  # type: ignore[union-attr]
+    classify = parse_graph(text, tools=TOOLS).nodes["classify"]
+    assert isinstance(classify, ModelNode) and classify.output and classify.output["intent"].pattern == r"^\p{Han}+$"
 
 
 def test_tool_names_alone_check_names_but_not_arguments() -> None:
