@@ -19,20 +19,24 @@ from chamberlain.agents.classifier import ExemplarClassifier
 from chamberlain.agents.exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
 from chamberlain.agents.models import ModelRegistry, call_model
 from chamberlain.agents.steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
-from chamberlain.agents.tooling import call_tool
 from chamberlain.tools.exceptions import UnknownTool
 from chamberlain.tools.registry import ToolRegistry
 from chamberlain.workflows.audit import AuditEntry
-from chamberlain.workflows.gate import Gate, GateCheck, GateVerdict
+from chamberlain.workflows.gate import Gate, GateCheck, GateVerdict, NoValidTicket, current_ticket
 from chamberlain.workflows.usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
 class GraphActivities:
-    """Activities bound to the models and tools this worker offers."""
+    """Activities bound to the models and tools this worker offers, behind its permission gate
+    (required: with no gate there is nothing to decide with, so nothing runs)."""
 
     def __init__(
-        self, models: ModelRegistry, tools: ToolRegistry, usage: UsageLedger | None = None, gate: Gate | None = None
+        self, models: ModelRegistry, tools: ToolRegistry, usage: UsageLedger | None = None, *, gate: Gate
     ) -> None:
+        if not isinstance(gate, Gate):
+            raise TypeError("GraphActivities needs gate=Gate(...): every step is checked and audited")
+        if gate.tools is not tools:
+            raise ValueError("the gate decides for another ToolRegistry than this worker offers: build both from one")
         self.models = models
         self.tools = tools
         self.usage = usage
@@ -42,21 +46,17 @@ class GraphActivities:
     @activity.defn(name="chamberlain.gate")
     async def check_gate(self, check: GateCheck) -> GateVerdict:
         """The permission gate's decision for a tool step (run as a local activity)."""
-        if self.gate is None:
-            return GateVerdict(outcome="allow", reason="no permission gate on this worker")
         return await self.gate.check(check)
 
     @activity.defn(name="chamberlain.audit")
     async def audit(self, entry: AuditEntry) -> None:
         """Append a decision the workflow received (an approval) to the audit log, once."""
-        if self.gate is not None:
-            await self.gate.record(entry)
+        await self.gate.record(entry)
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
-        permit = self.gate.model_permit(call.step.principal) if self.gate else None
         try:
-            return await call_model(self.models, call, permit)
+            return await call_model(self.models, call, self.gate.model_permit(call.step.principal))
         except ModelUnavailable as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
             raise ApplicationError(str(exc), type="ModelUnavailable", next_retry_delay=delay) from exc
@@ -78,11 +78,11 @@ class GraphActivities:
 
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
+        """Act only with the ticket the workflow's decision signed (carried in a header)."""
         try:
-            reply = await call_tool(self.tools, call, activity.info().attempt)
-            if self.gate and reply.error is None:
-                await self.gate.record_effect(call, call.step.principal, activity.info().attempt)
-            return reply
+            return await self.gate.act(call, current_ticket.get(), activity.info().attempt)
+        except NoValidTicket as exc:
+            raise ApplicationError(str(exc), type="PermissionDenied", non_retryable=True) from exc
         except UnknownTool as exc:
             raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 

@@ -1,11 +1,24 @@
-"""The permission gate, before every tool and model step, and again where the effect happens.
+"""The permission gate: one wrapper around every executor, and it fails closed.
 
-Before a tool step the workflow runs :meth:`Gate.check` as a local activity — its decision
-is recorded in history, so replays reuse it — and the decision is appended to the audit
-log. An allowed step carries a grant: an HMAC over the step, the tool and the arguments'
-digest, passed to the tool activity in a header; the activity refuses a call without a
-valid grant for exactly those arguments, so a forged or altered activity call cannot act.
-Model steps are checked in the model activity, against the model the cascade picked.
+Words used here, one per idea:
+
+- a **decision** (:class:`GateVerdict`) is the policy's answer for one step — allow, deny,
+  needs approval — recorded in the audit log;
+- the agent's **grant** is the list of actions its graph declares (``GraphSpec.grant``);
+- a **ticket** (:class:`Ticket`) is what an allowed tool step carries to where its effect
+  happens: the resource it was decided on and for whom, signed with the deployment's key
+  (``CHAMBERLAIN_GRANT_SECRET``). The effect site refuses a call without a valid ticket for
+  exactly its step, tool and arguments, so a forged or altered call cannot act.
+
+:class:`GatedExecutor` wraps any :class:`~agents.steps.StepExecutor`, in the manner of
+pydantic-ai's ``ApprovalRequiredToolset``: decide → (standing approval, or ask through the
+inner executor) → decide again with the approver → attach the ticket → act. In the Temporal
+workflow ``decide`` is a local activity (recorded in history, replay-safe); in-process it is
+:meth:`Gate.check` itself. Model steps are permitted where the cascade picks the model —
+:meth:`Gate.model_permit`, in the model activity or the in-process executor.
+
+Nothing configured means nothing runs: a :class:`Gate` needs policies, an audit log and a
+shared key; :meth:`Gate.development` is the one announced exception.
 """
 
 from __future__ import annotations
@@ -13,16 +26,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import secrets
-from functools import cache
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-from temporalio import activity, workflow
-from temporalio.api.common.v1 import Payload
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
 from temporalio.converter import default as default_converter
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -35,85 +49,223 @@ from temporalio.worker import (
 
 from chamberlain.agents.labels import Masking
 from chamberlain.agents.models import Permit, RegisteredModel
-from chamberlain.agents.steps import ModelCall, ToolCall
+from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
+from chamberlain.agents.steps import (
+    ApprovalDecision,
+    ApprovalRequest,
+    ClassifyCall,
+    ClassifyReply,
+    ModelCall,
+    ModelReply,
+    StepExecutor,
+    ToolCall,
+    ToolFailure,
+    ToolReply,
+)
+from chamberlain.agents.tooling import call_tool
+from chamberlain.tools.adapter import Resource
 from chamberlain.tools.exceptions import ToolInputInvalid
 from chamberlain.tools.registry import ToolRegistry
 from chamberlain.workflows.audit import AuditEntry, AuditLog, digest
 from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
 from chamberlain.workflows.types import Principal
 
-GRANT_HEADER = "chamberlain-grant"
+GRANT_SECRET_ENV = "CHAMBERLAIN_GRANT_SECRET"
+GRANT_SECRET_FILE = "grant-secret"
+MIN_SECRET_LENGTH = 32
+TICKET_HEADER = "chamberlain-ticket"
 TOOL_ACTIVITY = "chamberlain.tool_step"
+log = logging.getLogger("chamberlain.gate")
+
+
+class GateNotConfigured(ValueError):
+    """A setting the gate cannot run without is missing: the worker or run refuses to start."""
+
+
+class NoValidTicket(PermissionError):
+    """A tool call reached its effect site without a valid ticket for exactly these arguments."""
+
+
+# -- what crosses the boundaries ----------------------------------------------------------------
+
+
+class Ticket(BaseModel):
+    """An allowed tool step's proof, carried to the effect site: signed over the step, the tool,
+    the arguments, the resource decided on and the principal."""
+
+    resource: ResourceRef
+    principal: str
+    signature: str
 
 
 class GateCheck(BaseModel):
+    """One decision to take. ``resource``/``seal``: the step's resource as an earlier decision
+    of the same step resolved it, so a re-decision does not read it again."""
+
     call: ToolCall
     principal: Principal | None
     grant: list[str] | None
     labels: list[str] = []
     approver: Principal | None = None
+    attempt: int = 1
+    resource: ResourceRef | None = None
+    seal: str | None = None
 
 
 class GateVerdict(GateDecision):
-    token: str | None = None
+    resource: ResourceRef | None = None
+    seal: str | None = None
+    ticket: Ticket | None = None
     invalid: bool = False
 
 
-def grant_secret() -> bytes:
-    """The key grants are signed with; every worker of a deployment must share it
-    (``CHAMBERLAIN_GRANT_SECRET``). Without it, a random key good for this process only."""
-    configured = os.environ.get("CHAMBERLAIN_GRANT_SECRET")
-    return configured.encode() if configured else _process_secret()
+current_ticket: ContextVar[Ticket | None] = ContextVar("chamberlain_ticket", default=None)
+"""The ticket of the tool call under way: set by :class:`GatedExecutor` around the inner call,
+and at the effect site by the activity interceptor that read it from the header."""
 
 
-@cache
-def _process_secret() -> bytes:
-    return secrets.token_bytes(32)
+# -- the deployment's key -------------------------------------------------------------------------
 
 
-def grant_token(secret: bytes, call: ToolCall) -> str:
-    return hmac.new(secret, f"{call.step.step_id}|{call.tool}|{digest(call.args)}".encode(), hashlib.sha256).hexdigest()
+def grant_secret(value: str | bytes | None = None, *, setting: str = GRANT_SECRET_ENV) -> bytes:
+    """The key tickets are signed with: ``value``, else ``$CHAMBERLAIN_GRANT_SECRET``. Every
+    worker of a deployment must share it, so a run resumed on another worker keeps its tickets;
+    there is no per-process fallback."""
+    raw = value if value is not None else os.environ.get(GRANT_SECRET_ENV)
+    fix = "give every worker the same random value: `python -c 'import secrets; print(secrets.token_hex(32))'`"
+    if not raw:
+        raise GateNotConfigured(f"{setting} is not set: the permission gate signs tickets with it; {fix}")
+    key = raw.encode() if isinstance(raw, str) else raw
+    if len(key) < MIN_SECRET_LENGTH:
+        raise GateNotConfigured(f"{setting} is too short ({len(key)} < {MIN_SECRET_LENGTH} characters); {fix}")
+    return key
+
+
+def persisted_secret(folder: Path) -> bytes:
+    """A key generated once and kept in ``folder`` (mode 0600), for an embedded stack whose
+    restarted worker must keep it; refuses a key file others can read."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / GRANT_SECRET_FILE
+    if not path.exists():
+        draft = folder / f".{GRANT_SECRET_FILE}.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)  # atomic: of two processes starting at once, one key wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise GateNotConfigured(f"{path} is readable by others (mode {mode:o}): run `chmod 600 {path}`")
+    return grant_secret(path.read_text(encoding="utf-8").strip(), setting=str(path))
+
+
+# -- the gate -------------------------------------------------------------------------------------
 
 
 class Gate:
-    """Policy decisions with their audit records, for the tools and models of one worker."""
+    """Policy decisions with their audit records, for the tools and models of one deployment."""
 
     def __init__(
-        self, policies: PolicyEngine, audit: AuditLog, tools: ToolRegistry, secret: bytes | None = None
+        self,
+        policies: PolicyEngine,
+        audit: AuditLog,
+        tools: ToolRegistry,
+        secret: bytes | None,
+        *,
+        development: bool = False,
     ) -> None:
+        if not isinstance(policies, PolicyEngine):
+            raise GateNotConfigured("the permission gate has no Cedar policies: pass PolicyEngine.load(<folder>)")
+        if not isinstance(audit, AuditLog):
+            raise GateNotConfigured("the permission gate has no audit log: pass AuditLog(<database URL>)")
         self.policies, self.audit, self.tools = policies, audit, tools
-        self.secret = secret or grant_secret()
+        self.secret = grant_secret(secret or b"", setting=f"{GRANT_SECRET_ENV} (the gate's secret)")
+        self.is_development = development
         self._pseudonym_key = hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest()
+
+    @classmethod
+    def development(cls, tools: ToolRegistry, folder: Path, policies: PolicyEngine | None = None) -> Gate:
+        """An explicit development gate: the shipped policies (or ``policies``), an audit log and
+        a key generated once in ``folder``. Announced with a warning every time it starts."""
+        log.warning(
+            "DEVELOPMENT permission gate: audit log and grant key in %s; not for production "
+            "(set %s and an audit URL instead)", folder, GRANT_SECRET_ENV,
+        )  # fmt: skip
+        audit = AuditLog(f"sqlite:///{folder / 'audit.sqlite'}")
+        return cls(policies or PolicyEngine.load(), audit, tools, persisted_secret(folder), development=True)
 
     async def record(self, entry: AuditEntry) -> None:
         """Append to the audit log off the event loop (a committed write)."""
         await asyncio.to_thread(self.audit.append, entry)
 
+    def _sign(self, purpose: str, call: ToolCall, resource: ResourceRef, principal: str = "") -> str:
+        parts = [purpose, call.step.step_id, call.tool, call.args, resource.model_dump(mode="json"), principal]
+        return hmac.new(self.secret, digest(parts).encode(), hashlib.sha256).hexdigest()
+
+    async def _resource(self, check: GateCheck) -> ResourceRef:
+        """The step's resource: the one an earlier decision of this step sealed, else read now."""
+        known, seal = check.resource, check.seal
+        if known is not None and seal is not None and hmac.compare_digest(seal, self._sign("seal", check.call, known)):
+            return known
+        return resource_ref(await self.tools[check.call.tool].resource_of(check.call.args))
+
     async def check(self, check: GateCheck) -> GateVerdict:
+        """Decide a tool step, record the decision, and sign a ticket if it is allowed."""
         call = check.call
         adapter = self.tools[call.tool]
         try:
-            resource = await adapter.resource_of(call.args)
+            resource = await self._resource(check)
         except ToolInputInvalid as exc:  # arguments the model may correct: not a policy matter yet
             return GateVerdict(outcome="deny", reason=str(exc), invalid=True)
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
         request = GateRequest(
-            principal=check.principal, action=adapter.policy_action,
-            resource=ResourceRef(type=resource.type, id=resource.id, attributes=dict(resource.attributes)),
-            grant=check.grant, labels=labels, approved=check.approver is not None,
+            principal=check.principal, action=adapter.policy_action, resource=resource, grant=check.grant,
+            labels=labels, approved=check.approver is not None,
             approver_roles=check.approver.roles if check.approver else [],
         )  # fmt: skip
         decision = self.policies.decide(request)
-        actor = who(check.principal) + (f" approved by {who(check.approver)}" if check.approver else "")
+        principal = who(check.principal)
+        actor = principal + (f" approved by {who(check.approver)}" if check.approver else "")
         await self.record(
             AuditEntry(
-                run_id=call.step.run_id, step_id=call.step.step_id, attempt=2 if check.approver else 1, kind="decision",
-                principal=actor, action=request.action, resource=f'{resource.type}::"{resource.id}"', args=call.args,
-                decision=decision.outcome, policies=decision.policies,
+                run_id=call.step.run_id, step_id=call.step.step_id, attempt=check.attempt, kind="decision",
+                principal=actor, action=request.action, resource=_named(resource), args=call.args,
+                decision=decision.outcome, policies=decision.policies, **money(resource.attributes),
             )
         )  # fmt: skip
-        token = grant_token(self.secret, call) if decision.outcome == "allow" else None
-        return GateVerdict(**decision.model_dump(), token=token)
+        ticket = None
+        if decision.outcome == "allow":
+            signature = self._sign("ticket", call, resource, principal)
+            ticket = Ticket(resource=resource, principal=principal, signature=signature)
+        seal = self._sign("seal", call, resource)
+        return GateVerdict(**decision.model_dump(), resource=resource, seal=seal, ticket=ticket)
+
+    def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
+        """At the effect site: the call's ticket, if it is valid for exactly this call."""
+        if ticket is None or not hmac.compare_digest(
+            ticket.signature, self._sign("ticket", call, ticket.resource, ticket.principal)
+        ):
+            raise NoValidTicket(f"step {call.step.step_id}: no valid ticket for {call.tool} with these arguments")
+        return ticket
+
+    async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
+        """Where a tool's effect happens, in either engine: admit, act, record the effect."""
+        admitted = self.admit(call, ticket)
+        reply = await call_tool(self.tools, call, attempt)
+        if reply.error is None:
+            await self.record(
+                AuditEntry(
+                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=attempt, kind="effect",
+                    principal=admitted.principal, action=self.tools[call.tool].policy_action,
+                    resource=_named(admitted.resource), args=call.args, decision="done",
+                    **money(admitted.resource.attributes),
+                )
+            )  # fmt: skip
+        return reply
 
     def model_permit(self, principal: Principal | None) -> Permit:
         """The check ``call_model`` makes for the model its cascade picked: may this model
@@ -139,16 +291,23 @@ class Gate:
 
         return permit
 
-    async def record_effect(self, call: ToolCall, principal: Principal | None, attempt: int) -> None:
-        adapter = self.tools[call.tool]
-        resource = await adapter.resource_of(call.args)
-        await self.record(
-            AuditEntry(
-                run_id=call.step.run_id, step_id=call.step.step_id, attempt=attempt, kind="effect",
-                principal=who(principal), action=adapter.policy_action,
-                resource=f'{resource.type}::"{resource.id}"', args=call.args, decision="done",
-            )
-        )  # fmt: skip
+
+def resource_ref(resource: Resource) -> ResourceRef:
+    """A resource as decisions and tickets carry it: plain JSON values, so its signature
+    survives the trip through history and headers."""
+    ref = ResourceRef(type=resource.type, id=resource.id, attributes=dict(resource.attributes))
+    return ResourceRef.model_validate(ref.model_dump(mode="json"))
+
+
+def money(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The amount and currency a resource declares, for its audit records."""
+    if "amount" not in attributes:
+        return {}
+    return {"amount": float(attributes["amount"]), "currency": str(attributes.get("currency", "CNY"))}
+
+
+def _named(resource: ResourceRef) -> str:
+    return f'{resource.type}::"{resource.id}"'
 
 
 def who(principal: Principal | None) -> str:
@@ -158,51 +317,102 @@ def who(principal: Principal | None) -> str:
     return f"{'User' if principal.kind == 'user' else 'Service'}::{principal.id}"
 
 
-# -- carrying the grant from the workflow to the activity ---------------------------------------
+# -- the wrapper ------------------------------------------------------------------------------------
+
+Decide = Callable[[GateCheck], Awaitable[GateVerdict]]
 
 
-class GrantInterceptor(Interceptor):
-    """Adds the step's grant to tool activities' headers, and checks it where they execute."""
+class GatedExecutor:
+    """Any :class:`~agents.steps.StepExecutor` behind the permission gate.
 
-    def __init__(self, secret: bytes | None) -> None:
-        self.secret = secret
+    A tool call is decided first; needs-approval is answered by the standing approval (the
+    graph's own approval node passed last, used once) or by asking the policy's approvers
+    through the inner executor, then decided again with the approver's roles. Only an allowed
+    call goes on, carrying its ticket. Deterministic: safe inside a workflow."""
+
+    def __init__(self, inner: StepExecutor, decide: Decide, *, principal: Principal | None, graph: GraphSpec) -> None:
+        self.inner, self.decide, self.principal, self.graph = inner, decide, principal, graph
+        self._standing: Principal | None = None  # who approved at the last approval node, if it approved
+
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
+        return await self.inner.call_model(call, node)
+
+    async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
+        return await self.inner.classify(call, node)
+
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+        decision = await self.inner.request_approval(request, node)
+        if isinstance(self.graph.nodes.get(request.step.node), ApprovalNode):  # not a person answering for a model
+            self._standing = decision.decided_by if decision.outcome == "approve" else None
+        return decision
+
+    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+        check = GateCheck(call=call, principal=self.principal, grant=self.graph.grant, labels=call.labels)
+        verdict = await self.decide(check)
+        if verdict.invalid:
+            return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
+        check = check.model_copy(update={"resource": verdict.resource, "seal": verdict.seal})
+        if verdict.outcome == "needs_approval" and self._standing is not None:
+            standing, self._standing = self._standing, None  # the graph's approval node asked already
+            check = check.model_copy(update={"approver": standing, "attempt": check.attempt + 1})
+            approved = await self.decide(check)
+            verdict = approved if approved.outcome == "allow" else verdict
+        if verdict.outcome == "needs_approval":
+            ask = f"{call.step.node}: {verdict.reason}"
+            approval = ApprovalNode(type="approval", ask=ask, approvers=verdict.approvers)
+            request = ApprovalRequest(step=call.step, ask=approval.ask, approvers=approval.approvers)
+            decision = await self.inner.request_approval(request, approval)
+            if decision.outcome != "approve" or decision.decided_by is None:
+                return ToolReply(error=ToolFailure(kind="PermissionDenied", message=f"{verdict.reason}: not approved"))
+            check = check.model_copy(update={"approver": decision.decided_by, "attempt": check.attempt + 1})
+            verdict = await self.decide(check)
+        if verdict.outcome != "allow" or verdict.ticket is None:
+            return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason))
+        carried = current_ticket.set(verdict.ticket)
+        try:
+            return await self.inner.call_tool(call, node)
+        finally:
+            current_ticket.reset(carried)
+
+
+# -- carrying the ticket from the workflow to the activity --------------------------------------
+
+
+class TicketInterceptor(Interceptor):
+    """Puts the ticket of a tool call in its activity's header, and hands it to the activity
+    where it executes (which admits it: :meth:`Gate.act`)."""
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
-        return _WorkflowGrants
+        return _WorkflowTickets
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _CheckGrant(next, self.secret) if self.secret is not None else next
+        return _ReceiveTicket(next)
 
 
-class _WorkflowGrants(WorkflowInboundInterceptor):
+class _WorkflowTickets(WorkflowInboundInterceptor):
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
-        super().init(_AttachGrant(outbound))
+        super().init(_AttachTicket(outbound))
 
 
-class _AttachGrant(WorkflowOutboundInterceptor):
+class _AttachTicket(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-        if input.activity == TOOL_ACTIVITY and input.args:
-            grants: dict[str, str] = getattr(workflow.instance(), "grants", {})
-            call = input.args[0]
-            if token := grants.get(call.step.step_id):
-                payload = default_converter().payload_converter.to_payloads([token])[0]
-                input.headers = {**input.headers, GRANT_HEADER: payload}
+        ticket = current_ticket.get()
+        if input.activity == TOOL_ACTIVITY and ticket is not None:
+            payload = default_converter().payload_converter.to_payloads([ticket.model_dump_json()])[0]
+            input.headers = {**input.headers, TICKET_HEADER: payload}
         return super().start_activity(input)
 
 
-class _CheckGrant(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, secret: bytes) -> None:
-        super().__init__(next)
-        self.secret = secret
-
+class _ReceiveTicket(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        if activity.info().activity_type == TOOL_ACTIVITY:
-            header: Payload | None = input.headers.get(GRANT_HEADER)
-            token = default_converter().payload_converter.from_payloads([header], [str])[0] if header else None
-            call = input.args[0]
-            if not token or not hmac.compare_digest(token, grant_token(self.secret, call)):
-                raise ApplicationError(
-                    f"step {call.step.step_id}: no valid grant for {call.tool} with these arguments",
-                    type="PermissionDenied", non_retryable=True,
-                )  # fmt: skip
-        return await super().execute_activity(input)
+        header = input.headers.get(TICKET_HEADER)
+        text = default_converter().payload_converter.from_payloads([header], [str])[0] if header else None
+        try:
+            ticket = Ticket.model_validate_json(text) if text else None
+        except ValidationError:  # a mangled header is no ticket: the effect site refuses the call
+            ticket = None
+        carried = current_ticket.set(ticket)
+        try:
+            return await super().execute_activity(input)
+        finally:
+            current_ticket.reset(carried)

@@ -3,7 +3,9 @@
 The workflow walks a :class:`~agents.plan.GraphPlan` — the same step and routing code the
 in-process LangGraph runner uses — with an executor whose effects are activities (timeouts
 and retries from the spec, activity IDs from the deterministic step ID) and whose approvals
-park the run until an update decides them. Long runs continue-as-new with their cursor.
+park the run until an update decides them. The permission gate wraps that executor
+(:class:`~workflows.gate.GatedExecutor`, deciding in local activities), as it wraps the
+in-process one. Long runs continue-as-new with their cursor.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ with workflow.unsafe.imports_passed_through():
         StepContext,
         TokenUsage,
         ToolCall,
-        ToolFailure,
         ToolReply,
     )
     from chamberlain.workflows.activities import GraphActivities
     from chamberlain.workflows.audit import AuditEntry
-    from chamberlain.workflows.gate import GateCheck, GateVerdict, who
+    from chamberlain.workflows.gate import GateCheck, GatedExecutor, GateVerdict, who
     from chamberlain.workflows.types import (
         Cursor,
         Decision,
@@ -73,10 +74,8 @@ class GraphWorkflow:
         self._pending: PendingApproval | None = None
         self._decision: Decision | None = None
         self._approver: Principal | None = None
-        self._standing_approval: Principal | None = None  # the last approval node's approver, used once
         self._cursor: Cursor | None = None
         self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
-        self.grants: dict[str, str] = {}  # step ID → grant token, read by the grant interceptor
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -88,6 +87,7 @@ class GraphWorkflow:
         else:
             cursor = request.resume
         self._cursor = cursor
+        executor = GatedExecutor(self, self._decide, principal=request.principal, graph=request.graph)
         steps_this_segment = 0
         while True:
             self._node = cursor.node
@@ -103,7 +103,7 @@ class GraphWorkflow:
             )
             started = workflow.now()
             try:
-                outcome = await plan.step(cursor.node, cursor.state, self, ctx, cursor.labels)
+                outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
             except StepFailed as exc:
                 raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
             self._steps.append(
@@ -111,8 +111,6 @@ class GraphWorkflow:
             )
             cursor.state = plan.merge(cursor.state, outcome.updates)
             cursor.labels = plan.merge_labels(cursor.labels, outcome)
-            if isinstance(plan.node(outcome.node), ApprovalNode):
-                self._standing_approval = self._approver if outcome.decision == "approve" else None
             cursor.visits[cursor.node] = visit
             cursor.steps += 1
             steps_this_segment += 1
@@ -188,37 +186,11 @@ class GraphWorkflow:
         return await self._activity(GraphActivities.classify_step, call, node)
 
     async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
-        """Gate, then act: the decision is a local activity (recorded, replay-safe); needs-approval
-        parks for the policy's approvers and is checked again with the approver's roles. The
-        approval node a run passed last stands in for that, once: for the first step after it
-        that needs approval (so a graph's own "manager approves" is not asked twice)."""
-        assert self._request is not None
-        check = GateCheck(
-            call=call, principal=self._request.principal, grant=self._request.graph.grant, labels=call.labels
-        )
-        verdict = await self._gate(check)
-        if verdict.outcome == "needs_approval" and self._standing_approval is not None:
-            standing, self._standing_approval = self._standing_approval, None  # the graph's approval node asked
-            approved = await self._gate(check.model_copy(update={"approver": standing}))
-            verdict = approved if approved.outcome == "allow" else verdict
-        if verdict.invalid:
-            return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
-        if verdict.outcome == "needs_approval":
-            approval = ApprovalNode(
-                type="approval", ask=f"{call.step.node}: {verdict.reason}", approvers=verdict.approvers
-            )
-            request = ApprovalRequest(step=call.step, ask=approval.ask, approvers=approval.approvers)
-            decision = await self.request_approval(request, approval)
-            if decision.outcome != "approve" or self._approver is None:
-                return ToolReply(error=ToolFailure(kind="PermissionDenied", message=f"{verdict.reason}: not approved"))
-            verdict = await self._gate(check.model_copy(update={"approver": self._approver}))
-        if verdict.outcome != "allow":
-            return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason))
-        if verdict.token:
-            self.grants[call.step.step_id] = verdict.token
+        """Act: reached only through :class:`GatedExecutor`, whose ticket the interceptor carries."""
         return await self._activity(GraphActivities.tool_step, call, node)
 
-    async def _gate(self, check: GateCheck) -> GateVerdict:
+    async def _decide(self, check: GateCheck) -> GateVerdict:
+        """The gate's decision as a local activity: recorded in history, so a replay reuses it."""
         return await workflow.execute_local_activity_method(
             GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
         )
@@ -284,7 +256,7 @@ class GraphWorkflow:
         else:
             answer = ApprovalDecision(
                 step_id=decision.step_id, outcome=decision.outcome, approver=decision.approver.id,
-                reason=decision.reason, values=decision.values,
+                reason=decision.reason, values=decision.values, decided_by=decision.approver,
             )  # fmt: skip
         await self._audit_approval(request, answer)
         # No `finally`: a cancelled run ends here anyway (the console lists running runs only), and

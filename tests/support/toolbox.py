@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
-from chamberlain.tools import Effect, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
+from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, ToolUnavailable, tool
 from chamberlain.tools.erp import contract as erp_contract
 from chamberlain.tools.erp.embedded import EmbeddedErp
 
@@ -33,6 +33,9 @@ def effects(event: str | None = None) -> list[tuple[str, str]]:
         db.execute("CREATE TABLE IF NOT EXISTS effects (event TEXT, step_id TEXT)")
         query = "SELECT event, step_id FROM effects" + (" WHERE event = ?" if event else "")
         return list(db.execute(query, (event,) if event else ()))
+
+
+ORDER_TOTAL = 120.5
 
 
 class OrderQuery(BaseModel):
@@ -67,10 +70,17 @@ class SlowOutput(BaseModel):
 async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
     """Look an order up."""
     record("order", ctx.step_id)
-    return Order(order_id=args.order_id, total=120.5)
+    return Order(order_id=args.order_id, total=ORDER_TOTAL)
 
 
-@tool("erp.refund", effect=Effect.WRITE, action="erp.refund.create")
+def refunded_order(args: RefundRequest) -> Resource:
+    """What a refund acts on, as the refunds policy needs it: the amount (which the audit log
+    records too) and the order's money — every test order is worth ``ORDER_TOTAL``."""
+    money = {"currency": "CNY", "total": ORDER_TOTAL, "refunded": 0.0}
+    return Resource("Order", args.order_id, {"amount": args.amount, **money})
+
+
+@tool("erp.refund", effect=Effect.WRITE, action="erp.refund.create", resource=refunded_order)
 async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
     """Refund an order."""
     record("refund", ctx.step_id)
@@ -117,7 +127,14 @@ class StallingRefund(BaseModel):
     stall: float = 30.0
 
 
-@tool("test.refund_then_stall", effect=Effect.IRREVERSIBLE, action="erp.refund.create")
+async def erp_order(args: StallingRefund) -> Resource:
+    """What a refund through the embedded ERP acts on: the order's money, as the ERP has it."""
+    order = await EmbeddedErp(os.environ["CHAMBERLAIN_TEST_ERP"]).get_order(args.order_id)
+    money = {"currency": order.currency, "total": order.total, "refunded": order.refunded}
+    return Resource("Order", args.order_id, {"amount": args.amount, **money})
+
+
+@tool("test.refund_then_stall", effect=Effect.IRREVERSIBLE, action="erp.refund.create", resource=erp_order)
 async def refund_then_stall(args: StallingRefund, ctx: ToolContext) -> erp_contract.RefundView:
     """Refund through the embedded ERP, then — on the first attempt — hang before completing:
     a worker killed now has written the refund but never reported it."""

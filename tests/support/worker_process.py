@@ -1,4 +1,7 @@
-"""A graph worker in its own process, for tests that kill it: python -m tests.support.worker_process ADDRESS QUEUE"""
+"""A graph worker in its own process, for tests that kill it: python -m tests.support.worker_process ADDRESS QUEUE
+
+It runs behind the test gate with the fixed test key, and audits beside the test's ledger
+(``CHAMBERLAIN_TEST_LEDGER``), so a restarted worker accepts the tickets of the one killed."""
 
 from __future__ import annotations
 

@@ -1,19 +1,47 @@
-"""Workers for tests, over the shared test tools."""
+"""Workers for tests, over the shared test tools, every one behind a real permission gate:
+the shipped policies plus a permissive test policy, an audit log beside the test's ledger,
+and a fixed grant key shared by every worker process of a test (as a deployment's are)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from chamberlain.agents import ModelRegistry
-from chamberlain.workflows import GraphWorkflow, PendingApproval, RunResult, create_worker, progress
+from chamberlain.tools import ToolRegistry
+from chamberlain.workflows import (
+    AuditLog,
+    Gate,
+    GraphWorkflow,
+    PendingApproval,
+    PolicyEngine,
+    RunResult,
+    create_worker,
+    progress,
+)
 from tests.support import toolbox
+
+TEST_SECRET = b"chamberlain-tests-" + b"0123456789abcdef" * 3
+TEST_POLICIES = Path(__file__).with_name("policies")
+
+
+def audit_log() -> AuditLog:
+    """The test's audit log: next to its side-effect ledger, so worker processes share it."""
+    return AuditLog(f"sqlite:///{toolbox.ledger_path().with_suffix('.audit.sqlite')}")
+
+
+def gate_for_tests(tools: ToolRegistry, audit: AuditLog | None = None) -> Gate:
+    return Gate(PolicyEngine.load(TEST_POLICIES), audit or audit_log(), tools, TEST_SECRET)
 
 
 def graph_worker(client: Client, task_queue: str, models: ModelRegistry | None = None) -> Worker:
-    return create_worker(client, models=models or toolbox.models(), tools=toolbox.tools(), task_queue=task_queue)
+    tools = toolbox.tools()
+    return create_worker(
+        client, models=models or toolbox.models(), tools=tools, gate=gate_for_tests(tools), task_queue=task_queue
+    )
 
 
 async def wait_for_approval(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> PendingApproval:
