@@ -23,9 +23,10 @@ from chamberlain.server.auth import CurrentUser
 from chamberlain.workflows.codec import EncryptionCodec, PayloadDecodeError
 
 OPERATOR_ROLE = "operator"
+DEV_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")  # `chamberlain dev`'s Temporal UI
 
 
-def codec_router(codec: EncryptionCodec, *, ui_origins: Sequence[str] = ()) -> APIRouter:
+def codec_router(codec: EncryptionCodec, *, ui_origins: Sequence[str] = DEV_UI_ORIGINS) -> APIRouter:
     router = APIRouter(prefix="/codec", tags=["codec"])
 
     def cors(request: Request, response: Response) -> None:

@@ -11,11 +11,13 @@ from fastapi import FastAPI
 
 from chamberlain.server.approvals import approvals_router
 from chamberlain.server.auth import UserDirectory
+from chamberlain.server.codec import codec_router
 from chamberlain.server.ingress import Ingress
 from chamberlain.server.runs import runs_router
 from chamberlain.server.settings import ServerSettings
 from chamberlain.server.sources import SourceCatalog
 from chamberlain.server.temporal import TemporalConnection
+from chamberlain.workflows.codec import EncryptionCodec
 from chamberlain.workflows.devserver import free_port
 
 __all__ = ["BackgroundServer", "ServerSettings", "create_app"]
@@ -31,6 +33,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(app.state.ingress.router())
     app.include_router(approvals_router(temporal))
     app.include_router(runs_router(temporal))
+    if codec := EncryptionCodec.from_env():  # the Temporal UI shows decrypted payloads to operators
+        app.include_router(codec_router(codec))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

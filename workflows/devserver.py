@@ -13,6 +13,7 @@ runs stay readable after a restart.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSe
 from temporalio.client import Client
 
 from chamberlain.agents.embedded import free_port
-from chamberlain.workflows.codec import EncryptionCodec, key_file
+from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV, EncryptionCodec, key_file
 from chamberlain.workflows.converter import connect
 
 _TUNING = {
@@ -85,11 +86,15 @@ class DevServer:
     def keys_file(self) -> Path:
         return self.db_file.parent / "payload-keys"
 
+    def payload_keys(self) -> str:
+        """This stack's payload keys: ``CHAMBERLAIN_PAYLOAD_KEYS``, else :attr:`keys_file`
+        (created on first use). Every process of the stack needs the same keys — export
+        ``CHAMBERLAIN_PAYLOAD_KEYS="$(cat <keys_file>)"`` for one started by hand."""
+        return os.environ.get(PAYLOAD_KEYS_ENV) or key_file(self.keys_file)
+
     def codec(self) -> EncryptionCodec:
-        """The payload codec of this stack: ``CHAMBERLAIN_PAYLOAD_KEYS``, else :attr:`keys_file`
-        (created on first use). Other processes of the stack need the same keys: export
-        ``CHAMBERLAIN_PAYLOAD_KEYS="$(cat <keys_file>)"``."""
-        return EncryptionCodec.from_env() or EncryptionCodec.parse(key_file(self.keys_file), source=str(self.keys_file))
+        source = PAYLOAD_KEYS_ENV if os.environ.get(PAYLOAD_KEYS_ENV) else str(self.keys_file)
+        return EncryptionCodec.parse(self.payload_keys(), source=source)
 
     async def start(self, timeout: float = 30.0) -> Client:
         """Start the server and return a client (payloads encrypted by :meth:`codec`) once it answers."""
