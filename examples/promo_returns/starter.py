@@ -86,7 +86,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
         for order_id, message in await scenarios(erp):
             customer = (await erp.get_order(order_id)).customer_id
             values = {"message": message, "condition": "unopened"}
-            principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"])
+            principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"], customer=customer)
             run_id = f"return-{order_id}-{uuid.uuid4().hex[:6]}"
             handle = await start_run(client, spec, values, run_id=run_id, principal=principal, task_queue=task_queue)
             result_task = asyncio.ensure_future(handle.result())

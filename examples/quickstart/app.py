@@ -2,7 +2,10 @@
 the embedded small model.
 
 A refund stores the idempotency key it was made with, under a unique constraint, so a
-retried or replayed step answers with the first refund instead of paying twice.
+retried or replayed step answers with the first refund instead of paying twice. Orders name
+their owner, and refunds add up: one order never refunds more than its total, and a refund
+pinned to the refunded amount it was decided on fails if another came first — checked and
+written in one ``BEGIN IMMEDIATE`` transaction, so two refunds at once cannot both pass.
 """
 
 from __future__ import annotations
@@ -12,22 +15,38 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
-ORDERS = {"A1001": 89.0, "A1002": 120.5, "A1003": 1299.0}
+ORDERS = {"A1001": ("alice", 89.0), "A1002": ("bob", 120.5), "A1003": ("chen", 1299.0)}  # owner, total
 
 
 def _db() -> sqlite3.Connection:
     path = Path(os.environ.get("QUICKSTART_DB", ".chamberlain/quickstart-shop.sqlite"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)  # transactions begun explicitly
     db.execute("CREATE TABLE IF NOT EXISTS refunds (key TEXT PRIMARY KEY, order_id TEXT, amount REAL)")
     return db
+
+
+def _refunded(db: sqlite3.Connection, order_id: str) -> float:
+    (total,) = db.execute("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = ?", (order_id,)).fetchone()
+    return float(total)
+
+
+def _order(order_id: str, extra: dict[str, object] | None = None) -> Resource:
+    """An order as policy sees it: its owner, total and refunded-so-far (no owner if unknown)."""
+    if order_id not in ORDERS:
+        return Resource("Order", order_id, extra or {})
+    owner, total = ORDERS[order_id]
+    with closing(_db()) as db:
+        refunded = _refunded(db, order_id)
+    money = {"owner": owner, "total": total, "refunded": refunded, "currency": "CNY"}
+    return Resource("Order", order_id, {**money, **(extra or {})})
 
 
 class OrderQuery(BaseModel):
@@ -37,12 +56,16 @@ class OrderQuery(BaseModel):
 class Order(BaseModel):
     order_id: str
     total: float
+    refunded: float
     status: str
 
 
 class RefundRequest(BaseModel):
     order_id: str
-    amount: float
+    amount: float = Field(gt=0)
+    expected_refunded: float | None = Field(
+        None, ge=0, description="the order's refunded amount this refund was decided on; refused if it changed"
+    )
 
 
 class Refund(BaseModel):
@@ -50,21 +73,54 @@ class Refund(BaseModel):
     amount: float
 
 
-@tool("shop.order", action="shop.order.read", labels={"total": ["financial"]})
+@tool(
+    "shop.order",
+    action="shop.order.read",
+    labels={"total": ["financial"], "refunded": ["financial"]},
+    resource=lambda a: _order(a.order_id),
+)
 async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
     """Look an order up by its ID (A and four digits)."""
     if args.order_id not in ORDERS:
         raise ToolRejected(f"no order {args.order_id}")
-    return Order(order_id=args.order_id, total=ORDERS[args.order_id], status="delivered")
+    with closing(_db()) as db:
+        refunded = _refunded(db, args.order_id)
+    return Order(order_id=args.order_id, total=ORDERS[args.order_id][1], refunded=refunded, status="delivered")
 
 
-@tool("shop.refund", effect=Effect.WRITE, action="shop.refund.create",
-      resource=lambda a: Resource("Order", a.order_id, {"amount": a.amount, "currency": "CNY"}))  # fmt: skip
+@tool(
+    "shop.refund",
+    effect=Effect.WRITE,
+    action="shop.refund.create",
+    resource=lambda a: _order(a.order_id, {"amount": a.amount, "pinned": a.expected_refunded is not None}),
+)
 async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
-    """Refund an order, once per idempotency key."""
-    with closing(_db()) as db, db:
-        db.execute("INSERT OR IGNORE INTO refunds VALUES (?, ?, ?)", (ctx.idempotency_key, args.order_id, args.amount))
-        rowid, amount = db.execute("SELECT rowid, amount FROM refunds WHERE key = ?", (ctx.idempotency_key,)).fetchone()
+    """Refund an order, once per idempotency key, never beyond what is left of its total."""
+    if args.order_id not in ORDERS:
+        raise ToolRejected(f"no order {args.order_id}")
+    total = ORDERS[args.order_id][1]
+    with closing(_db()) as db:
+        db.execute("BEGIN IMMEDIATE")  # the check and the write under one write lock
+        try:
+            if not db.execute("SELECT 1 FROM refunds WHERE key = ?", (ctx.idempotency_key,)).fetchone():
+                refunded = _refunded(db, args.order_id)
+                if args.expected_refunded is not None and abs(refunded - args.expected_refunded) >= 0.005:
+                    raise ToolRejected(
+                        f"order {args.order_id} had {refunded:.2f} refunded, not the {args.expected_refunded:.2f} "
+                        "this refund was decided on: look the order up again"
+                    )
+                if refunded + args.amount > total + 1e-6:
+                    raise ToolRejected(
+                        f"refund of {args.amount} on order {args.order_id} exceeds the {total - refunded:.2f} left"
+                    )
+                db.execute("INSERT INTO refunds VALUES (?, ?, ?)", (ctx.idempotency_key, args.order_id, args.amount))
+            rowid, amount = db.execute(
+                "SELECT rowid, amount FROM refunds WHERE key = ?", (ctx.idempotency_key,)
+            ).fetchone()
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
     return Refund(refund_id=f"RF{rowid:05d}", amount=amount)
 
 
