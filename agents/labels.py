@@ -4,7 +4,8 @@ A state field's labels are the ones it declares plus those of whatever its curre
 was derived from: a tool's labelled output fields, or the labelled fields a model read.
 Every string that arrives with a label is also remembered as a labelled *value*, so a
 prompt can be masked wherever that string shows up — even after a model copied it into a
-field that declares nothing.
+field that declares nothing: glued to Chinese or Japanese text, inside an English sentence
+(but "Ann" not in "Annual"), or a phone grouped differently ("138-0013-8000", "13800138000").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class DataLabels(BaseModel):
 
     def found_in(self, text: str) -> dict[str, list[str]]:
         """The labelled values that occur in ``text``, by label: what masking must hide."""
-        return {label: hits for label, seen in self.values.items() if (hits := [v for v in seen if v in text])}
+        return {label: hits for label, seen in self.values.items() if (hits := [v for v in seen if _occurs(v, text)])}
 
 
 def labels_read(expression: Expression, produced: Mapping[str, Collection[str]]) -> set[str]:
@@ -87,7 +88,8 @@ class Masking:
     def mask(self, value: str, label: str) -> str:
         style = self.styles[label]
         if style == "pseudonym":
-            return f"{label.upper()}_{hmac.new(self.key, value.encode(), hashlib.sha256).hexdigest()[:6]}"
+            name = _number(value) or value  # one number, one pseudonym, however its digits are grouped
+            return f"{label.upper()}_{hmac.new(self.key, name.encode(), hashlib.sha256).hexdigest()[:6]}"
         if style == "last4":
             return "****" + (value[-4:] if len(value) > 6 else "")
         return f"[{label}]"
@@ -134,13 +136,55 @@ def unmask(value: Any, restore: Mapping[str, str]) -> Any:
 
 
 def _substitute(replacements: Mapping[str, str]) -> Callable[[str], str]:
-    """Replace each whole-word occurrence of a key by its value; the longest key first, so a
-    value inside another loses."""
+    """Replace each occurrence of a key (see ``_pattern``) by its value; the longest key first,
+    so a value inside another loses."""
     if not replacements:
         return lambda text: text
     ordered = sorted(replacements, key=len, reverse=True)
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, ordered)) + r")(?!\w)")
-    return lambda text: pattern.sub(lambda m: replacements[m[0]], text)
+    pattern = re.compile("|".join(f"({_pattern(key)})" for key in ordered))
+    return lambda text: pattern.sub(lambda m: replacements[ordered[(m.lastindex or 1) - 1]], text)
+
+
+# Scripts written without spaces between words (Chinese, Japanese, Korean with its particles,
+# Thai, Lao, Khmer, Myanmar): a value in them touches the text around it, so no edge is a word edge.
+_UNSPACED = (
+    "\u0e00-\u0eff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff"
+    "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+_LETTER = f"[^\\W\\d{_UNSPACED}]"  # a letter (or _) of a script that separates words with spaces
+_DIGITS = re.compile(r"\+?[\d\s\-.()]+")  # phones, cards, account numbers: digits in groups
+_SEPARATORS = r"[\s\-.()]{0,3}"
+_MIN_DIGITS = 7
+
+
+def _pattern(value: str) -> str:
+    """The regular expression ``value`` is found by in text. A value may not begin or end inside
+    a word of a space-separated script ("Ann" is not in "Annual") nor inside a longer number; in
+    Chinese and other unspaced scripts it may touch anything. A number written in groups is also
+    found with other separators or none ("138 0013 8000" in "138-0013-8000" and "13800138000")."""
+    number = _number(value)
+    body = re.escape(value) if number is None else _SEPARATORS.join(map(re.escape, number))
+    return f"{_edge((number or value)[0], '(?<!{})')}{body}{_edge((number or value)[-1], '(?!{})')}"
+
+
+def _number(value: str) -> str | None:
+    """A number written in groups (a phone, a card) as its digits, with a leading ``+`` if it has
+    one; None for any other value."""
+    if _DIGITS.fullmatch(value) and len(digits := re.sub(r"\D", "", value)) >= _MIN_DIGITS:
+        return ("+" if value.startswith("+") else "") + digits
+    return None
+
+
+def _edge(char: str, guard: str) -> str:
+    """The guard that keeps a value's edge ``char`` from being matched in the middle of a run of its kind."""
+    if re.fullmatch(r"\d", char):
+        return guard.format(r"\d")
+    return guard.format(_LETTER) if re.fullmatch(_LETTER, char) else ""
+
+
+def _occurs(value: str, text: str) -> bool:
+    """Whether ``value`` may be in ``text``, erring towards yes: anywhere as it is, or as ``_pattern`` finds it."""
+    return value in text or re.search(_pattern(value), text) is not None
 
 
 def _map_strings(value: Any, change: Callable[[str], str]) -> Any:

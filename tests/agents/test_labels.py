@@ -75,3 +75,33 @@ async def test_a_model_output_carries_its_input_labels_unless_it_is_a_choice() -
     assert labels.values["pii"] == [f"I am {EMAIL}", f"{EMAIL} wants money back"]
     assert labels.found_in(f"forward: {EMAIL} wants money back") == {"pii": [f"{EMAIL} wants money back"]}
     assert DataLabels().of(["message"], plan.declared) == ["pii"]
+
+
+def test_chinese_text_is_masked_where_a_name_touches_it() -> None:
+    redacting = Masking({"pii": "redact"}, key=b"k")
+    assert redacting.mask_text("请给孙敏先生", {"pii": ["孙敏"]}) == "请给[pii]先生"
+    assert redacting.mask_text("邮箱wei.zhang@example.cn请回复", SENSITIVE) == "邮箱[pii]请回复"
+    glued = {"pii": ["山田", "김민수", "สมชาย"]}
+    assert redacting.mask_text("山田さん、김민수에게、สมชายครับ", glued) == "[pii]さん、[pii]에게、[pii]ครับ"
+    pseudonyms = Masking({"pii": "pseudonym"}, key=b"k")
+    (masked,), restore = pseudonyms.apply([HumanMessage("请给孙敏先生回电")], {"pii": ["孙敏"]})
+    assert "孙敏" not in masked.text and unmask(masked.text, restore) == "请给孙敏先生回电"
+
+
+def test_latin_words_keep_the_whole_word_rule() -> None:
+    redacting = Masking({"pii": "redact"}, key=b"k")
+    text = "Ann wrote the Annual report for Anne and Ann先生."
+    assert redacting.mask_text(text, {"pii": ["Ann"]}) == "[pii] wrote the Annual report for Anne and [pii]先生."
+    assert redacting.mask_text("Léa and Léane", {"pii": ["Léa"]}) == "[pii] and Léane"
+
+
+def test_a_phone_is_found_with_any_grouping_but_not_inside_a_longer_number() -> None:
+    held = {"pii": ["138 0013 8000"]}
+    text = "电话13800138000，或 138-0013-8000, Tel13800138000; order 913800138000"
+    assert DataLabels(values=held).found_in(text) == held
+    assert Masking({"pii": "redact"}, key=b"k").mask_text(text, held) == (
+        "电话[pii]，或 [pii], Tel[pii]; order 913800138000"
+    )
+    pseudonyms = Masking({"pii": "pseudonym"}, key=b"k")
+    assert pseudonyms.mask("138 0013 8000", "pii") == pseudonyms.mask("138-0013-8000", "pii")
+    assert pseudonyms.mask("138 0013 8000", "pii") != pseudonyms.mask("+86 138 0013 8000", "pii")
