@@ -4,26 +4,35 @@ Every spec node becomes one LangGraph node that runs the shared step of
 :class:`~agents.plan.GraphPlan` and returns a ``Command`` (its updates and where to go),
 so LangGraph holds the graph semantics here exactly as the Temporal workflow does there.
 Message fields get an appending reducer; every other field keeps the last value.
+
+A compiled graph holds no run's data, so one graph serves many runs at once. What a run
+learns lives in LangGraph's state, in three channels beside the spec's fields, each with a
+reducer: the visits per node (``chamberlain.visits``, for stable step IDs), the labels of
+its data (``chamberlain.labels``, merged by :meth:`GraphPlan.merge_labels`) and the steps it
+took (``chamberlain.steps``). Who the run is and acts for is its :class:`RunContext`,
+LangGraph's run context (``context_schema``), given to each invocation.
 """
 
 from __future__ import annotations
 
 import operator
 import uuid
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict, cast
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from chamberlain.agents.classifier import ExemplarClassifier
-from chamberlain.agents.exceptions import StepLimitExceeded
+from chamberlain.agents.exceptions import GraphSpecError, SpecIssue, StepLimitExceeded
 from chamberlain.agents.labels import DataLabels
 from chamberlain.agents.models import ModelRegistry, call_model
-from chamberlain.agents.plan import GraphPlan, RunOutcome, StepOutcome
+from chamberlain.agents.plan import GraphPlan, RunOutcome, State, StepOutcome
 from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
 from chamberlain.agents.steps import (
     ApprovalDecision,
@@ -32,6 +41,7 @@ from chamberlain.agents.steps import (
     ClassifyReply,
     ModelCall,
     ModelReply,
+    Principal,
     StepContext,
     StepExecutor,
     ToolCall,
@@ -43,34 +53,48 @@ from chamberlain.tools.registry import ToolRegistry
 
 Approver = Callable[[ApprovalRequest], ApprovalDecision]
 
+VISITS, LABELS, STEPS = "chamberlain.visits", "chamberlain.labels", "chamberlain.steps"
+"""The run's own channels in LangGraph's state; no spec field may take these names."""
 
-def compile_to_langgraph(
-    plan: GraphPlan,
-    executor: StepExecutor,
-    *,
-    run_id: str,
-    trace: list[StepOutcome] | None = None,
-    labels: DataLabels | None = None,
-) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """The plan as a compiled LangGraph graph whose effects go through ``executor``; ``labels``
-    are the input's (:meth:`GraphPlan.initial_labels`), carried beside LangGraph's state."""
+
+@dataclass(frozen=True)
+class RunContext:
+    """Which run an invocation is, and whom it acts for: the same for every step of the run."""
+
+    run_id: str
+    principal: Principal | None = None
+
+
+def _count(visits: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+    """The visits reducer: a node's write of ``{node: 1}`` adds one visit."""
+    return {**visits, **{node: visits.get(node, 0) + n for node, n in new.items()}}
+
+
+def compile_to_langgraph(plan: GraphPlan, executor: StepExecutor) -> CompiledStateGraph[Any, RunContext, Any, Any]:
+    """The plan as a compiled LangGraph graph whose effects go through ``executor``. Invoke it
+    with :func:`graph_input` and ``context=RunContext(...)``; it keeps no state between runs."""
+    if reserved := sorted({VISITS, LABELS, STEPS} & set(plan.spec.state)):
+        issue = SpecIssue(f"state field '{reserved[0]}' is reserved", ("state", reserved[0]), suggestion="rename it")
+        raise GraphSpecError([issue])
     fields: dict[str, Any] = {
         name: Annotated[list[Any], operator.add] if plan.is_message_field(name) else Any for name in plan.spec.state
     }
-    builder: StateGraph[Any, Any, Any, Any] = StateGraph(TypedDict("State", fields))  # type: ignore[operator]
-    visits: Counter[str] = Counter()
-    known = labels or DataLabels()
+    fields[VISITS] = Annotated[dict[str, int], _count]
+    fields[LABELS] = Annotated[DataLabels, plan.merge_labels]
+    fields[STEPS] = Annotated[list[StepOutcome], operator.add]
+    schema = TypedDict("State", fields)  # type: ignore[misc]  # the fields are the spec's
+    builder: StateGraph[Any, RunContext, Any, Any] = StateGraph(schema, context_schema=RunContext)
 
-    def node_function(name: str) -> Callable[[dict[str, Any]], Any]:
-        async def run(state: dict[str, Any]) -> Command[Any]:
-            nonlocal known
-            visits[name] += 1
-            ctx = StepContext(run_id=run_id, node=name, visit=visits[name])
-            outcome = await plan.step(name, dict(state), executor, ctx, known)
-            known = plan.merge_labels(known, outcome)
-            if trace is not None:
-                trace.append(outcome)
-            return Command(update=outcome.updates, goto=outcome.next or END)
+    def node_function(name: str) -> Callable[..., Any]:
+        async def run(state: dict[str, Any], runtime: Runtime[RunContext]) -> Command[Any]:
+            run = runtime.context
+            if not isinstance(run, RunContext):
+                raise TypeError(f"graph '{plan.spec.name}' needs context=RunContext(run_id=...) for each invocation")
+            visit = state[VISITS].get(name, 0) + 1
+            ctx = StepContext(run_id=run.run_id, node=name, visit=visit, principal=run.principal)
+            outcome = await plan.step(name, spec_fields(plan, state), executor, ctx, state[LABELS])
+            update = {**outcome.updates, VISITS: {name: 1}, LABELS: outcome, STEPS: [outcome]}
+            return Command(update=update, goto=outcome.next or END)
 
         return run
 
@@ -78,6 +102,17 @@ def compile_to_langgraph(
         builder.add_node(name, cast(Any, node_function(name)), destinations=tuple(successors(node)) or (END,))
     builder.add_edge(START, plan.start)
     return builder.compile()
+
+
+def graph_input(plan: GraphPlan, values: dict[str, Any]) -> dict[str, Any]:
+    """A compiled graph's input: the run's initial state (coerced), and the labels of its data."""
+    state = plan.initial_state(values)
+    return {**state, LABELS: plan.initial_labels(state)}
+
+
+def spec_fields(plan: GraphPlan, state: Mapping[str, Any]) -> State:
+    """The spec's fields of a LangGraph state, without the run's own channels."""
+    return {name: state[name] for name in plan.spec.state}
 
 
 class LocalExecutor:
@@ -111,6 +146,7 @@ async def run_in_process(
     approve: Approver | None = None,
     trace: list[StepOutcome] | None = None,
     executor: StepExecutor | None = None,
+    principal: Principal | None = None,
 ) -> RunOutcome:
     """Run a graph once in this process with LangGraph — no durability, for quick iteration.
     Effects go through ``executor`` (e.g. a gate wrapping one); by default a
@@ -120,18 +156,29 @@ async def run_in_process(
             raise TypeError("run_in_process needs models= and tools=, or an executor= that runs the steps")
         executor = LocalExecutor(models, tools, approve)
     plan = GraphPlan(spec)
-    steps: list[StepOutcome] = [] if trace is None else trace
-    run_id = f"local-{uuid.uuid4().hex[:12]}"
-    initial = plan.initial_state(values)
-    graph = compile_to_langgraph(plan, executor, run_id=run_id, trace=steps,
-                                 labels=plan.initial_labels(initial))  # fmt: skip
-    try:
-        state = await graph.ainvoke(initial, {"recursion_limit": plan.max_steps + 1})
+    return await run_compiled(plan, compile_to_langgraph(plan, executor), values, principal=principal, trace=trace)
+
+
+async def run_compiled(
+    plan: GraphPlan,
+    graph: CompiledStateGraph[Any, RunContext, Any, Any],
+    values: dict[str, Any],
+    *,
+    principal: Principal | None = None,
+    run_id: str | None = None,
+    trace: list[StepOutcome] | None = None,
+) -> RunOutcome:
+    """One run of ``graph`` (compiled from ``plan``), which may serve other runs at the same
+    time. ``trace`` receives the steps taken, also when the run fails midway."""
+    context = RunContext(run_id=run_id or f"local-{uuid.uuid4().hex[:12]}", principal=principal)
+    config: RunnableConfig = {"recursion_limit": plan.max_steps + 1}
+    state: dict[str, Any] = {STEPS: []}
+    try:  # streamed, so the steps before a failure are known
+        async for values_now in graph.astream(graph_input(plan, values), config, context=context, stream_mode="values"):
+            state = values_now
     except GraphRecursionError as exc:
-        raise StepLimitExceeded(f"graph '{spec.name}' walked more than {plan.max_steps} steps") from exc
-    last = steps[-1]
-    rejected = last.decision not in (None, "approve")
-    end = None if rejected else last.node
-    return RunOutcome(
-        status="rejected" if rejected else "completed", end=end, output=plan.output(end, state), steps=len(steps)
-    )
+        raise StepLimitExceeded(f"graph '{plan.spec.name}' walked more than {plan.max_steps} steps") from exc
+    finally:
+        if trace is not None:
+            trace.extend(state[STEPS])
+    return plan.outcome(state[STEPS], spec_fields(plan, state))

@@ -1,104 +1,50 @@
 """A graph spec compiled for execution: the semantics both engines share.
 
-``GraphPlan`` renders prompts, evaluates argument mappings, applies state updates and
-routes — all deterministic, so it runs inside a Temporal workflow as well as inside a
-LangGraph node. Effects go through a :class:`~agents.steps.StepExecutor`, which is the
-only thing that differs between the in-process runner and the durable one.
+``GraphPlan`` compiles a spec's expressions and templates once, then runs one node at a
+time — one method per node kind, state in, :class:`StepOutcome` out — and routes. All of it
+is deterministic, so it runs inside a Temporal workflow as well as inside a LangGraph node.
+The plan keeps no run's data: the state, the labels and the visits are the caller's (the
+workflow's cursor, or LangGraph's state channels). Effects go through a
+:class:`~agents.steps.StepExecutor`, the only thing that differs between the engines.
+
+Its parts live beside it: :mod:`agents.state` (coercion, merging), :mod:`agents.cascade`
+(model after model, then a person), :mod:`agents.label_flow` (how labels follow data) and
+:mod:`agents.outcomes` (what a step did, how a run ended).
 """
 
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.prompts import PromptTemplate
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from chamberlain.agents.exceptions import ExpressionError, ModelOutputInvalid, StepFailed
+from chamberlain.agents import state as states
+from chamberlain.agents.cascade import Question, ask
+from chamberlain.agents.exceptions import ExpressionError, StepFailed
 from chamberlain.agents.expressions import Expression, compile_expression
-from chamberlain.agents.labels import DataLabels, labels_read, strings_in
+from chamberlain.agents.label_flow import Labelled, declassified, in_messages, labelled_values
+from chamberlain.agents.labels import DataLabels, labels_read
 from chamberlain.agents.loader import check_graph
-from chamberlain.agents.messages import to_message, to_messages
-from chamberlain.agents.models import output_model, parse_output
+from chamberlain.agents.messages import to_messages
+from chamberlain.agents.outcomes import RunOutcome, StepOutcome, run_status
 from chamberlain.agents.spec import (
     ApprovalNode,
     ClassifyNode,
     EndNode,
-    FieldType,
     GraphSpec,
     ModelNode,
     Node,
     OutputField,
     RouteNode,
     ToolNode,
-    model_or_tier,
 )
-from chamberlain.agents.steps import (
-    ApprovalRequest,
-    ClassifyCall,
-    ModelCall,
-    ModelReply,
-    StepContext,
-    StepExecutor,
-    TokenUsage,
-    ToolCall,
-)
+from chamberlain.agents.state import State, prompt_values
+from chamberlain.agents.steps import ApprovalRequest, ClassifyCall, StepContext, StepExecutor, TokenUsage, ToolCall
 
-State = dict[str, Any]
-
-
-class StepOutcome(BaseModel):
-    """What one node did: the state updates it made and where the run goes next
-    (``None``: the run ends, at an end node or on a rejected approval)."""
-
-    node: str
-    updates: dict[str, Any]
-    next: str | None
-    model: str | None = None
-    usage: TokenUsage | None = None
-    cost: float = 0.0
-    routing: list[str] = []
-    decision: Literal["approve", "reject", "request_changes"] | None = None
-    labels: dict[str, list[str]] = Field({}, description="the classification labels of each updated field")
-    sensitive: dict[str, list[str]] = Field({}, exclude=True, description="the labelled values the step brought in")
-
-
-@dataclass
-class _Answer:
-    """What a cascade produced, with every model's usage and every routing decision."""
-
-    routing: list[str]
-    values: dict[str, Any] = field(default_factory=dict)
-    message: AIMessage | None = None
-    model: str | None = None
-    usage: TokenUsage = field(default_factory=TokenUsage)
-    cost: float = 0.0
-
-    def add(self, reply: ModelReply) -> None:
-        self.usage = TokenUsage(
-            input_tokens=self.usage.input_tokens + reply.usage.input_tokens,
-            output_tokens=self.usage.output_tokens + reply.usage.output_tokens,
-        )
-        self.cost += reply.cost
-
-    def outcome(self, name: str, updates: dict[str, Any], next: str | None, labels: _Labelled) -> StepOutcome:
-        return StepOutcome(
-            node=name, updates=updates, next=next, model=self.model, usage=self.usage, cost=self.cost,
-            routing=self.routing, labels=labels[0], sensitive=labels[1],
-        )  # fmt: skip
-
-
-_Labelled = tuple[dict[str, list[str]], dict[str, list[str]]]  # a step's field labels, and its labelled values
-
-
-class RunOutcome(BaseModel):
-    status: Literal["completed", "rejected"]
-    end: str | None
-    output: dict[str, Any]
-    steps: int
+__all__ = ["GraphPlan", "RunOutcome", "State", "StepOutcome", "declassified"]
 
 
 class GraphPlan:
@@ -148,46 +94,34 @@ class GraphPlan:
         return self.spec.nodes[name]
 
     def is_message_field(self, name: str) -> bool:
-        return self.spec.state[name].type is FieldType.MESSAGES
+        return states.is_message_field(self.spec, name)
 
-    # -- state -----------------------------------------------------------------------------
+    # -- a run's state, labels and end -----------------------------------------------------
 
     def initial_state(self, values: dict[str, Any]) -> State:
         """Defaults overlaid with ``values``; an unknown field is an error naming it."""
-        unknown = sorted(set(values) - set(self.spec.state))
-        if unknown:
-            raise ValueError(f"input field(s) {', '.join(unknown)} not in the state of graph '{self.spec.name}'")
-        state: State = {}
-        for name, declared in self.spec.state.items():
-            value = values.get(name, copy.deepcopy(declared.default))
-            if self.is_message_field(name):
-                state[name] = [_message_dict(m) for m in value or []]
-                continue
-            try:
-                state[name] = _FIELD_TYPES[declared.type].validate_python(value)
-            except ValidationError as exc:
-                raise ValueError(f"state field '{name}' of graph '{self.spec.name}': {exc.errors()[0]['msg']}") from exc
-        return state
-
-    def initial_labels(self, state: State) -> DataLabels:
-        """The labelled values of a run's input: the strings in its labelled fields."""
-        return DataLabels().updated({}, _values({f: state[f] for f in state if self.declared[f]}, self.declared))
-
-    def merge_labels(self, labels: DataLabels, outcome: StepOutcome) -> DataLabels:
-        """Labels after a step: its fields' new labels (message fields keep their old messages'
-        labels too) and the labelled values it brought in."""
-        fields = {
-            f: sorted({*ls, *labels.fields.get(f, ())}) if self.is_message_field(f) else ls
-            for f, ls in outcome.labels.items()
-        }
-        return labels.updated(fields, outcome.sensitive)
+        return states.initial_state(self.spec, values)
 
     def merge(self, state: State, updates: dict[str, Any]) -> State:
         """Apply updates: message fields append, every other field is replaced."""
-        merged = dict(state)
-        for name, value in updates.items():
-            merged[name] = [*(state.get(name) or []), *value] if self.is_message_field(name) else value
-        return merged
+        return states.merge(self.spec, state, updates)
+
+    def initial_labels(self, state: State) -> DataLabels:
+        """The labelled values of a run's input: the strings in its labelled fields."""
+        labelled = {f: state[f] for f in state if self.declared[f]}
+        return DataLabels().updated({}, labelled_values(labelled, self.declared))
+
+    def merge_labels(self, labels: DataLabels, learned: StepOutcome | DataLabels) -> DataLabels:
+        """Labels after a step (or after the run's input): its fields' new labels — message
+        fields keep their old messages' labels too — and the labelled values it brought in.
+        This is the reducer of the in-process engine's labels channel."""
+        if isinstance(learned, StepOutcome):
+            learned = DataLabels(fields=learned.labels, values=learned.sensitive)
+        fields = {
+            f: sorted({*ls, *labels.fields.get(f, ())}) if self.is_message_field(f) else ls
+            for f, ls in learned.fields.items()
+        }
+        return labels.updated(fields, learned.values)
 
     def over_budget(self, usage: TokenUsage, cost: float) -> str | None:
         """Why the run is over its budget, or None."""
@@ -216,6 +150,15 @@ class GraphPlan:
         fields = node.output if isinstance(node, EndNode) and node.output else list(state)
         return {f: state[f] for f in fields}
 
+    def outcome(self, steps: Sequence[StepOutcome], state: State) -> RunOutcome:
+        """How a run that took ``steps`` and ended with ``state`` ended: at an end node, or
+        stopped by an approval; rejected if its last approval was not given."""
+        last = steps[-1]
+        end = last.node if isinstance(self.node(last.node), EndNode) else None
+        return RunOutcome(
+            status=run_status(s.decision for s in steps), end=end, output=self.output(end, state), steps=len(steps)
+        )
+
     # -- one step --------------------------------------------------------------------------
 
     async def step(
@@ -223,166 +166,136 @@ class GraphPlan:
     ) -> StepOutcome:
         """Execute node ``name`` on ``state`` and decide where to go next. ``labels`` are what
         the run knows of its data's classification (see :mod:`agents.labels`)."""
-        node = self.node(name)
-        labels = labels or DataLabels()
-        read = labels.of(self._reads.get(name, ()), self.declared)
+        node, labels = self.node(name), labels or DataLabels()
         match node:
             case ModelNode():
-                messages = self.model_messages(name, state)
-                data = _in_messages(labels, messages, read)
-                answer = await self._ask(name, node.output, messages, node.candidates, node.human,
-                                         node.min_confidence, executor, ctx, data)  # fmt: skip
-                updates = dict(answer.values)
-                if node.write is not None and answer.message is not None:
-                    message = answer.message
-                    updates[node.write] = (
-                        [message_to_dict(message)] if self.is_message_field(node.write) else message.text
-                    )
-                derived = {f: [] if declassified(node.output, f) else data[0] for f in updates}
-                return answer.outcome(name, updates, self.route(name, self.merge(state, updates)),
-                                      self._labelled(updates, derived))  # fmt: skip
+                return await self._model(name, node, state, executor, ctx, labels)
             case ClassifyNode():
-                text = str(state[node.input])
-                found = await executor.classify(ClassifyCall(step=ctx, text=text, classes=node.classes), node)
-                routing = [f"classifier: {found.label} (margin {found.margin:.3f})"]
-                if found.margin >= node.min_margin or not node.cascade:
-                    updates = {node.write: found.label}
-                    return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)),
-                                       routing=routing, labels={node.write: self.declared[node.write]})  # fmt: skip
-                question = [
-                    SystemMessage(f"Classify the message as one of: {', '.join(node.classes)}. Answer in JSON."),
-                    HumanMessage(text),
-                ]
-                output = {node.write: OutputField(enum=list(node.classes))}
-                answer = await self._ask(name, output, question, node.cascade, node.human, 0.5, executor, ctx,
-                                         _in_messages(labels, question, read), routing)  # fmt: skip
-                return answer.outcome(name, answer.values, self.route(name, self.merge(state, answer.values)),
-                                      self._labelled(answer.values, {node.write: []}))  # fmt: skip
+                return await self._classify(name, node, state, executor, ctx, labels)
             case ToolNode():
-                args = {arg: expression(state) for arg, expression in self._args[name].items()}
-                read = sorted({*read, *labels.found_in(json.dumps(args, ensure_ascii=False, default=str))})
-                call = ToolCall(step=ctx, tool=node.tool, args=args, labels=read)
-                tool_reply = await executor.call_tool(call, node)
-                if failure := tool_reply.error:
-                    if node.on_error is None:
-                        raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)
-                    updates = {node.error: failure.message} if node.error else {}
-                    return StepOutcome(
-                        node=name, updates=updates, next=node.on_error, routing=[f"{failure.kind}: {failure.message}"],
-                        labels={f: sorted({*read, *self.declared[f]}) for f in updates},  # the message may quote them
-                    )  # fmt: skip
-                scope = {**state, "result": tool_reply.output}
-                updates = {f: expression(scope) for f, expression in self._outputs[name].items()}
-                field_labels, values = self._labelled(updates, self._from_state(name, labels))
-                for f in updates:  # what came from the tool keeps the labels of its fields
-                    field_labels[f] = sorted(
-                        {*field_labels[f], *labels_read(self._outputs[name][f], tool_reply.labels)}
-                    )
-                for label, produced in _values(tool_reply.output, tool_reply.labels).items():
-                    values.setdefault(label, []).extend(produced)
-                return StepOutcome(node=name, updates=updates, next=self.route(name, self.merge(state, updates)),
-                                   labels=field_labels, sensitive=values)  # fmt: skip
+                return await self._tool(name, node, state, executor, ctx, labels)
             case ApprovalNode():
-                request = ApprovalRequest(
-                    step=ctx,
-                    ask=PromptTemplate.from_template(node.ask).format(**_prompt_values(state)),
-                    approvers=node.approvers,
-                    escalate_to=node.escalate_to,
-                )
-                decision = await executor.request_approval(request, node)
-                targets = {"approve": self.route(name, state), "reject": node.on_reject}
-                target = targets.get(decision.outcome, node.on_changes or node.on_reject)
-                note = f"{decision.approver}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
-                return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome, routing=[note])
+                return await self._approval(name, node, state, executor, ctx)
             case RouteNode():
                 return StepOutcome(node=name, updates={}, next=self.route(name, state))
             case EndNode():
                 return StepOutcome(node=name, updates={}, next=None)
         raise TypeError(f"unknown node type {type(node).__name__}")  # pragma: no cover
 
+    async def _model(
+        self, name: str, node: ModelNode, state: State, executor: StepExecutor, ctx: StepContext, labels: DataLabels
+    ) -> StepOutcome:
+        messages = self.model_messages(name, state)
+        question = Question(messages, node.output, *in_messages(labels, messages, self._read(name, labels)))
+        answer = await ask(
+            name, node, question, executor, ctx, candidates=node.candidates, min_confidence=node.min_confidence
+        )
+        updates = dict(answer.values)
+        if node.write is not None and answer.message is not None:
+            message = answer.message
+            updates[node.write] = [message_to_dict(message)] if self.is_message_field(node.write) else message.text
+        derived = {f: [] if declassified(node.output, f) else question.labels for f in updates}
+        return answer.outcome(updates, self.route(name, self.merge(state, updates)), self._labelled(updates, derived))
+
+    async def _classify(
+        self, name: str, node: ClassifyNode, state: State, executor: StepExecutor, ctx: StepContext, labels: DataLabels
+    ) -> StepOutcome:
+        """The classifier first; the node's cascade when its margin is too thin."""
+        text = str(state[node.input])
+        found = await executor.classify(ClassifyCall(step=ctx, text=text, classes=node.classes), node)
+        routing = [f"classifier: {found.label} (margin {found.margin:.3f})"]
+        if found.margin >= node.min_margin or not node.cascade:
+            updates = {node.write: found.label}
+            return StepOutcome(
+                node=name,
+                updates=updates,
+                next=self.route(name, self.merge(state, updates)),
+                routing=routing,
+                labels={node.write: self.declared[node.write]},
+            )
+        messages = [
+            SystemMessage(f"Classify the message as one of: {', '.join(node.classes)}. Answer in JSON."),
+            HumanMessage(text),
+        ]
+        output = {node.write: OutputField(enum=list(node.classes))}
+        question = Question(messages, output, *in_messages(labels, messages, self._read(name, labels)))
+        answer = await ask(
+            name, node, question, executor, ctx, candidates=node.cascade, min_confidence=0.5, routing=routing
+        )
+        updates = answer.values
+        return answer.outcome(updates, self.route(name, self.merge(state, updates)), self._labelled(updates, {}))
+
+    async def _tool(
+        self, name: str, node: ToolNode, state: State, executor: StepExecutor, ctx: StepContext, labels: DataLabels
+    ) -> StepOutcome:
+        """A refusal goes down ``on_error`` when the node has one, and fails the run otherwise."""
+        args = {arg: expression(state) for arg, expression in self._args[name].items()}
+        read = sorted({*self._read(name, labels), *labels.found_in(json.dumps(args, ensure_ascii=False, default=str))})
+        reply = await executor.call_tool(ToolCall(step=ctx, tool=node.tool, args=args, labels=read), node)
+        if failure := reply.error:
+            if node.on_error is None:
+                raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)
+            updates = {node.error: failure.message} if node.error else {}
+            return StepOutcome(
+                node=name,
+                updates=updates,
+                next=node.on_error,
+                routing=[f"{failure.kind}: {failure.message}"],
+                labels={f: sorted({*read, *self.declared[f]}) for f in updates},  # the message may quote them
+            )
+        scope = {**state, "result": reply.output}
+        updates = {f: expression(scope) for f, expression in self._outputs[name].items()}
+        field_labels, values = self._labelled(updates, self._from_state(name, labels))
+        for f in updates:  # what came from the tool keeps the labels of its fields
+            field_labels[f] = sorted({*field_labels[f], *labels_read(self._outputs[name][f], reply.labels)})
+        for label, produced in labelled_values(reply.output, reply.labels).items():
+            values.setdefault(label, []).extend(produced)
+        return StepOutcome(
+            node=name,
+            updates=updates,
+            next=self.route(name, self.merge(state, updates)),
+            labels=field_labels,
+            sensitive=values,
+        )
+
+    async def _approval(
+        self, name: str, node: ApprovalNode, state: State, executor: StepExecutor, ctx: StepContext
+    ) -> StepOutcome:
+        """Approve goes on; reject goes to ``on_reject`` (none: the run stops); a request for
+        changes goes to ``on_changes``, else like a rejection."""
+        request = ApprovalRequest(
+            step=ctx,
+            ask=PromptTemplate.from_template(node.ask).format(**prompt_values(state)),
+            approvers=node.approvers,
+            escalate_to=node.escalate_to,
+        )
+        decision = await executor.request_approval(request, node)
+        targets = {"approve": self.route(name, state), "reject": node.on_reject}
+        target = targets.get(decision.outcome, node.on_changes or node.on_reject)
+        note = f"{decision.approver}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
+        return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome, routing=[note])
+
     def model_messages(self, name: str, state: State) -> list[BaseMessage]:
         node = self.node(name)
         assert isinstance(node, ModelNode)
         prompt, system = self._prompts[name]
-        values = _prompt_values(state)
+        values = prompt_values(state)
         messages: list[BaseMessage] = [SystemMessage(system.format(**values))] if system else []
         if node.messages:
             messages += to_messages(state[node.messages])
         messages.append(HumanMessage(prompt.format(**values)))
         return messages
 
-    async def _ask(
-        self,
-        name: str,
-        output: dict[str, OutputField] | None,
-        messages: list[BaseMessage],
-        candidates: list[str],
-        human: list[str],
-        min_confidence: float,
-        executor: StepExecutor,
-        ctx: StepContext,
-        data: tuple[list[str], dict[str, list[str]]],
-        routing: list[str] | None = None,
-    ) -> _Answer:
-        """Walk the cascade until an answer is valid and confident; record every decision.
-        ``data``: the labels of the messages' data, and the labelled values in them."""
-        answer = _Answer(routing=list(routing or []))
-        offset = len(answer.routing)
-        for attempt, candidate in enumerate(candidates, start=offset):
-            if candidate == "human":
-                return await self._ask_human(name, output, answer, human, executor, ctx)
-            model, tier = model_or_tier(candidate)
-            call = ModelCall(
-                step=ctx, messages=messages, tier=tier, model=model,
-                output=output, labels=data[0], sensitive=data[1], attempt=attempt,
-            )  # fmt: skip
-            reply = await executor.call_model(call, self.node(name))  # type: ignore[arg-type]  # a model or classify node
-            answer.add(reply)
-            if reply.skipped:
-                answer.routing.append(f"{reply.model}: skipped, {reply.skipped}")
-            elif reply.error:
-                answer.routing.append(f"{reply.model}: invalid output ({reply.error[:120]})")
-            elif reply.confidence < min_confidence:
-                answer.routing.append(f"{reply.model}: confidence {reply.confidence} < {min_confidence}")
-            else:
-                masked = f" ({', '.join(reply.masked)} masked)" if reply.masked else ""
-                answer.routing.append(f"{reply.model}: ok" + (" after repair" if reply.repaired else "") + masked)
-                answer.values, answer.model = reply.structured or {}, reply.model
-                answer.message = reply.message if isinstance(reply.message, AIMessage) else None
-                return answer
-        raise ModelOutputInvalid(f"node '{name}': no model gave valid output: {'; '.join(answer.routing)}")
-
-    async def _ask_human(
-        self,
-        name: str,
-        output: dict[str, OutputField] | None,
-        answer: _Answer,
-        roles: list[str],
-        executor: StepExecutor,
-        ctx: StepContext,
-    ) -> _Answer:
-        fields = ", ".join(output or {}) or "an answer"
-        node = ApprovalNode(
-            type="approval", ask=f"{name}: the models could not answer; provide {fields}", approvers=roles
-        )
-        request = ApprovalRequest(step=ctx, ask=node.ask, approvers=roles)
-        decision = await executor.request_approval(request, node)
-        values, error = (decision.values or {}), "declined" if decision.outcome == "reject" else None
-        if output and error is None:
-            parsed, error = parse_output(output_model(output), json.dumps(values))
-            values = parsed or {}
-        if error:
-            raise ModelOutputInvalid(f"node '{name}': {decision.approver} {error}: {'; '.join(answer.routing)}")
-        answer.routing.append(f"human {decision.approver}: answered")
-        answer.values, answer.model = values, f"human:{decision.approver}"
-        return answer
-
     # -- labels ----------------------------------------------------------------------------
 
-    def _labelled(self, updates: dict[str, Any], derived: dict[str, list[str]]) -> _Labelled:
+    def _read(self, name: str, labels: DataLabels) -> list[str]:
+        """The labels of the state fields node ``name`` sends out."""
+        return labels.of(self._reads.get(name, ()), self.declared)
+
+    def _labelled(self, updates: dict[str, Any], derived: dict[str, list[str]]) -> Labelled:
         """Each updated field's labels (declared ∪ derived), and the labelled values in them."""
         labels = {f: sorted({*self.declared[f], *derived.get(f, ())}) for f in updates}
-        return labels, _values(updates, labels)
+        return labels, labelled_values(updates, labels)
 
     def _from_state(self, name: str, labels: DataLabels) -> dict[str, list[str]]:
         """The labels a tool node's outputs take from the state fields their expressions read."""
@@ -390,47 +303,3 @@ class GraphPlan:
             f: labels.of(expression.names & set(self.spec.state) - {"result"}, self.declared)
             for f, expression in self._outputs[name].items()
         }
-
-
-def declassified(output: dict[str, OutputField] | None, field: str) -> bool:
-    """A choice from a fixed set (an enum, a yes/no) carries none of the labels of what it judged."""
-    spec = (output or {}).get(field)
-    return spec is not None and (spec.enum is not None or spec.type is FieldType.BOOL)
-
-
-def _values(data: dict[str, Any], labels: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The strings in each labelled field of ``data``, by label."""
-    values: dict[str, list[str]] = {}
-    for f, ls in labels.items():
-        if f in data:
-            for label in ls:
-                values.setdefault(label, []).extend(strings_in(data[f]))
-    return values
-
-
-def _in_messages(
-    labels: DataLabels, messages: list[BaseMessage], read: list[str]
-) -> tuple[list[str], dict[str, list[str]]]:
-    """The labels of what the messages carry — of the fields they were made from, and of any
-    labelled value that shows up in them — and those labelled values."""
-    found = labels.found_in("\n".join(m.text for m in messages))
-    return sorted({*read, *found}), found
-
-
-_FIELD_TYPES: dict[FieldType, TypeAdapter[Any]] = {
-    FieldType.STR: TypeAdapter(str | None),
-    FieldType.INT: TypeAdapter(int | None),
-    FieldType.FLOAT: TypeAdapter(float | None),
-    FieldType.BOOL: TypeAdapter(bool | None),
-    FieldType.LIST: TypeAdapter(list[Any] | None),
-    FieldType.DICT: TypeAdapter(dict[str, Any] | None),
-    FieldType.ANY: TypeAdapter(Any),
-}
-
-
-def _prompt_values(state: State) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str) for k, v in state.items()}
-
-
-def _message_dict(value: Any) -> dict[str, Any]:
-    return message_to_dict(HumanMessage(value) if isinstance(value, str) else to_message(value))

@@ -137,11 +137,15 @@ class ApprovalRequest(BaseModel):
     requested_by: str | None = None
 
 
+ApprovalOutcome = Literal["approve", "reject", "request_changes"]
+"""What a person answers to an approval; a request for changes goes down the reject path unless the node routes it."""
+
+
 class ApprovalDecision(BaseModel):
     """A person's answer; ``values`` carries the output when a human stands in for a model."""
 
     step_id: str
-    outcome: Literal["approve", "reject", "request_changes"]
+    outcome: ApprovalOutcome
     approver: str
     reason: str = ""
     values: dict[str, Any] | None = None

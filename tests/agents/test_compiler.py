@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from langchain_core.messages import AIMessage, message_to_dict
 from langgraph.graph.state import CompiledStateGraph
@@ -11,18 +13,24 @@ from chamberlain.agents import (
     ApprovalRequest,
     GraphPlan,
     LocalExecutor,
+    Principal,
     StepLimitExceeded,
     StepOutcome,
+    ToolCall,
+    ToolNode,
+    ToolReply,
     compile_to_langgraph,
     run_in_process,
 )
+from chamberlain.agents.compiler import Approver
+from chamberlain.agents.exceptions import StepFailed
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
 
 
 async def test_compiles_to_a_langgraph_state_graph() -> None:
     plan = GraphPlan(graph("five_steps"))
-    compiled = compile_to_langgraph(plan, LocalExecutor(toolbox.models(), toolbox.tools()), run_id="r")
+    compiled = compile_to_langgraph(plan, LocalExecutor(toolbox.models(), toolbox.tools()))
     assert isinstance(compiled, CompiledStateGraph)
     assert set(plan.spec.nodes) <= set(compiled.get_graph().nodes)
 
@@ -82,6 +90,54 @@ async def test_approval_decides_the_path() -> None:
         graph("approval"), {}, models=toolbox.models(), tools=toolbox.tools(), approve=approve
     )
     assert approved.status == "completed" and approved.output["refund_id"] == "R-A1"
+
+
+async def test_a_rejection_routed_to_an_end_node_is_reported_as_rejected() -> None:
+    """`graph run` printed "completed" for a manager's "no" whose graph goes on to a goodbye."""
+    spec = graph("approval")
+    nodes = {**spec.nodes, "manager": spec.nodes["manager"].model_copy(update={"on_reject": "done"})}
+    spec = spec.model_copy(update={"nodes": nodes})
+
+    def answer(outcome: Literal["approve", "reject", "request_changes"]) -> Approver:
+        return lambda request: ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver="m")
+
+    rejected = await run_in_process(spec, {}, models=toolbox.models(), tools=toolbox.tools(), approve=answer("reject"))
+    assert (rejected.status, rejected.end, rejected.steps) == ("rejected", "done", 2)
+    assert toolbox.effects("refund") == []
+    changes = await run_in_process(
+        spec, {}, models=toolbox.models(), tools=toolbox.tools(), approve=answer("request_changes")
+    )
+    assert changes.status == "rejected"
+    approved = await run_in_process(spec, {}, models=toolbox.models(), tools=toolbox.tools(), approve=answer("approve"))
+    assert (approved.status, approved.end) == ("completed", "done")
+
+
+async def test_a_run_that_fails_midway_keeps_the_steps_it_took() -> None:
+    spec = graph("five_steps")
+    refusing = {"tool": "test.flaky", "args": {"fail_times": "3", "kind": "'rejected'"}, "output": {}}
+    spec = spec.model_copy(update={"nodes": {**spec.nodes, "refund": spec.nodes["refund"].model_copy(update=refusing)}})
+    trace: list[StepOutcome] = []
+    with pytest.raises(StepFailed, match="attempt 1 fails") as failed:
+        await run_in_process(spec, {"message": "refund"}, models=toolbox.models(), tools=toolbox.tools(), trace=trace)
+    assert failed.value.kind == "ToolRejected"
+    assert [s.node for s in trace] == ["classify", "decide", "lookup"]
+
+
+async def test_steps_go_through_the_executor_given() -> None:
+    seen: list[str] = []
+
+    class Counting(LocalExecutor):
+        async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+            seen.append(call.step.step_id)
+            assert call.step.principal == Principal(id="ann", department="support")
+            return await super().call_tool(call, node)
+
+    executor = Counting(toolbox.models(), toolbox.tools())
+    ann = Principal(id="ann", department="support")
+    result = await run_in_process(graph("five_steps"), {"message": "refund please"}, executor=executor, principal=ann)
+    assert result.status == "completed" and [s.rsplit("/", 2)[1:] for s in seen] == [["lookup", "1"], ["refund", "1"]]
+    with pytest.raises(TypeError, match="needs models= and tools=, or an executor="):
+        await run_in_process(graph("five_steps"), {}, tools=toolbox.tools())
 
 
 def test_unknown_input_field_is_named() -> None:
