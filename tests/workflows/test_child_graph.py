@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from chamberlain.agents import GraphSpec
-    from chamberlain.workflows import ChamberlainPlugin, GraphWorkflow, Principal, RunResult, run_graph
+    from chamberlain.workflows import ChamberlainPlugin, DevServer, GraphWorkflow, Principal, RunResult, run_graph
     from tests.conftest import run_id
     from tests.support import toolbox
     from tests.workflows.test_plugin import CUSTOMER, answer_graph, gate_for, greeting_models
@@ -87,11 +87,11 @@ def case(followup_id: str = "followup") -> ReturnCase:
 
 
 async def test_a_business_workflow_chains_its_activity_a_signal_and_two_graphs(
-    client: Client, tmp_path: Path, task_queue: str
+    dev_server: DevServer, tmp_path: Path, task_queue: str
 ) -> None:
     tools = toolbox.tools()
     plugin = ChamberlainPlugin(models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path))
-    own = Client(**{**client.config(), "plugins": [plugin]})
+    own = await Client.connect(dev_server.address, plugins=[plugin])  # as a business's worker process does
     parent = run_id()
     async with Worker(own, task_queue=task_queue, workflows=[ReturnCaseWorkflow], activities=[reserve_replacement]):
         handle = await own.start_workflow(ReturnCaseWorkflow.run, case(), id=parent, task_queue=task_queue)
@@ -110,12 +110,12 @@ async def test_a_business_workflow_chains_its_activity_a_signal_and_two_graphs(
         assert described.parent_id == parent and described.workflow_type == "chamberlain.graph"
 
 
-async def test_one_graph_run_id_is_used_once(client: Client, tmp_path: Path, task_queue: str) -> None:
+async def test_one_graph_run_id_is_used_once(dev_server: DevServer, tmp_path: Path, task_queue: str) -> None:
     """A second run under the same ID would share the first one's idempotency keys (a refund
     taken for another): the parent fails with a clear reason instead."""
     tools = toolbox.tools()
     plugin = ChamberlainPlugin(models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path))
-    own = Client(**{**client.config(), "plugins": [plugin]})
+    own = await Client.connect(dev_server.address, plugins=[plugin])  # as a business's worker process does
     parent = run_id()
     async with Worker(own, task_queue=task_queue, workflows=[ReturnCaseWorkflow], activities=[reserve_replacement]):
         handle = await own.start_workflow(ReturnCaseWorkflow.run, case("answer"), id=parent, task_queue=task_queue)
