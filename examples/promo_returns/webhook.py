@@ -1,4 +1,8 @@
-"""What the helpdesk posts when a customer asks to return something."""
+"""What the helpdesk posts when a customer asks to return something.
+
+``event_id`` is the helpdesk's ID of the event, the same in every delivery of it; it is in
+the signed body, so a captured body cannot be replayed under a new ID to start a second run.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pydantic import BaseModel, Field
 
 
 class ReturnRequested(BaseModel):
+    event_id: str = Field(min_length=1, max_length=100)
     ticket: str = Field(min_length=1, max_length=64)
     customer_id: str = Field(pattern=r"^C[0-9]{5}$")
     message: str = Field(min_length=1, max_length=2000)
