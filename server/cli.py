@@ -485,14 +485,21 @@ def dev(
                 model_server.start()
             os.environ["CHAMBERLAIN_EMBEDDED_URL"] = model_server.base_url
             loaded = _app(app_name)  # its models now find the embedded one
-        server = DevServer(config.temporal_db, port=port, ui_port=ui_port, log_file=config.log("temporal"))
+        server = DevServer(
+            config.temporal_db, port=port, ui_port=ui_port, log_file=config.log("temporal"),
+            codec_endpoint=f"http://127.0.0.1:{http_port}/codec",  # the Temporal UI decodes through the HTTP server
+        )
+        os.environ["CHAMBERLAIN_PAYLOAD_KEYS"] = server.payload_keys()  # the HTTP server shares the stack's keys
         children.callback(server.stop)
 
         async def serve() -> None:
             client = await server.start()
             public = f"http://127.0.0.1:{http_port}"
             http_settings = config.model_copy(update={"temporal_address": server.address, "public_url": public})
-            http = BackgroundServer(create_app(http_settings), port=http_port).start()
+            try:
+                http = BackgroundServer(create_app(http_settings), port=http_port).start()
+            except RuntimeError as exc:
+                raise CliError(f"--http-port {http_port}: {exc} (is the port in use?) — pick another port") from exc
             children.callback(http.stop)
             gate = loaded.development_gate(data) if config.audit is None else loaded.gate(config.audit_url, None)
             async with create_worker(client, models=loaded.models, tools=loaded.tools, gate=gate):
@@ -613,6 +620,8 @@ KNOWN = (CliError, TemporalUnavailable, AppError, GraphSpecError, AuditLogError,
 def main(argv: list[str] | None = None) -> None:
     """Run the command; a known error becomes one line on stderr and exit status 1."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if str(Path.cwd()) not in sys.path:  # like uvicorn: a project's own modules (apps, payloads, graphs) import
+        sys.path.insert(0, str(Path.cwd()))
     debug = "--debug" in args
     if debug:  # accepted anywhere in the line, not only before the command
         args = ["--debug", *(a for a in args if a != "--debug")]
@@ -623,7 +632,6 @@ def main(argv: list[str] | None = None) -> None:
         if debug or message is None:
             raise
         errors.print(f"[red]error[/red] {message}", highlight=False, soft_wrap=True)
-        errors.print("(--debug shows the traceback)", style="dim")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
