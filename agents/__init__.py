@@ -2,18 +2,23 @@
 
 from chamberlain.agents.builder import Graph, Labels, When
 from chamberlain.agents.classifier import ExemplarClassifier
-from chamberlain.agents.compiler import LocalExecutor, compile_to_langgraph, run_in_process
+from chamberlain.agents.compiler import LocalExecutor, RunContext, compile_to_langgraph, run_compiled, run_in_process
 from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
 from chamberlain.agents.exceptions import (
     AgentError,
+    BudgetExceeded,
     ExpressionError,
     GraphSpecError,
     GraphWarning,
     ModelCallError,
+    ModelNotFound,
     ModelOutputInvalid,
     ModelRequestRejected,
     ModelUnavailable,
+    PermissionDenied,
+    RunFailed,
     SpecIssue,
+    StepFailed,
     StepLimitExceeded,
 )
 from chamberlain.agents.labels import DataLabels, Masking
@@ -64,6 +69,7 @@ __all__ = [
     "ApprovalRequest",
     "Branch",
     "Budget",
+    "BudgetExceeded",
     "ClassifyCall",
     "ClassifyNode",
     "ClassifyReply",
@@ -87,22 +93,27 @@ __all__ = [
     "ModelCatalog",
     "ModelConfig",
     "ModelNode",
+    "ModelNotFound",
     "ModelOutputInvalid",
     "ModelRegistry",
     "ModelReply",
     "ModelRequestRejected",
     "ModelUnavailable",
     "OutputField",
+    "PermissionDenied",
     "Principal",
     "PrivateChatModel",
     "RetrySpec",
     "RouteNode",
+    "RunContext",
+    "RunFailed",
     "RunOutcome",
     "ScriptedChatModel",
     "SpecIssue",
     "StateField",
     "StepContext",
     "StepExecutor",
+    "StepFailed",
     "StepLimitExceeded",
     "StepOutcome",
     "Tier",
@@ -119,6 +130,7 @@ __all__ = [
     "load_graph",
     "parse_graph",
     "review_graph",
+    "run_compiled",
     "run_in_process",
     "smollm2_weights",
     "write_graph_schema",

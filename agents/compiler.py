@@ -6,11 +6,12 @@ so LangGraph holds the graph semantics here exactly as the Temporal workflow doe
 Message fields get an appending reducer; every other field keeps the last value.
 
 A compiled graph holds no run's data, so one graph serves many runs at once. What a run
-learns lives in LangGraph's state, in three channels beside the spec's fields, each with a
-reducer: the visits per node (``chamberlain.visits``, for stable step IDs), the labels of
-its data (``chamberlain.labels``, merged by :meth:`GraphPlan.merge_labels`) and the steps it
-took (``chamberlain.steps``). Who the run is and acts for is its :class:`RunContext`,
-LangGraph's run context (``context_schema``), given to each invocation.
+learns lives in LangGraph's state, in channels beside the spec's fields: the visits per node
+(``chamberlain.visits``, for stable step IDs), the labels of its data (``chamberlain.labels``,
+merged by :meth:`GraphPlan.merge_labels`) and the steps it took (``chamberlain.steps``,
+whose usage counts against the budget) — each with a reducer — and whether an approver let
+it go over its budget (``chamberlain.waived``). Who the run is and acts for is its
+:class:`RunContext`, LangGraph's run context (``context_schema``), given to each invocation.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from chamberlain.agents.classifier import ExemplarClassifier
-from chamberlain.agents.exceptions import GraphSpecError, SpecIssue, StepLimitExceeded
+from chamberlain.agents.exceptions import BudgetExceeded, GraphSpecError, SpecIssue, StepLimitExceeded
 from chamberlain.agents.labels import DataLabels
 from chamberlain.agents.models import ModelRegistry, call_model
 from chamberlain.agents.plan import GraphPlan, RunOutcome, State, StepOutcome
@@ -44,6 +45,7 @@ from chamberlain.agents.steps import (
     Principal,
     StepContext,
     StepExecutor,
+    TokenUsage,
     ToolCall,
     ToolReply,
 )
@@ -53,7 +55,7 @@ from chamberlain.tools.registry import ToolRegistry
 
 Approver = Callable[[ApprovalRequest], ApprovalDecision]
 
-VISITS, LABELS, STEPS = "chamberlain.visits", "chamberlain.labels", "chamberlain.steps"
+VISITS, LABELS, STEPS, WAIVED = "chamberlain.visits", "chamberlain.labels", "chamberlain.steps", "chamberlain.waived"
 """The run's own channels in LangGraph's state; no spec field may take these names."""
 
 
@@ -73,7 +75,7 @@ def _count(visits: dict[str, int], new: dict[str, int]) -> dict[str, int]:
 def compile_to_langgraph(plan: GraphPlan, executor: StepExecutor) -> CompiledStateGraph[Any, RunContext, Any, Any]:
     """The plan as a compiled LangGraph graph whose effects go through ``executor``. Invoke it
     with :func:`graph_input` and ``context=RunContext(...)``; it keeps no state between runs."""
-    if reserved := sorted({VISITS, LABELS, STEPS} & set(plan.spec.state)):
+    if reserved := sorted({VISITS, LABELS, STEPS, WAIVED} & set(plan.spec.state)):
         issue = SpecIssue(f"state field '{reserved[0]}' is reserved", ("state", reserved[0]), suggestion="rename it")
         raise GraphSpecError([issue])
     fields: dict[str, Any] = {
@@ -82,6 +84,7 @@ def compile_to_langgraph(plan: GraphPlan, executor: StepExecutor) -> CompiledSta
     fields[VISITS] = Annotated[dict[str, int], _count]
     fields[LABELS] = Annotated[DataLabels, plan.merge_labels]
     fields[STEPS] = Annotated[list[StepOutcome], operator.add]
+    fields[WAIVED] = bool
     schema = TypedDict("State", fields)  # type: ignore[misc]  # the fields are the spec's
     builder: StateGraph[Any, RunContext, Any, Any] = StateGraph(schema, context_schema=RunContext)
 
@@ -93,7 +96,10 @@ def compile_to_langgraph(plan: GraphPlan, executor: StepExecutor) -> CompiledSta
             visit = state[VISITS].get(name, 0) + 1
             ctx = StepContext(run_id=run.run_id, node=name, visit=visit, principal=run.principal)
             outcome = await plan.step(name, spec_fields(plan, state), executor, ctx, state[LABELS])
-            update = {**outcome.updates, VISITS: {name: 1}, LABELS: outcome, STEPS: [outcome]}
+            waived = state.get(WAIVED, False)
+            if outcome.next is not None and not waived:
+                waived = await _over_budget(plan, executor, ctx, [*state[STEPS], outcome])
+            update = {**outcome.updates, VISITS: {name: 1}, LABELS: outcome, STEPS: [outcome], WAIVED: waived}
             return Command(update=update, goto=outcome.next or END)
 
         return run
@@ -102,6 +108,27 @@ def compile_to_langgraph(plan: GraphPlan, executor: StepExecutor) -> CompiledSta
         builder.add_node(name, cast(Any, node_function(name)), destinations=tuple(successors(node)) or (END,))
     builder.add_edge(START, plan.start)
     return builder.compile()
+
+
+async def _over_budget(plan: GraphPlan, executor: StepExecutor, ctx: StepContext, steps: list[StepOutcome]) -> bool:
+    """False within budget; over it, True if the budget's approvers let the run go on (once),
+    else :class:`BudgetExceeded` — as the durable engine does."""
+    usage = TokenUsage(
+        input_tokens=sum(s.usage.input_tokens for s in steps if s.usage),
+        output_tokens=sum(s.usage.output_tokens for s in steps if s.usage),
+    )
+    excess = plan.over_budget(usage, sum(s.cost for s in steps))
+    if excess is None:
+        return False
+    budget = plan.spec.budget
+    if budget is not None and budget.on_exceeded == "escalate":
+        ask = f"Run is over budget ({excess}); continue?"
+        node = ApprovalNode(type="approval", ask=ask, approvers=budget.approvers)
+        step = ctx.model_copy(update={"node": "budget", "visit": 1})
+        request = ApprovalRequest(step=step, ask=node.ask, approvers=node.approvers)
+        if (await executor.request_approval(request, node)).outcome == "approve":
+            return True
+    raise BudgetExceeded(f"run over budget: {excess}")
 
 
 def graph_input(plan: GraphPlan, values: dict[str, Any]) -> dict[str, Any]:

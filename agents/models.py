@@ -23,7 +23,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from chamberlain.agents.exceptions import ModelOutputInvalid
+from chamberlain.agents.exceptions import ModelNotFound, ModelOutputInvalid
 from chamberlain.agents.labels import Masking, unmask
 from chamberlain.agents.private_model import PrivateChatModel, StructuredOutput
 from chamberlain.agents.spec import FieldType, OutputField, Tier
@@ -129,12 +129,12 @@ class ModelRegistry:
     def resolve(self, *, model: str | None = None, tier: Tier | None = None) -> RegisteredModel:
         if model is not None:
             if model not in self._models:
-                raise LookupError(f"no model named {model!r} (known: {', '.join(self._models) or 'none'})")
+                raise ModelNotFound(f"no model named {model!r} (known: {', '.join(self._models) or 'none'})")
             return self._models[model]
         for registered in self._models.values():
             if tier is None or registered.tier is tier:
                 return registered
-        raise LookupError(f"no model of tier {tier} is registered")
+        raise ModelNotFound(f"no model of tier {tier} is registered")
 
 
 def output_model(fields: dict[str, OutputField]) -> type[BaseModel]:

@@ -23,7 +23,7 @@ from langchain_core.prompts import PromptTemplate
 
 from chamberlain.agents import state as states
 from chamberlain.agents.cascade import Question, ask
-from chamberlain.agents.exceptions import ExpressionError, StepFailed
+from chamberlain.agents.exceptions import ExpressionError, RunFailed
 from chamberlain.agents.expressions import Expression, compile_expression
 from chamberlain.agents.label_flow import Labelled, declassified, in_messages, labelled_values
 from chamberlain.agents.labels import DataLabels, labels_read
@@ -234,7 +234,7 @@ class GraphPlan:
         reply = await executor.call_tool(ToolCall(step=ctx, tool=node.tool, args=args, labels=read), node)
         if failure := reply.error:
             if node.on_error is None:
-                raise StepFailed(f"step {ctx.step_id} failed: {failure.message}", failure.kind)
+                raise RunFailed.of_kind(failure.kind, f"step {ctx.step_id} failed: {failure.message}")
             updates = {node.error: failure.message} if node.error else {}
             return StepOutcome(
                 node=name,

@@ -11,9 +11,17 @@ from langgraph.graph.state import CompiledStateGraph
 from chamberlain.agents import (
     ApprovalDecision,
     ApprovalRequest,
+    Budget,
+    BudgetExceeded,
     GraphPlan,
+    GraphSpecError,
     LocalExecutor,
+    ModelNotFound,
+    ModelOutputInvalid,
+    PermissionDenied,
     Principal,
+    RunFailed,
+    StepFailed,
     StepLimitExceeded,
     StepOutcome,
     ToolCall,
@@ -23,7 +31,6 @@ from chamberlain.agents import (
     run_in_process,
 )
 from chamberlain.agents.compiler import Approver
-from chamberlain.agents.exceptions import StepFailed
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
 
@@ -150,3 +157,41 @@ def test_input_is_coerced_to_the_declared_types() -> None:
     assert state["amount"] == 12.0 and isinstance(state["amount"], float)
     with pytest.raises(ValueError, match="state field 'amount' of graph 'approval'"):
         GraphPlan(graph("approval")).initial_state({"amount": "twelve"})
+
+
+async def test_a_run_over_its_budget_stops_or_asks_its_approvers_once() -> None:
+    spec = graph("five_steps").model_copy(update={"budget": Budget(max_tokens=1)})
+    trace: list[StepOutcome] = []
+    with pytest.raises(BudgetExceeded, match=r"run over budget: \d+ tokens > 1") as caught:
+        await run_in_process(spec, {"message": "refund"}, models=toolbox.models(), tools=toolbox.tools(), trace=trace)
+    assert caught.value.kind == "BudgetExceeded" and toolbox.effects() == []
+    asked: list[ApprovalRequest] = []
+
+    def finance(request: ApprovalRequest) -> ApprovalDecision:
+        asked.append(request)
+        return ApprovalDecision(step_id=request.step.step_id, outcome="approve", approver="f")
+
+    escalating = spec.model_copy(update={"budget": Budget(max_tokens=1, on_exceeded="escalate", approvers=["fin"])})
+    result = await run_in_process(
+        escalating, {"message": "refund"}, models=toolbox.models(), tools=toolbox.tools(), approve=finance
+    )
+    assert result.status == "completed" and [e for e, _ in toolbox.effects()] == ["order", "refund"]
+    assert len(asked) == 1 and asked[0].approvers == ["fin"] and asked[0].step.step_id.endswith("/budget/1")
+
+
+def test_run_failures_are_classes_whose_kind_is_the_temporal_failure_type() -> None:
+    """The durable engine fails runs with these ``ApplicationError`` types; each has its class."""
+    for kind, cls in {
+        "StepLimitExceeded": StepLimitExceeded,
+        "BudgetExceeded": BudgetExceeded,
+        "PermissionDenied": PermissionDenied,
+        "ModelOutputInvalid": ModelOutputInvalid,
+        "ModelNotFound": ModelNotFound,
+    }.items():
+        failure = RunFailed.of_kind(kind, "why")
+        assert type(failure) is cls and failure.kind == kind and str(failure) == "why"
+    refused = RunFailed.of_kind("ToolRejected", "no such order")
+    assert type(refused) is StepFailed and refused.kind == "ToolRejected"
+    assert issubclass(PermissionDenied, StepFailed) and not issubclass(GraphSpecError, RunFailed)
+    with pytest.raises(LookupError, match="no model named 'gpt'"):  # ModelNotFound is a LookupError too
+        toolbox.models().resolve(model="gpt")
