@@ -30,7 +30,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import chamberlain
-from chamberlain.agents.compiler import run_in_process
 from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer
 from chamberlain.agents.exceptions import GraphSpecError, GraphWarning
 from chamberlain.agents.loader import load_graph
@@ -195,30 +194,36 @@ def graph_run(
     file: Path,
     input: Annotated[str, typer.Option("--input", help="initial state as JSON")] = "{}",
     approve: Annotated[bool, typer.Option(help="answer approval steps with approve")] = False,
+    who: Annotated[str | None, typer.Option("--as", help="the principal the run acts for [default: you]")] = None,
+    role: Annotated[list[str] | None, typer.Option("--role", help="a role of the principal (repeat)")] = None,
     app_name: AppOption = None,
 ) -> None:
-    """Run a graph once in this process with LangGraph (no durability): for quick iteration."""
+    """Run a graph once in this process with LangGraph (no durability), for quick iteration —
+    behind the same permission gate as a worker (the development gate, audited in the data folder)."""
     from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest
+    from chamberlain.workflows.local import run_gated_in_process
 
     values = _json_arg(input, "--input")
     loaded = _app(app_name)
     spec = _load(file, loaded)
+    principal = _principal(who, role or [], None, None)
+    gate = loaded.development_gate(settings().ensure_data())
 
     def decide(request: ApprovalRequest) -> ApprovalDecision:
         outcome = "approve" if approve else "reject"
         console.print(f"[yellow]approval[/yellow] {request.ask} → {outcome}")
-        return ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver="cli")
+        person = Principal(id="cli-approver", roles=list(request.approvers))
+        return ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver=person.id, decided_by=person)
 
     trace: list[Any] = []
-    run = run_in_process(spec, values, models=loaded.models, tools=loaded.tools, approve=decide, trace=trace)
+    run = run_gated_in_process(
+        spec, values, gate=gate, models=loaded.models, principal=principal, approve=decide, trace=trace
+    )
     result = asyncio.run(run)
     table = Table("step", "node", "updates", "next")
     for i, step in enumerate(trace, 1):
         table.add_row(str(i), step.node, json.dumps(step.updates, ensure_ascii=False)[:80], step.next or "—")
     console.print(table)
-    rejected = [step.node for step in trace if step.decision in ("reject", "request_changes")]
-    if rejected and result.status == "completed":
-        result = result.model_copy(update={"status": "rejected"})  # the run ended after an approval said no
     console.print_json(result.model_dump_json())
 
 

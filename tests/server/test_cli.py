@@ -44,11 +44,11 @@ def test_validate_accepts_good_graphs() -> None:
     assert "graph 'five-steps', 5 nodes" in done.stdout and "graph 'loop', 3 nodes" in done.stdout
 
 
-def test_graph_run_in_process_prints_the_result(embedded_model: object) -> None:
-    done = chamberlain(
-        "graph", "run", "examples/quickstart/graph.yaml", "--input", '{"message": "refund A1002"}',
-        app="chamberlain.examples.quickstart.app",
-    )  # fmt: skip
+def test_graph_run_in_process_prints_the_result(embedded_model: object, tmp_path: Path) -> None:
+    message, bob = '{"message": "refund A1002"}', ["--as", "bob", "--role", "customer"]
+    data = {"CHAMBERLAIN_DATA": str(tmp_path / "data"), "QUICKSTART_DB": str(tmp_path / "shop.sqlite")}
+    graph = "examples/quickstart/graph.yaml"
+    done = chamberlain("graph", "run", graph, "--input", message, *bob, app=QUICKSTART, **data)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout[done.stdout.rindex("\n{") :])
     assert result["status"] == "completed" and result["output"]["reply"] == "Refunded 120.5 CNY"
