@@ -14,9 +14,10 @@ import pytest
 import yaml
 from temporalio.client import Client
 
+from chamberlain.server.approvals import PendingItem
 from chamberlain.server.auth import token_digest
 from chamberlain.server.http import ServerSettings, create_app
-from chamberlain.workflows import DevServer, Principal, start_run
+from chamberlain.workflows import DevServer, GraphWorkflow, Principal, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
@@ -102,17 +103,39 @@ async def test_the_cli_decides_through_the_api(client: Client, api: str, task_qu
     assert result.status == "rejected" and not toolbox.effects("refund")
 
 
-async def test_labelled_values_are_shown_only_to_viewers_cleared_for_them(
+async def test_only_the_approvals_approvers_list_it_and_they_see_it_unmasked(
     client: Client, api: str, task_queue: str
 ) -> None:
     spec = graph("approval")
     spec.state["amount"].labels = ["financial"]
+    spec.state["order"] = spec.state["refund_id"].model_copy(update={"labels": ["pii"]})
+    spec.nodes["manager"].ask = "Refund {amount} for order {order}?"  # type: ignore[union-attr]
+    alice = Principal(id="alice", roles=["manager"])
+    values = {"amount": 1299.0, "order": "A1002 王伟"}
     async with graph_worker(client, task_queue):
-        handle = await start_run(client, spec, {"amount": 1299.0}, run_id=run_id(), task_queue=task_queue)
-        seen = {viewer: await listed(api, handle.id, viewer) for viewer in ("maria", "fang")}
+        handle = await start_run(client, spec, values, run_id=run_id(), principal=alice, task_queue=task_queue)
+        seen = await listed(api, handle.id, "maria")  # an approver, with no clearance at all
+        lists = {viewer: await approvals(api, viewer) for viewer in ("alice", "victor", "fang")}
+        pending = (await handle.query(GraphWorkflow.progress)).pending_approval
         await handle.terminate()
-    assert {viewer: item["ask"] for viewer, item in seen.items()} == {
-        "maria": "Refund [financial]?",
-        "fang": "Refund 1299.0?",
+    assert seen["ask"] == "Refund 1299.0 for order A1002 王伟?" and "sensitive" not in seen
+    # the requester (four-eyes) and users without an approver role do not see it, cleared or not
+    assert {viewer: [item for item in found if item["run_id"] == handle.id] for viewer, found in lists.items()} == {
+        "alice": [],
+        "victor": [],
+        "fang": [],
     }
-    assert "sensitive" not in seen["maria"]  # the labelled values themselves never leave the server
+    assert pending is not None  # shown elsewhere (the runs API), it is masked beyond the viewer's clearance
+    masked = {
+        name: PendingItem.for_viewer(handle.id, pending, Principal(id=name, roles=["viewer"], clearance=clearance)).ask
+        for name, clearance in (("victor", []), ("fang", ["financial"]))
+    }
+    assert masked == {"victor": "Refund [financial] for order [pii]?", "fang": "Refund 1299.0 for order [pii]?"}
+    assert PendingItem.for_viewer(handle.id, pending, alice).ask == "Refund [financial] for order [pii]?"
+
+
+async def approvals(api: str, viewer: str) -> list[dict[str, object]]:
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"{api}/api/approvals", headers=as_user(viewer))
+    assert response.status_code == 200
+    return list(response.json())
