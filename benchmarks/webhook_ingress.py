@@ -66,7 +66,7 @@ sources:
   - name: bench
     secrets: [env:BENCH_SECRET]
     signature: {{scheme: hmac-sha256, header: X-Signature, encoding: hex}}
-    event_id: {{header: X-Event-Id}}
+    event_id: {{json: id}}
     payload: benchmarks.webhook_ingress:Ping
     graph: {folder / "graph.json"}
     input: {{n: payload.n}}
@@ -87,8 +87,8 @@ sources:
                 )
 
             def webhook(i: int) -> Any:
-                body = json.dumps({"n": i}).encode()
-                headers = {"Content-Type": "application/json", "X-Event-Id": uuid.uuid4().hex,
+                body = json.dumps({"id": uuid.uuid4().hex, "n": i}).encode()
+                headers = {"Content-Type": "application/json",
                            "X-Signature": sign(SECRET.encode(), body, scheme="hmac-sha256")}  # fmt: skip
 
                 async def post() -> None:
