@@ -20,6 +20,7 @@ from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
+from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 
@@ -53,5 +54,7 @@ def models() -> ModelRegistry:
 
 
 def gate(tools: ToolRegistry) -> Gate:
-    """The permission gate over ``tools``: the shipped Cedar policies, audited next to the data."""
-    return Gate(PolicyEngine.load(), AuditLog(f"sqlite:///{DATA / 'promo-audit.sqlite'}"), tools)
+    """The permission gate over ``tools``: the shipped Cedar policies, audited next to the data;
+    tickets signed with ``$CHAMBERLAIN_GRANT_SECRET``, else a key kept next to the data."""
+    secret = grant_secret() if os.environ.get(GRANT_SECRET_ENV) else persisted_secret(DATA)
+    return Gate(PolicyEngine.load(), AuditLog(f"sqlite:///{DATA / 'promo-audit.sqlite'}"), tools, secret)

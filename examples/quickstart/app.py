@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
+from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 ORDERS = {"A1001": ("alice", 89.0), "A1002": ("bob", 120.5), "A1003": ("chen", 1299.0)}  # owner, total
@@ -136,6 +137,8 @@ def models() -> ModelRegistry:
 
 def gate(tools: ToolRegistry) -> Gate:
     """The permission gate over ``tools``: the shipped Cedar policies and the shop's own, audited
-    under ``$CHAMBERLAIN_DATA`` (default ``.chamberlain/``)."""
+    under ``$CHAMBERLAIN_DATA`` (default ``.chamberlain/``); tickets signed with
+    ``$CHAMBERLAIN_GRANT_SECRET``, else a key kept there (worker and starter share it)."""
     data = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
-    return Gate(PolicyEngine.load(POLICIES), AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}"), tools)
+    secret = grant_secret() if os.environ.get(GRANT_SECRET_ENV) else persisted_secret(data)
+    return Gate(PolicyEngine.load(POLICIES), AuditLog(f"sqlite:///{data / 'quickstart-audit.sqlite'}"), tools, secret)
