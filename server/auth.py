@@ -1,7 +1,9 @@
 """Who is calling the HTTP API: bearer tokens mapped to principals.
 
 The directory (YAML) stores SHA-256 digests of tokens, never the tokens; a request's token
-is hashed and compared in constant time against every entry.
+is hashed and compared in constant time against every entry. People who sign in to the
+console have an argon2 password hash instead of (or beside) a token, and a console role
+(see ``chamberlain.server.console.access``); machines keep using tokens.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from fastapi import Depends, HTTPException, Request
@@ -18,9 +20,16 @@ from pydantic import BaseModel
 
 from chamberlain.workflows.types import Principal
 
+ConsoleRole = Literal["viewer", "operator", "approver", "admin"]
+
 
 class User(Principal):
-    token_sha256: str
+    token_sha256: str | None = None
+    password_argon2: str | None = None
+    console_role: ConsoleRole = "viewer"
+
+    def principal(self) -> Principal:
+        return Principal.model_validate(self.model_dump(include=set(Principal.model_fields)))
 
 
 class UserDirectory(BaseModel):
@@ -34,9 +43,12 @@ class UserDirectory(BaseModel):
         digest = hashlib.sha256(token.encode()).hexdigest().encode()
         found = None
         for user in self.users:  # no early exit: the time taken does not depend on who matched
-            if hmac.compare_digest(digest, user.token_sha256.encode()):
+            if user.token_sha256 and hmac.compare_digest(digest, user.token_sha256.encode()):
                 found = user
-        return Principal.model_validate(found.model_dump(exclude={"token_sha256"})) if found else None
+        return found.principal() if found else None
+
+    def find(self, user_id: str) -> User | None:
+        return next((user for user in self.users if user.id == user_id), None)
 
 
 def token_digest(token: str) -> str:

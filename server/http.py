@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from chamberlain.server.approvals import approvals_router
 from chamberlain.server.auth import UserDirectory
 from chamberlain.server.codec import codec_router
+from chamberlain.server.console import mount_console
 from chamberlain.server.ingress import Ingress
 from chamberlain.server.runs import runs_router
 from chamberlain.server.settings import ServerSettings
@@ -33,6 +34,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         app.include_router(app.state.ingress.router())
     app.include_router(approvals_router(temporal))
     app.include_router(runs_router(temporal))
+    mount_console(app, temporal, settings)  # /console: the ops console, for people signed in with a password
     if codec := EncryptionCodec.from_env():  # the Temporal UI shows decrypted payloads to operators
         app.include_router(codec_router(codec))
 

@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.service import RPCError, RPCStatusCode
 
 from chamberlain.agents.labels import redact
+from chamberlain.agents.steps import TokenUsage
 from chamberlain.server.approvals import PendingItem
 from chamberlain.server.auth import CurrentUser
 from chamberlain.server.temporal import TemporalConnection
@@ -52,6 +53,8 @@ class StepView(BaseModel):
     decision: str | None
     routing: list[str]
     model: str | None
+    usage: TokenUsage | None = None
+    cost: float = 0.0
     started_at: datetime
     ended_at: datetime
 
@@ -196,6 +199,8 @@ class _Masker:
             decision=record.decision,
             routing=[self.text(r) for r in record.routing],
             model=record.model,
+            usage=record.usage,
+            cost=record.cost,
             started_at=record.started_at,
             ended_at=record.ended_at,
         )

@@ -26,6 +26,8 @@ class ServerSettings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     data: Path = Path(".chamberlain")
     audit: str | None = None
+    console_secret: str | None = None  # signs console sessions; unset: a random one kept in the data folder
+    temporal_ui: str | None = None  # the Temporal UI's URL, linked from the console's run pages
 
     @property
     def audit_url(self) -> str:

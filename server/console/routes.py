@@ -1,0 +1,247 @@
+"""The console's pages under ``/console``: sign-in, runs, a run's live timeline, the approvals
+inbox and the operations on a run. Every page needs a signed-in user; every form post checks
+the session's CSRF token first, then the console role's permission (server-side, whatever
+the page showed), and a run is looked up as the viewer may see it (another tenant's: 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from chamberlain.server.approvals import PENDING_QUERY, PendingItem, may_decide
+from chamberlain.server.auth import User, UserDirectory
+from chamberlain.server.console.access import Permission, may, sign_in
+from chamberlain.server.console.errors import ConsoleError, SignInRequired
+from chamberlain.server.console.operations import OperationRefused, cancel_run, retry_from_failure
+from chamberlain.server.console.runlist import run_page
+from chamberlain.server.console.sessions import Sessions, Visitor
+from chamberlain.server.console.timeline import AuditReader, timeline
+from chamberlain.server.runs import STATUSES, RunNotFound, show_run
+from chamberlain.server.settings import ServerSettings
+from chamberlain.server.temporal import TemporalConnection
+from chamberlain.workflows import Decision, GraphWorkflow, decide
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+LIVE_INTERVAL = 0.5  # seconds between looks at a running run
+
+
+def console_router(
+    temporal: TemporalConnection, settings: ServerSettings, sessions: Sessions, directory: UserDirectory
+) -> APIRouter:
+    router = APIRouter(prefix="/console", include_in_schema=False)
+    audit = AuditReader(settings.audit_url)
+
+    def signed_in(request: Request) -> tuple[User, Visitor]:
+        visitor = sessions.visitor(request)
+        if visitor is None or visitor.user is None:
+            raise SignInRequired(request.url.path)
+        return visitor.user, visitor
+
+    async def posted(request: Request, permission: Permission) -> tuple[User, FormData]:
+        form = await request.form()
+        visitor = sessions.check_csrf(request, form.get("csrf"))  # before anything else
+        if visitor.user is None:
+            raise SignInRequired(request.url.path)
+        if not may(visitor.user, permission):
+            raise ConsoleError(403, f"{visitor.user.id} ({visitor.user.console_role}) may not {permission}")
+        return visitor.user, form
+
+    def page(request: Request, name: str, visitor: Visitor, status: int = 200, **context: object) -> HTMLResponse:
+        context |= {"user": visitor.user, "csrf": visitor.csrf, "may": may, "may_decide": may_decide,
+                    "temporal_ui": settings.temporal_ui}
+        return TEMPLATES.TemplateResponse(request, name, context, status_code=status)
+
+    @router.get("")
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/console/runs", 303)
+
+    @router.get("/signin")
+    async def signin_form(request: Request, next: str = "/console/runs") -> HTMLResponse:
+        cookie, visitor = None, sessions.visitor(request)
+        if visitor is None:
+            cookie, visitor = sessions.open(None)
+        response = page(request, "signin.html", Visitor(None, visitor.csrf), next=_local(next), error=None)
+        if cookie:
+            sessions.attach(request, response, cookie)
+        return response
+
+    @router.post("/signin")
+    async def signin(request: Request) -> Response:
+        form = await request.form()
+        sessions.check_csrf(request, form.get("csrf"))
+        user = sign_in(directory, str(form.get("user", "")), str(form.get("password", "")))
+        if user is None:
+            visitor = sessions.visitor(request)
+            assert visitor is not None  # check_csrf found it
+            context = {"next": _local(str(form.get("next", ""))), "error": "unknown user or wrong password"}
+            return page(request, "signin.html", Visitor(None, visitor.csrf), 401, **context)
+        response = RedirectResponse(_local(str(form.get("next", ""))), 303)
+        sessions.start(request, response, user)  # a fresh nonce: no fixation
+        return response
+
+    @router.post("/signout")
+    async def signout(request: Request) -> Response:
+        form = await request.form()
+        sessions.check_csrf(request, form.get("csrf"))
+        response = RedirectResponse("/console/signin", 303)
+        sessions.end(response)
+        return response
+
+    @router.get("/runs")
+    async def runs(
+        request: Request,
+        status: Annotated[str | None, Query()] = None,
+        graph: Annotated[str | None, Query()] = None,
+        principal: Annotated[str | None, Query()] = None,
+        before: Annotated[datetime | None, Query()] = None,
+    ) -> HTMLResponse:
+        user, visitor = signed_in(request)
+        filters = {"status": status or None, "graph": graph or None, "principal": principal or None}
+        client = await temporal.client()
+        try:
+            found = await run_page(client, user.principal(), status=filters["status"], graph=filters["graph"],
+                                   principal=filters["principal"], before=before)
+        except ValueError as exc:
+            raise ConsoleError(422, f"status: {exc}") from exc
+        next_url = None
+        if found.before:
+            query = {k: v for k, v in filters.items() if v} | {"before": found.before.isoformat()}
+            next_url = "/console/runs?" + urlencode(query)
+        return page(
+            request, "runs.html", visitor, rows=found.rows, filters=filters, statuses=STATUSES, next_url=next_url
+        )
+
+    @router.get("/runs/{run_id}")
+    async def run(request: Request, run_id: str) -> HTMLResponse:
+        user, visitor = signed_in(request)
+        return page(request, "run.html", visitor, t=await _timeline(run_id, user), user_principal=user.principal())
+
+    @router.get("/runs/{run_id}/events")
+    async def events(request: Request, run_id: str) -> StreamingResponse:
+        """Server-sent events: the timeline fragment whenever it changes, then ``done``."""
+        user, visitor = signed_in(request)
+        await _timeline(run_id, user)  # 404 before the stream starts
+
+        async def stream() -> AsyncIterator[str]:
+            last = None
+            while not await request.is_disconnected():
+                current = await _timeline(run_id, user)
+                html = TEMPLATES.get_template("_timeline.html").render(
+                    t=current, user=user, csrf=visitor.csrf, may=may, may_decide=may_decide,
+                    user_principal=user.principal(), temporal_ui=settings.temporal_ui,
+                )
+                if html != last:
+                    yield "event: timeline\n" + "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
+                    last = html
+                if current.run.closed_at is not None:
+                    yield "event: done\ndata: done\n\n"
+                    return
+                await asyncio.sleep(LIVE_INTERVAL)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel(request: Request, run_id: str) -> Response:
+        user, _ = await posted(request, "operate")
+        client = await temporal.client()
+        await _visible(run_id, user)
+        try:
+            await cancel_run(client, run_id, user.principal(), settings.audit_url)
+        except OperationRefused as exc:
+            raise ConsoleError(409, str(exc)) from exc
+        return RedirectResponse(f"/console/runs/{quote(run_id)}", 303)
+
+    @router.post("/runs/{run_id}/retry")
+    async def retry(request: Request, run_id: str) -> Response:
+        user, _ = await posted(request, "operate")
+        client = await temporal.client()
+        await _visible(run_id, user)
+        try:
+            await retry_from_failure(client, run_id, user.principal(), settings.audit_url)
+        except OperationRefused as exc:
+            raise ConsoleError(409, str(exc)) from exc
+        return RedirectResponse(f"/console/runs/{quote(run_id)}", 303)
+
+    @router.get("/approvals")
+    async def approvals(request: Request) -> HTMLResponse:
+        user, visitor = signed_in(request)
+        return page(request, "approvals.html", visitor, items=await _inbox(user), results=[])
+
+    @router.post("/approvals")
+    async def decide_approvals(request: Request) -> Response:
+        """Decide one or many pending approvals (``item`` = ``run_id|step_id``), with a reason."""
+        user, form = await posted(request, "decide")
+        outcome, reason = str(form.get("outcome", "")), str(form.get("reason", "")).strip()
+        if outcome not in ("approve", "reject", "request_changes"):
+            raise ConsoleError(422, "outcome: choose approve, reject or request_changes")
+        if outcome != "approve" and not reason:
+            raise ConsoleError(422, f"reason: say why you {outcome.replace('_', ' ')} — the requester reads it")
+        items = [str(item) for item in form.getlist("item")]
+        if not items:
+            raise ConsoleError(422, "item: tick at least one approval")
+        client = await temporal.client()
+        results = []
+        for item in items:
+            run_id, _, step_id = item.partition("|")
+            handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+            decision = Decision(step_id=step_id, outcome=outcome, approver=user.principal(), reason=reason)
+            try:
+                await decide(handle, decision)
+                results.append((run_id, step_id, "decided: " + outcome.replace("_", " ")))
+            except WorkflowUpdateFailedError as exc:
+                results.append((run_id, step_id, f"refused: {exc.cause}"))
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                results.append((run_id, step_id, "refused: no such run waiting for a decision"))
+        back = str(form.get("back", ""))
+        if back.startswith("/console/runs/") and all(r[2].startswith("decided") for r in results):
+            return RedirectResponse(back, 303)
+        visitor = sessions.visitor(request)
+        assert visitor is not None
+        status = 200 if any(r[2].startswith("decided") for r in results) else 403
+        return page(request, "approvals.html", visitor, status, items=await _inbox(user), results=results)
+
+    async def _timeline(run_id: str, user: User) -> Any:
+        try:
+            return await timeline(await temporal.client(), run_id, user.principal(), audit)
+        except RunNotFound as exc:
+            raise ConsoleError(404, str(exc)) from exc
+
+    async def _visible(run_id: str, user: User) -> None:
+        try:
+            await show_run(await temporal.client(), run_id, user.principal())
+        except RunNotFound as exc:
+            raise ConsoleError(404, str(exc)) from exc
+
+    async def _inbox(user: User) -> list[PendingItem]:
+        client = await temporal.client()
+        viewer, found = user.principal(), []
+        async for execution in client.list_workflows(PENDING_QUERY):
+            handle = client.get_workflow_handle_for(GraphWorkflow.run, execution.id)
+            try:
+                waiting = (await handle.query(GraphWorkflow.progress)).pending_approval
+            except RPCError:
+                continue  # no worker answers for that run now
+            if waiting is not None and may_decide(viewer, waiting):
+                found.append(PendingItem.for_viewer(execution.id, waiting, viewer))
+        return found
+
+    return router
+
+
+def _local(url: str) -> str:
+    """Only a console path is a place to go back to after signing in (no open redirect)."""
+    return url if url.startswith("/console/") and not url.startswith("//") else "/console/runs"

@@ -1,0 +1,115 @@
+"""Console sessions and CSRF protection, in one signed cookie.
+
+Every console visitor holds a ``chamberlain_session`` cookie signed with itsdangerous
+(``HttpOnly``, ``SameSite=Strict``, and ``Secure`` whenever the console is served over https:
+the public URL starts with ``https://`` or the request arrived over https — behind a proxy,
+run uvicorn with ``--proxy-headers`` so it sees the original scheme). It carries a random
+nonce and, once signed in, the user's ID and when they signed in. Every form posts a CSRF
+token, the HMAC of that nonce under the server's secret; a post without it, or with another
+session's, is refused. Signing in issues a fresh nonce, so a planted cookie is useless.
+The user is looked up in the directory on every request: removing a user ends their sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request, Response
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from chamberlain.server.auth import User, UserDirectory
+from chamberlain.server.console.errors import ConsoleError
+from chamberlain.server.settings import ServerSettings
+
+COOKIE = "chamberlain_session"
+MAX_AGE = 8 * 3600  # seconds a session lasts after sign-in
+SECRET_FILE = "console.secret"
+
+
+def session_secret(settings: ServerSettings) -> str:
+    """``CHAMBERLAIN_CONSOLE_SECRET``, else a random secret kept (mode 600) in the data folder,
+    created on first use — so sessions survive a restart but no default secret ever exists."""
+    if settings.console_secret:
+        if len(settings.console_secret) < 32:
+            raise ValueError("CHAMBERLAIN_CONSOLE_SECRET is shorter than 32 characters — use `openssl rand -hex 32`")
+        return settings.console_secret
+    path: Path = settings.ensure_data() / SECRET_FILE
+    if not path.exists():
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text(encoding="utf-8").strip()
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_hex(32))
+    return path.read_text(encoding="utf-8").strip()
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who holds this session: ``user`` once signed in; ``csrf`` is the token their forms carry."""
+
+    user: User | None
+    csrf: str
+
+
+class Sessions:
+    def __init__(self, secret: str, directory: UserDirectory, public_url: str) -> None:
+        self._serializer = URLSafeTimedSerializer(secret, salt="chamberlain.console.session")
+        self._key = hashlib.sha256(b"chamberlain.console.csrf:" + secret.encode()).digest()
+        self._directory = directory
+        self._https = public_url.startswith("https://")
+
+    def visitor(self, request: Request) -> Visitor | None:
+        """The session's holder, or ``None`` without a valid, unexpired session cookie."""
+        data = self._load(request)
+        if data is None:
+            return None
+        user = self._directory.find(data["user"]) if data.get("user") else None
+        return Visitor(user=user, csrf=self._csrf(data["nonce"]))
+
+    def start(self, request: Request, response: Response, user: User | None = None) -> Visitor:
+        """A fresh session (new nonce) for ``user`` (``None``: anonymous, for the sign-in form)."""
+        cookie, visitor = self.open(user)
+        self.attach(request, response, cookie)
+        return visitor
+
+    def open(self, user: User | None) -> tuple[str, Visitor]:
+        """A new session's cookie value and visitor, for a page that needs the token before the response exists."""
+        nonce = secrets.token_urlsafe(24)
+        cookie = self._serializer.dumps({"nonce": nonce, "user": user.id if user else None})
+        return cookie, Visitor(user, self._csrf(nonce))
+
+    def attach(self, request: Request, response: Response, cookie: str) -> None:
+        secure = self._https or request.url.scheme == "https"
+        response.set_cookie(
+            COOKIE, cookie, max_age=MAX_AGE, httponly=True, samesite="strict", secure=secure, path="/console"
+        )
+
+    def end(self, response: Response) -> None:
+        response.delete_cookie(COOKIE, path="/console")
+
+    def check_csrf(self, request: Request, token: object) -> Visitor:
+        """The visitor, if ``token`` is their session's CSRF token; else 403 (fails closed)."""
+        visitor = self.visitor(request)
+        if visitor is None or not isinstance(token, str) or not hmac.compare_digest(visitor.csrf, token):
+            raise ConsoleError(403, "the form's CSRF token is missing or not this session's — reload the page")
+        return visitor
+
+    def _load(self, request: Request) -> dict[str, Any] | None:
+        raw = request.cookies.get(COOKIE)
+        if not raw:
+            return None
+        try:
+            data = self._serializer.loads(raw, max_age=MAX_AGE)
+        except BadSignature:  # also SignatureExpired
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("nonce"), str) else None
+
+    def _csrf(self, nonce: str) -> str:
+        return hmac.new(self._key, nonce.encode(), "sha256").hexdigest()
