@@ -128,7 +128,12 @@ def standard_headers(body: bytes, event_id: str, timestamp: int | None = None) -
 
 async def post(url: str, body: bytes, headers: Mapping[str, str | bytes], source: str = "hub") -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as http_client:
-        return await http_client.post(f"{url}/webhooks/{source}", content=body, headers=headers)
+        return await http_client.post(f"{url}/webhooks/{source}", content=body, headers=wire(headers))
+
+
+def wire(headers: Mapping[str, str | bytes]) -> dict[bytes, bytes]:
+    """Headers as bytes: a str value must be ASCII, and the tests send UTF-8 and Latin-1 too."""
+    return {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in headers.items()}
 
 
 async def started(client: Client, run_id: str) -> bool:
@@ -434,7 +439,7 @@ def test_garbage_never_fails_the_server_and_a_rejected_request_starts_nothing(
         if isinstance(event := headers.get("webhook-id"), bytes):
             headers |= standard_headers(payload, event.decode("utf-8", "replace"))
     before = sum(ingress.accepted.values())
-    response = httpx.post(f"{url}/webhooks/{source}", content=payload, headers=headers, timeout=30)
+    response = httpx.post(f"{url}/webhooks/{source}", content=payload, headers=wire(headers), timeout=30)
     assert response.status_code < 500
     if response.status_code != 202:
         assert sum(ingress.accepted.values()) == before
@@ -498,7 +503,7 @@ async def test_serve_from_any_directory_accepts_the_promo_helpdesk_webhook(
         "CHAMBERLAIN_WEBHOOKS": str(ROOT / "examples/promo_returns/webhooks.yaml"),
         "PYTHONPATH": "",
     }
-    command = [Path(sys.executable).parent / "chamberlain", "serve", "--port", str(port)]
+    command = [str(Path(sys.executable).parent / "chamberlain"), "serve", "--port", str(port)]
     server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     event = new_event()
     fields = {"event_id": event, "ticket": "T-1", "customer_id": "C00042", "message": "退货: 双十一买的耳机"}
