@@ -1,5 +1,5 @@
 """A workflow that calls the tool activity directly, as a compromised or buggy workflow could:
-with no grant, or with a grant made for other arguments."""
+with no ticket, or with a ticket made for another call, key or resource."""
 
 from __future__ import annotations
 
@@ -12,22 +12,19 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from chamberlain.agents.steps import ToolCall, ToolReply
+    from chamberlain.workflows.gate import Ticket, current_ticket
 
 
 class Forgery(BaseModel):
     call: ToolCall
-    token: str | None = None
+    ticket: Ticket | None = None
 
 
 @workflow.defn(name="test.forger")
 class Forger:
-    def __init__(self) -> None:
-        self.grants: dict[str, str] = {}  # read by the grant interceptor, like GraphWorkflow's
-
     @workflow.run
     async def run(self, forgery: Forgery) -> str:
-        if forgery.token:
-            self.grants[forgery.call.step.step_id] = forgery.token
+        current_ticket.set(forgery.ticket)  # as GatedExecutor does: the ticket interceptor sends it along
         try:
             reply = await workflow.execute_activity(
                 "chamberlain.tool_step", forgery.call, result_type=ToolReply,

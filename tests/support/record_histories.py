@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langchain_core.messages import message_to_dict
 
-from chamberlain.workflows import Decision, DevServer, Principal, decide, progress, start_run
+from chamberlain.workflows import Decision, DevServer, Principal, connect, decide, progress, start_run
 from tests.support.graphs import chat_models, conversation, graph
 from tests.support.workers import graph_worker
 
@@ -21,19 +21,19 @@ HISTORIES = Path(__file__).parent.parent / "histories"
 async def main() -> None:
     folder = Path(tempfile.mkdtemp())
     server = DevServer(folder / "temporal.db")
-    client = await server.start()
+    await server.start()
+    client = await connect(server.address)  # plain payloads (the embedded server's client encrypts them)
     models, _ = chat_models()
-    queue = {"task_queue": "record"}
     try:
         async with graph_worker(client, "record", models):
             chat_input = {"history": [message_to_dict(m) for m in conversation()]}
             runs = {
                 "five_steps": await start_run(
-                    client, graph("five_steps"), {"message": "refund"}, run_id="h-five", **queue
+                    client, graph("five_steps"), {"message": "refund"}, run_id="h-five", task_queue="record"
                 ),
-                "chat": await start_run(client, graph("chat"), chat_input, run_id="h-chat", **queue),
+                "chat": await start_run(client, graph("chat"), chat_input, run_id="h-chat", task_queue="record"),
                 "loop": await start_run(
-                    client, graph("loop"), {"limit": 3}, run_id="h-loop", steps_per_segment=4, **queue
+                    client, graph("loop"), {"limit": 3}, run_id="h-loop", steps_per_segment=4, task_queue="record"
                 ),
             }
             approval = await start_run(

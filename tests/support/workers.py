@@ -1,6 +1,7 @@
 """Workers for tests, over the shared test tools, every one behind a real permission gate:
-the shipped policies plus a permissive test policy, an audit log beside the test's ledger,
-and a fixed grant key shared by every worker process of a test (as a deployment's are)."""
+a permissive test policy (so a graph test is about its graph; tests of the shipped policies
+build their own gate), an audit log beside the test's ledger, and a fixed grant key shared
+by every worker process of a test (as a deployment's are)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from chamberlain.workflows import (
 from tests.support import toolbox
 
 TEST_SECRET = b"chamberlain-tests-" + b"0123456789abcdef" * 3
-TEST_POLICIES = Path(__file__).with_name("policies")
+TEST_POLICY = Path(__file__).with_name("policies") / "test.cedar"
 
 
 def audit_log() -> AuditLog:
@@ -34,7 +35,7 @@ def audit_log() -> AuditLog:
 
 
 def gate_for_tests(tools: ToolRegistry, audit: AuditLog | None = None) -> Gate:
-    return Gate(PolicyEngine.load(TEST_POLICIES), audit or audit_log(), tools, TEST_SECRET)
+    return Gate(PolicyEngine([TEST_POLICY.read_text(encoding="utf-8")]), audit or audit_log(), tools, TEST_SECRET)
 
 
 def graph_worker(client: Client, task_queue: str, models: ModelRegistry | None = None) -> Worker:

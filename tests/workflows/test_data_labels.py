@@ -16,8 +16,10 @@ from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine, Principal, create_worker, progress, start_run
+from chamberlain.workflows.local import run_gated_in_process
 from tests.conftest import run_id
 from tests.support.fake_model_server import FakeModelServer
+from tests.support.workers import TEST_SECRET
 
 SUPPORT = Principal(id="li", roles=["support"], department="support")
 
@@ -75,7 +77,7 @@ async def test_crm_personal_data_reaches_an_external_model_only_masked(
     erp = EmbeddedErp(crm.engine)
     tools = business_tools(erp, crm, today=REFERENCE_DAY)
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
-    gate = Gate(PolicyEngine.load(), audit, tools)
+    gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
     rid = run_id()
     async with create_worker(client, models=models(external, customer.email), tools=tools, task_queue=task_queue,
                              gate=gate):  # fmt: skip
@@ -94,6 +96,23 @@ async def test_crm_personal_data_reaches_an_external_model_only_masked(
     masked = [r for r in audit.records() if r.run_id == rid and r.action == "model.invoke" and r.decision == "mask"]
     assert [r.resource for r in masked] == ['Model::"external-model"']
     assert "no-pii-to-external-models" in masked[0].policies
+
+
+async def test_in_process_the_same_gate_masks_personal_data_for_an_external_model(
+    crm: EmbeddedCrm, external: FakeModelServer, tmp_path: Path
+) -> None:
+    customer = await crm.get_customer("C10001")
+    tools = business_tools(EmbeddedErp(crm.engine), crm, today=REFERENCE_DAY)
+    audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
+    result = await run_gated_in_process(greeting_graph(), {"customer_id": "C10001"}, gate=gate,
+                                        models=models(external, customer.email), principal=SUPPORT)  # fmt: skip
+    assert result.output["reply"] == "Dear customer, thank you for writing."
+    sent = external.received_text()
+    assert [v for v in (customer.name, customer.email, customer.phone) if v in sent] == [] and "PII_" in sent
+    masked = [r.resource for r in audit.records() if r.action == "model.invoke" and r.decision == "mask"]
+    assert masked == ['Model::"external-model"']
+    assert audit.verify() is None
 
 
 async def test_without_a_gate_personal_data_is_never_sent_to_an_untrusted_model(

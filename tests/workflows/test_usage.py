@@ -16,6 +16,7 @@ from chamberlain.workflows.usage import UsageEntry, UsageLedger, UsageRecord
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
+from tests.support.workers import gate_for_tests
 
 
 @pytest.fixture
@@ -48,7 +49,9 @@ async def test_a_department_over_budget_stops_the_run(
     ledger, department = ledger_db
     spec = graph("extract")
     principal = Principal(id="wang", department=department)
-    async with create_worker(client, models=models(), tools=toolbox.tools(), task_queue=task_queue, usage=ledger):
+    tools = toolbox.tools()
+    async with create_worker(client, models=models(), tools=tools, gate=gate_for_tests(tools), task_queue=task_queue,
+                             usage=ledger):  # fmt: skip
         with pytest.raises(WorkflowFailureError) as caught:
             await execute_run(
                 client, spec, {"message": "A1002"}, run_id=run_id(), task_queue=task_queue, principal=principal
