@@ -149,6 +149,9 @@ class ApprovalDecision(BaseModel):
     approver: str
     reason: str = ""
     values: dict[str, Any] | None = None
+    decided_by: Principal | None = None
+    """The person who decided, with their roles (the gate checks a step again with them);
+    None when nobody did (a timeout's default)."""
 
 
 class StepExecutor(Protocol):
