@@ -291,10 +291,10 @@ class SourceCatalog(BaseModel):
         try:
             catalog = cls.model_validate(data)
         except ValidationError as exc:
-            raise SourceError(
-                [f"{at(tuple(e['loc']))}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-            ) from exc
-        problems = []
+            found = [(tuple(e["loc"]), e["msg"]) for e in exc.errors()]
+            issues = [f"{at(loc)}: {'.'.join(map(str, loc)) or 'the file'}: {msg}" for loc, msg in found]
+            raise SourceError(issues) from exc
+        problems: list[str] = []
         for i, source in enumerate(catalog.sources):
             source.graph = source.graph if source.graph.is_absolute() else path.parent / source.graph
             problems += [f"{at(('sources', i, key))}: source {source.name}: {msg}" for key, msg in source.check()]
