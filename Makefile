@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m chamberlain.examples.quickstart.starter
 
 test: $(STAMP)
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)  # the browser tests' Chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p chamberlain
 	$(BIN)/python -m pytest -ra

@@ -478,6 +478,12 @@ def dev(
     if config.webhooks:
         _check_sources(existing(config.webhooks, "webhook sources file"), loaded)
     data = config.ensure_data()
+    demo_admin = None
+    if config.users is None:  # the console's users: a demo admin, created once in the data folder
+        from chamberlain.server.console import ensure_demo_admin
+
+        users_file, demo_admin = ensure_demo_admin(data)
+        config = config.model_copy(update={"users": users_file})
     if loaded.setup:
         loaded.setup()
     with ExitStack() as children:  # every child stops on every way out, a failed start included
@@ -500,7 +506,10 @@ def dev(
         async def serve() -> None:
             client = await server.start()
             public = f"http://127.0.0.1:{http_port}"
-            http_settings = config.model_copy(update={"temporal_address": server.address, "public_url": public})
+            http_settings = config.model_copy(
+                update={"temporal_address": server.address, "public_url": public,
+                        "temporal_ui": f"http://127.0.0.1:{ui_port}"}
+            )
             try:
                 http = BackgroundServer(create_app(http_settings), port=http_port).start()
             except RuntimeError as exc:
@@ -514,6 +523,10 @@ def dev(
                 console.print(f"Temporal UI  [bold]http://127.0.0.1:{ui_port}[/bold]")
                 if model_server:
                     console.print(f"model        [bold]{model_server.base_url}[/bold]  ({EMBEDDED_MODEL})")
+                console.print(f"console      [bold]{http.url}/console[/bold]  (users in {config.users})")
+                if demo_admin:  # shown this once: only its hash is stored
+                    console.print(f"             demo admin [bold]{demo_admin.user_id}[/bold] / "
+                                  f"password [bold]{demo_admin.password}[/bold] — shown only now")
                 console.print(f"worker       task queue [bold]{TASK_QUEUE}[/bold], app {loaded.name} — Ctrl-C stops")
                 await _until_interrupted()
 

@@ -76,22 +76,23 @@ async def retry_from_failure(client: Client, run_id: str, operator: Principal, a
 
 
 async def reset_point(client: Client, run_id: str) -> int:
-    """The last completed workflow task before the activity of the first failure was scheduled
-    (or, for a failure in the workflow itself, before the failure)."""
-    last_task = 0
+    """The last completed workflow task before the failed step's activity was scheduled: the
+    activity that failed, or — when the workflow failed the run on a step's reported error —
+    the last activity scheduled before the failure."""
+    last_task, last_step = 0, 0
     scheduled_task: dict[int, int] = {}
     async for event in client.get_workflow_handle(run_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             last_task = event.event_id
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled_task[event.event_id] = last_task
+            scheduled_task[event.event_id] = last_step = last_task
         elif event.event_type in FAILURES:
             if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
                 point = scheduled_task.get(event.activity_task_failed_event_attributes.scheduled_event_id, 0)
             elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
                 point = scheduled_task.get(event.activity_task_timed_out_event_attributes.scheduled_event_id, 0)
             else:
-                point = last_task
+                point = last_step
             if point:
                 return point
     raise OperationRefused(f"run {run_id}: no completed workflow task before its failure to go back to")
