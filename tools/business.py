@@ -8,6 +8,7 @@ opens the embedded system, ``http(s)://…`` talks to a REST service with the sa
     crm.customer.get      crm.customer.read        read          name, email, phone, address: pii
     crm.ticket.open       crm.ticket.create        write         —        (undo: crm.ticket.close)
     erp.order.get         erp.order.read           read          total, paid, refunded: financial
+    erp.stock.get         erp.stock.read           read          —
     erp.refund.create     erp.refund.create        irreversible  amount: financial
     returns.evaluate      returns.evaluate         read          refund_amount, refunded: financial
     returns.authorize     returns.rma.create       write         refund_amount: financial
@@ -31,7 +32,15 @@ from pydantic import BaseModel, Field
 
 from chamberlain.tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
 from chamberlain.tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
-from chamberlain.tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.erp.contract import (
+    ErpBackend,
+    OrderView,
+    RefundRequest,
+    RefundView,
+    RmaRequest,
+    RmaView,
+    StockView,
+)
 from chamberlain.tools.exceptions import ToolRejected
 from chamberlain.tools.registry import ToolRegistry
 from chamberlain.tools.returns.label import render_label
@@ -68,6 +77,11 @@ class CustomerQuery(BaseModel):
 
 class OrderQuery(BaseModel):
     order_id: str
+
+
+class StockQuery(BaseModel):
+    sku: str = Field(min_length=1)
+    warehouse: str = Field(min_length=1)
 
 
 class RmaQuery(BaseModel):
@@ -157,6 +171,12 @@ def business_tools(
         """Look an order up with its lines, payment and refunds."""
         return await erp.get_order(args.order_id)
 
+    @tool("erp.stock.get", action="erp.stock.read",
+          resource=lambda a: Resource("Stock", f"{a.warehouse}/{a.sku}", {"sku": a.sku, "warehouse": a.warehouse}))
+    async def get_stock(args: StockQuery, ctx: ToolContext) -> StockView:
+        """How many of a product (by SKU) a warehouse has on hand; reserves nothing."""
+        return await erp.get_stock(args.sku, args.warehouse)
+
     @tool("erp.refund.create", effect=Effect.IRREVERSIBLE, action="erp.refund.create", labels={"amount": FINANCIAL},
           resource=lambda a: order_resource(a.order_id, _pinned(a.amount, a.expected_refunded)))  # fmt: skip
     async def refund(args: RefundRequest, ctx: ToolContext) -> RefundView:
@@ -220,7 +240,8 @@ def business_tools(
         return await erp.receive_return(args.rma, ctx.idempotency_key)
 
     adapters: list[ToolAdapter[Any, Any]] = [
-        get_customer, open_ticket, get_order, refund, evaluate_return, authorize, label, refund_return, receive,
+        get_customer, open_ticket, get_order, get_stock, refund, evaluate_return, authorize, label, refund_return,
+        receive,
     ]  # fmt: skip
     return ToolRegistry(adapters)
 

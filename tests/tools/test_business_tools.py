@@ -23,6 +23,7 @@ EXPECTED = {  # adapter: (action, effect, labelled output fields)
     "crm.customer.get": ("crm.customer.read", Effect.READ, {"name", "email", "phone", "address"}),
     "crm.ticket.open": ("crm.ticket.create", Effect.WRITE, set()),
     "erp.order.get": ("erp.order.read", Effect.READ, {"total", "paid", "refunded"}),
+    "erp.stock.get": ("erp.stock.read", Effect.READ, set()),
     "erp.refund.create": ("erp.refund.create", Effect.IRREVERSIBLE, {"amount"}),
     "returns.evaluate": ("returns.evaluate", Effect.READ, {"refund_amount", "refunded"}),
     "returns.authorize": ("returns.rma.create", Effect.WRITE, {"refund_amount"}),

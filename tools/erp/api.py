@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header
 
-from chamberlain.tools.erp.contract import ErpBackend, OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.erp.contract import (
+    ErpBackend,
+    OrderView,
+    RefundRequest,
+    RefundView,
+    RmaRequest,
+    RmaView,
+    StockView,
+)
 from chamberlain.tools.http import serve_errors
 
 IdempotencyKey = Annotated[
@@ -20,6 +28,10 @@ def erp_api(erp: ErpBackend) -> FastAPI:
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str) -> OrderView:
         return await erp.get_order(order_id)
+
+    @app.get("/stock")
+    async def get_stock(sku: str, warehouse: str) -> StockView:
+        return await erp.get_stock(sku, warehouse)
 
     @app.post("/refunds")
     async def refund(request: RefundRequest, key: IdempotencyKey) -> RefundView:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from pydantic import RootModel
 
-from chamberlain.tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView, StockView
 from chamberlain.tools.http import JsonClient
 
 
@@ -21,6 +21,9 @@ class HttpErp:
 
     async def get_order(self, order_id: str) -> OrderView:
         return await self.http.request("GET", f"/orders/{order_id}", OrderView)
+
+    async def get_stock(self, sku: str, warehouse: str) -> StockView:
+        return await self.http.request("GET", "/stock", StockView, params={"sku": sku, "warehouse": warehouse})
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
         return await self.http.request("POST", "/refunds", RefundView, body=request, idempotency_key=idempotency_key)

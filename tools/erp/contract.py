@@ -23,6 +23,15 @@ class LineView(BaseModel):
     returned_quantity: int
 
 
+class StockView(BaseModel):
+    """What a warehouse has of a product right now: a read, reserving nothing."""
+
+    sku: str
+    name: str
+    warehouse: str
+    on_hand: int
+
+
 class OrderView(BaseModel):
     id: str
     customer_id: str
@@ -89,6 +98,8 @@ class ErpBackend(Protocol):
     """Writes take an idempotency key: the same key answers with the first result."""
 
     async def get_order(self, order_id: str) -> OrderView: ...
+
+    async def get_stock(self, sku: str, warehouse: str) -> StockView: ...
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView: ...
 

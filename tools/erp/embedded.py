@@ -27,6 +27,7 @@ from chamberlain.tools.erp.contract import (
     ReturnLine,
     RmaRequest,
     RmaView,
+    StockView,
 )
 from chamberlain.tools.erp.models import (
     Inventory,
@@ -99,6 +100,19 @@ class EmbeddedErp:
                     for line, product in rows
                 ],
             )
+
+    async def get_stock(self, sku: str, warehouse: str) -> StockView:
+        return await asyncio.to_thread(self._get_stock, sku, warehouse)
+
+    def _get_stock(self, sku: str, warehouse: str) -> StockView:
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(Inventory, Product).join(Product).where(Inventory.sku == sku, Inventory.warehouse == warehouse)
+            ).first()
+            if row is None:
+                raise ToolRejected(f"warehouse {warehouse} keeps no stock of SKU {sku}")
+            stock, product = row
+            return StockView(sku=sku, name=product.name, warehouse=warehouse, on_hand=stock.on_hand)
 
     async def get_return(self, rma: str) -> RmaView:
         return await asyncio.to_thread(self._get_return, rma)
