@@ -12,12 +12,12 @@ import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from chamberlain.agents import EmbeddedModelServer, GraphSpec, load_graph
 from chamberlain.workflows import DevServer, connect, temporal_binary
 from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV, new_key
+from chamberlain.workflows.converter import ConverterPlugin
 from tests.support import toolbox
 
 GRAPHS = Path(__file__).parent / "graphs"
@@ -56,7 +56,7 @@ async def client(dev_server: DevServer) -> Client:
 async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(temporal_binary("temporal-test-server")),
-        data_converter=pydantic_data_converter,
+        plugins=[ConverterPlugin()],
     )
     request = AddSearchAttributesRequest(
         namespace="default", search_attributes={"ChamberlainApproval": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}

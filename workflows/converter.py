@@ -8,7 +8,7 @@ that starts and follows runs; a worker process passes
 
 from __future__ import annotations
 
-from temporalio.client import Client, TLSConfig
+from temporalio.client import Client, ClientConfig, TLSConfig
 from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
@@ -17,6 +17,7 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
 )
+from temporalio.plugin import SimplePlugin
 
 from chamberlain.workflows.codec import EncryptionCodec
 
@@ -51,3 +52,18 @@ async def connect(
         data_converter=converter,
         header_codec_behavior=header_behavior(converter),
     )
+
+
+class ConverterPlugin(SimplePlugin):
+    """Just the deployment's converter and header behaviour, for a client built by someone
+    else's factory (Temporal's time-skipping test environment, say): pass it as a plugin
+    where :func:`connect` cannot be used."""
+
+    def __init__(self, codec: PayloadCodec | None = None) -> None:
+        self._converter = data_converter(codec)
+        super().__init__("chamberlain.converter", data_converter=self._converter)
+
+    def configure_client(self, config: ClientConfig) -> ClientConfig:
+        config = super().configure_client(config)
+        config["header_codec_behavior"] = header_behavior(config["data_converter"])
+        return config
