@@ -547,6 +547,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000, app_name: AppOption = None)
     uvicorn.run(create_app(config), host=host, port=port)
 
 
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="the project's name, e.g. acme (its package: acme)")],
+    parent: Annotated[Path, typer.Option("--in", help="the folder to create it in")] = Path("."),
+) -> None:
+    """Create a business's own project: a workflow, graphs in YAML and Python, an adapter, a Cedar
+    policy, a webhook source, evaluation cases and tests that pass at once. Never overwrites."""
+    from chamberlain.server.scaffold import ScaffoldError, scaffold
+
+    try:
+        target = scaffold(name, parent)
+    except ScaffoldError as exc:
+        raise CliError(str(exc)) from exc
+    console.print(f"created [bold]{target}[/bold] — cd {target} && python -m pytest; its README says what next")
+
+
 # -- webhooks and approvals ------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""myproject's workflows on Chamberlain."""
