@@ -1,0 +1,163 @@
+"""The knowledge tools a graph calls: search what the reader may see, and check an answer's
+citations against what was found.
+
+    adapter            action           effect   resource (attributes)              output labels
+    knowledge.search   knowledge.read   read     Knowledge (department, classification)  passages, context: confidential
+    knowledge.check    knowledge.read   read     Knowledge (department, classification)  —
+
+The search's resource is the reader's view: the department and the most secret
+classification asked for; the check's is the documents the answer cites, read from the
+corpus (never from the model's words). The same Cedar policy decides both, so a run that
+claims another department's view, or an answer that cites a document its asker may not
+read, is denied by the gate even if retrieval were wrong.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from chamberlain.tools.adapter import Resource, ToolContext, tool
+from chamberlain.tools.knowledge.access import CLEARANCE, Reader, strictest
+from chamberlain.tools.knowledge.corpus import Chunk, Document
+from chamberlain.tools.knowledge.retrieval import KnowledgeBase
+from chamberlain.tools.knowledge.text import words
+from chamberlain.tools.registry import ToolRegistry
+
+READ_ACTION = "knowledge.read"
+SECRET = ("confidential",)  # passages may hold confidential text: only models and people cleared for it see it
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=2000)
+    department: str | None = Field(None, description="the asker's department; none: public documents only")
+    clearance: list[str] = Field([], description="the asker's clearance labels ('confidential' opens secrets)")
+    k: int = Field(3, ge=1, le=8)
+
+    @property
+    def reader(self) -> Reader:
+        return Reader(department=self.department or None, cleared=CLEARANCE in self.clearance)
+
+
+class Passage(BaseModel):
+    n: int = Field(description="its number in the context, as the answer cites it")
+    chunk_id: str
+    document: str
+    title: str
+    text: str
+    score: float
+    similarity: float
+
+
+class SearchResult(BaseModel):
+    passages: list[Passage]
+    chunk_ids: list[str]
+    context: str = Field(description="the passages, numbered, for a prompt")
+    confidence: float
+    signals: dict[str, float]
+
+
+class CheckRequest(BaseModel):
+    answer: str = Field(max_length=4000)
+    citations: list[int | str] = Field([], description="passage numbers, chunk IDs or document IDs")
+    retrieved: list[str] = Field(description="the chunk IDs the search returned, in passage order")
+    retrieval_confidence: float = Field(ge=0, le=1)
+
+
+class Source(BaseModel):
+    chunk_id: str
+    document: str
+    title: str
+
+
+class CheckResult(BaseModel):
+    sources: list[Source]
+    valid: bool = Field(description="at least one citation, and every one among the retrieved passages")
+    grounding: float = Field(description="the share of the answer's words found in the cited passages")
+    confidence: float
+    problems: list[str]
+
+
+def knowledge_tools(knowledge: KnowledgeBase) -> ToolRegistry:
+    """``knowledge.search`` and ``knowledge.check`` over ``knowledge``."""
+
+    def view(args: SearchRequest) -> Resource:
+        reader = args.reader
+        attributes = {"department": reader.department or "", "classification": reader.ceiling}
+        return Resource("Knowledge", reader.department or "public", attributes)
+
+    def cited(args: CheckRequest) -> Resource:
+        documents = _documents(knowledge, [c for c in _resolve(knowledge, args) if c is not None])
+        return Resource("Knowledge", "+".join(sorted(d.id for d in documents)) or "none", strictest(documents))
+
+    @tool("knowledge.search", action=READ_ACTION, resource=view, labels={"passages": SECRET, "context": SECRET})
+    async def search(args: SearchRequest, ctx: ToolContext) -> SearchResult:
+        """Find the passages that answer a question, among the documents the asker may read."""
+        found = knowledge.search(args.query, args.reader, k=args.k)
+        passages = [
+            Passage(
+                n=n,
+                chunk_id=h.chunk.id,
+                document=h.chunk.document.id,
+                title=h.chunk.document.title,
+                text=h.chunk.text,
+                score=h.score,
+                similarity=h.similarity,
+            )
+            for n, h in enumerate(found.hits, start=1)
+        ]
+        context = "\n\n".join(f"[{p.n}] {p.title}\n{p.text}" for p in passages)
+        return SearchResult(
+            passages=passages,
+            chunk_ids=[p.chunk_id for p in passages],
+            context=context,
+            confidence=found.confidence,
+            signals=found.signals,
+        )
+
+    @tool("knowledge.check", action=READ_ACTION, resource=cited)
+    async def check(args: CheckRequest, ctx: ToolContext) -> CheckResult:
+        """Validate an answer's citations against the retrieved passages and score its grounding."""
+        resolved = _resolve(knowledge, args)
+        pairs = zip(args.citations, resolved, strict=True)
+        problems = [f"citation {c!r} names no passage" for c, r in pairs if r is None]
+        chunks = [r for r in resolved if r is not None]
+        problems += [f"{c.id} was not among the retrieved passages" for c in chunks if c.id not in args.retrieved]
+        if not args.citations:
+            problems.append("the answer cites nothing")
+        if not args.answer.strip():
+            problems.append("the answer is empty")
+        valid = not problems
+        said, backing = set(words(args.answer)), {w for c in chunks for w in words(c.searchable)}
+        grounding = round(len(said & backing) / len(said), 3) if said else 0.0
+        confidence = round(0.5 * args.retrieval_confidence + 0.5 * grounding, 3) if valid else 0.0
+        sources = [Source(chunk_id=c.id, document=c.document.id, title=c.document.title) for c in _unique(chunks)]
+        return CheckResult(sources=sources, valid=valid, grounding=grounding, confidence=confidence, problems=problems)
+
+    return ToolRegistry([search, check])
+
+
+def _resolve(knowledge: KnowledgeBase, args: CheckRequest) -> list[Chunk | None]:
+    """Each citation's chunk: a passage number counts in ``retrieved``; an ID names a chunk, or
+    a document (then its retrieved chunk, else its first)."""
+    out: list[Chunk | None] = []
+    for citation in args.citations:
+        text = str(citation).strip().strip("[]")
+        if text.isdigit():
+            n = int(text)
+            out.append(knowledge.by_id.get(args.retrieved[n - 1]) if 1 <= n <= len(args.retrieved) else None)
+        elif text in knowledge.by_id:
+            out.append(knowledge.by_id[text])
+        elif text in knowledge.documents:
+            mine = [c for c in args.retrieved if c.split("#")[0] == text]
+            out.append(knowledge.by_id.get(mine[0] if mine else f"{text}#1"))
+        else:
+            out.append(None)
+    return out
+
+
+def _documents(knowledge: KnowledgeBase, chunks: list[Chunk]) -> list[Document]:
+    return list({c.document.id: c.document for c in chunks}.values())
+
+
+def _unique(chunks: list[Chunk]) -> list[Chunk]:
+    return list({c.id: c for c in chunks}.values())
