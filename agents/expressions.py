@@ -5,7 +5,8 @@ authors, so conditions must never reach ``eval``. Expressions use Python's synta
 (``intent == 'return' and amount <= 200``) but are parsed with :mod:`ast` and only
 a whitelist of node types is compiled — into plain closures, once, at load time.
 Bare names read state fields; ``a.b`` and ``a['b']`` read inside dicts; list and dict
-literals build arguments (``[{'line_no': line_no, 'quantity': 1}]``).
+literals build arguments (``[{'line_no': line_no, 'quantity': 1}]``); ``x if c else y``
+chooses one of two values.
 """
 
 from __future__ import annotations
@@ -131,6 +132,9 @@ def _compile(node: ast.AST, source: str, names: set[str], members: set[str]) -> 
                 return True
 
             return compare
+        case ast.IfExp(test=test, body=body, orelse=orelse):
+            check, chosen, other = sub(test), sub(body), sub(orelse)
+            return lambda s: chosen(s) if check(s) else other(s)
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINARY:
             apply, lhs, rhs = _BINARY[type(op)], sub(left), sub(right)
             return lambda s: apply(lhs(s), rhs(s))

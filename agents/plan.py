@@ -23,12 +23,13 @@ from langchain_core.prompts import PromptTemplate
 
 from chamberlain.agents import state as states
 from chamberlain.agents.cascade import Question, ask
-from chamberlain.agents.exceptions import ExpressionError, RunFailed
+from chamberlain.agents.exceptions import ExpressionError, ModelOutputInvalid, RunFailed
 from chamberlain.agents.expressions import Expression, compile_expression
 from chamberlain.agents.label_flow import Labelled, declassified, in_messages, labelled_values
 from chamberlain.agents.labels import DataLabels, labels_read
 from chamberlain.agents.loader import check_graph
 from chamberlain.agents.messages import to_messages
+from chamberlain.agents.models import output_model, parse_output
 from chamberlain.agents.outcomes import RunOutcome, StepOutcome, run_status
 from chamberlain.agents.spec import (
     ApprovalNode,
@@ -204,14 +205,15 @@ class GraphPlan:
         text = str(state[node.input])
         found = await executor.classify(ClassifyCall(step=ctx, text=text, classes=node.classes), node)
         routing = [f"classifier: {found.label} (margin {found.margin:.3f})"]
+        margin = {node.margin: round(found.margin, 4)} if node.margin else {}
         if found.margin >= node.min_margin or not node.cascade:
-            updates = {node.write: found.label}
+            updates = {node.write: found.label, **margin}
             return StepOutcome(
                 node=name,
                 updates=updates,
                 next=self.route(name, self.merge(state, updates)),
                 routing=routing,
-                labels={node.write: self.declared[node.write]},
+                labels={f: self.declared[f] for f in updates},
             )
         messages = [
             SystemMessage(f"Classify the message as one of: {', '.join(node.classes)}. Answer in JSON."),
@@ -222,7 +224,7 @@ class GraphPlan:
         answer = await ask(
             name, node, question, executor, ctx, candidates=node.cascade, min_confidence=0.5, routing=routing
         )
-        updates = answer.values
+        updates = {**answer.values, **margin}
         return answer.outcome(updates, self.route(name, self.merge(state, updates)), self._labelled(updates, {}))
 
     async def _tool(
@@ -262,7 +264,8 @@ class GraphPlan:
         self, name: str, node: ApprovalNode, state: State, executor: StepExecutor, ctx: StepContext
     ) -> StepOutcome:
         """Approve goes on; reject goes to ``on_reject`` (none: the run stops); a request for
-        changes goes to ``on_changes``, else like a rejection."""
+        changes goes to ``on_changes``, else like a rejection. An approval's ``output`` values
+        are written to the state; values that fail its schema fail the step, naming the field."""
         request = ApprovalRequest(
             step=ctx,
             ask=PromptTemplate.from_template(node.ask).format(**prompt_values(state)),
@@ -270,10 +273,19 @@ class GraphPlan:
             escalate_to=node.escalate_to,
         )
         decision = await executor.request_approval(request, node)
-        targets = {"approve": self.route(name, state), "reject": node.on_reject}
+        updates = approval_values(name, node, decision.values) if decision.values is not None else {}
+        after = self.merge(state, updates)
+        targets = {"approve": self.route(name, after), "reject": node.on_reject}
         target = targets.get(decision.outcome, node.on_changes or node.on_reject)
         note = f"{decision.approver}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
-        return StepOutcome(node=name, updates={}, next=target, decision=decision.outcome, routing=[note])
+        return StepOutcome(
+            node=name,
+            updates=updates,
+            next=target,
+            decision=decision.outcome,
+            routing=[note],
+            labels={f: self.declared[f] for f in updates},
+        )
 
     def model_messages(self, name: str, state: State) -> list[BaseMessage]:
         node = self.node(name)
@@ -303,3 +315,13 @@ class GraphPlan:
             f: labels.of(expression.names & set(self.spec.state) - {"result"}, self.declared)
             for f, expression in self._outputs[name].items()
         }
+
+
+def approval_values(name: str, node: ApprovalNode, values: dict[str, Any]) -> dict[str, Any]:
+    """The state updates an approver's ``values`` make: only the node's ``output`` fields, validated."""
+    if not node.output:
+        return {}
+    parsed, error = parse_output(output_model(node.output), json.dumps(values))
+    if error is not None or parsed is None:
+        raise ModelOutputInvalid(f"approval '{name}': the approver's values do not fit its output: {error}")
+    return parsed

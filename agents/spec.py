@@ -157,6 +157,9 @@ class ClassifyNode(_ActivityNode):
     type: Literal["classify"]
     input: str
     write: str
+    margin: str | None = Field(
+        None, description="a state field that receives the margin, so routes can act on how sure the classifier was"
+    )
     classes: dict[str, list[str]] = Field(min_length=2)
     min_margin: float = Field(0.0, ge=0)
     cascade: list[str] = []
@@ -184,11 +187,14 @@ class RouteNode(_Node):
 
 
 class ApprovalNode(_Node):
-    """Park the run until someone with one of ``approvers`` decides; ``next`` follows approval."""
+    """Park the run until someone with one of ``approvers`` decides; ``next`` follows approval.
+    ``output`` fields are what the approver fills in (a reply, a corrected value): validated
+    like a model's output and written to the state fields of the same names."""
 
     type: Literal["approval"]
     ask: str
     approvers: list[str] = Field(min_length=1)
+    output: dict[str, OutputField] | None = None
     timeout: Duration = timedelta(hours=24)
     escalate_to: list[str] = []
     default: Literal["approve", "reject"] = "reject"

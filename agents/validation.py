@@ -103,11 +103,17 @@ class _Checker:
             case ClassifyNode():
                 yield from self._field_ref(node.input, (*path, "input"), "classify reads")
                 yield from self._field_ref(node.write, (*path, "write"), "classify writes")
+                if node.margin is not None:
+                    yield from self._field_ref(node.margin, (*path, "margin"), "classify writes", FieldType.FLOAT)
                 yield from self._cascade(name, node.cascade, node.human, path)
             case ApprovalNode():
                 for key in ("on_reject", "on_changes"):
                     if target := getattr(node, key):
                         yield from self._node_ref(target, (*path, key))
+                for field, declared in (node.output or {}).items():
+                    yield from self._field_ref(field, (*path, "output", field), "output writes")
+                    if declared.pattern is not None:
+                        yield from self._pattern(field, declared, (*path, "output", field, "pattern"))
             case EndNode(output=list(fields)):
                 for i, f in enumerate(fields):
                     yield from self._field_ref(f, (*path, "output", i), f"end node '{name}' returns")

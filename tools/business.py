@@ -9,6 +9,8 @@ opens the embedded system, ``http(s)://…`` talks to a REST service with the sa
     crm.ticket.open       crm.ticket.create        write         —        (undo: crm.ticket.close)
     erp.order.get         erp.order.read           read          total, paid, refunded: financial
     erp.stock.get         erp.stock.read           read          —
+    erp.order.status      erp.order.read           read          —
+    erp.order.cancel      erp.order.cancel         write         —
     erp.refund.create     erp.refund.create        irreversible  amount: financial
     returns.evaluate      returns.evaluate         read          refund_amount, refunded: financial
     returns.authorize     returns.rma.create       write         refund_amount: financial
@@ -34,6 +36,7 @@ from chamberlain.tools.adapter import Effect, Resource, ToolAdapter, ToolContext
 from chamberlain.tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
 from chamberlain.tools.erp.contract import (
     ErpBackend,
+    OrderStatusView,
     OrderView,
     RefundRequest,
     RefundView,
@@ -171,6 +174,17 @@ def business_tools(
         """Look an order up with its lines, payment and refunds."""
         return await erp.get_order(args.order_id)
 
+    @tool("erp.order.status", action="erp.order.read", resource=lambda a: order_resource(a.order_id))
+    async def order_status(args: OrderQuery, ctx: ToolContext) -> OrderStatusView:
+        """Where an order is: status, carrier and tracking, and the quantities still returnable."""
+        return await erp.order_status(args.order_id)
+
+    @tool("erp.order.cancel", effect=Effect.WRITE, action="erp.order.cancel",
+          resource=lambda a: order_resource(a.order_id))  # fmt: skip
+    async def cancel_order(args: OrderQuery, ctx: ToolContext) -> OrderStatusView:
+        """Cancel an order that has not shipped yet; refused, with the reason, once it has."""
+        return await erp.cancel_order(args.order_id, ctx.idempotency_key)
+
     @tool("erp.stock.get", action="erp.stock.read",
           resource=lambda a: Resource("Stock", f"{a.warehouse}/{a.sku}", {"sku": a.sku, "warehouse": a.warehouse}))
     async def get_stock(args: StockQuery, ctx: ToolContext) -> StockView:
@@ -240,8 +254,8 @@ def business_tools(
         return await erp.receive_return(args.rma, ctx.idempotency_key)
 
     adapters: list[ToolAdapter[Any, Any]] = [
-        get_customer, open_ticket, get_order, get_stock, refund, evaluate_return, authorize, label, refund_return,
-        receive,
+        get_customer, open_ticket, get_order, order_status, cancel_order, get_stock, refund, evaluate_return,
+        authorize, label, refund_return, receive,
     ]  # fmt: skip
     return ToolRegistry(adapters)
 

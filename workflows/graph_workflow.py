@@ -20,8 +20,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from chamberlain.agents.exceptions import AgentError, StepFailed
-    from chamberlain.agents.plan import GraphPlan, StepOutcome
+    from chamberlain.agents.exceptions import AgentError, ModelOutputInvalid, StepFailed
+    from chamberlain.agents.plan import GraphPlan, StepOutcome, approval_values
     from chamberlain.agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
     from chamberlain.agents.steps import (
         ApprovalDecision,
@@ -297,6 +297,12 @@ class GraphWorkflow:
             raise ValueError("the requester may not approve their own request")
         if not set(decision.approver.roles) & set(pending.approvers):
             raise ValueError(f"{decision.approver.id} lacks every approver role of {pending.approvers}")
+        node = self._request.graph.nodes.get(pending.node) if self._request else None
+        if isinstance(node, ApprovalNode) and node.output and decision.outcome == "approve":
+            try:  # an approval that asks for values (a reply) gets them, valid, or is not decided
+                approval_values(pending.node, node, decision.values or {})
+            except ModelOutputInvalid as exc:
+                raise ValueError(str(exc)) from exc
 
     @workflow.query(name="progress")
     def progress(self) -> RunProgress:

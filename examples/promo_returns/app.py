@@ -1,5 +1,6 @@
-"""The scenario's tools and models: the business tools over a seeded embedded CRM/ERP, and
-the embedded small model.
+"""The scenario's tools and models: the business tools over a seeded embedded CRM/ERP (and the
+scenario's own language detection), the embedded small model, the gate with the shipped
+policies and the scenario's own (``policies/``).
 
 ``PROMO_ERP`` chooses the ERP and CRM: a database URL (default: a SQLite file, seeded on
 first use) or the URL of their REST services. The policy's "today" is the seed's reference
@@ -14,15 +15,19 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
+from chamberlain.examples.promo_returns.language import detect_language
 from chamberlain.tools import ToolRegistry
 from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools.crm.contract import CrmBackend
 from chamberlain.tools.crm.embedded import EmbeddedCrm
+from chamberlain.tools.erp.contract import ErpBackend
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
+POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 
 
 def database_url() -> str:
@@ -45,7 +50,14 @@ setup = prepare  # `chamberlain dev` and `chamberlain worker` seed the embedded 
 
 def tools() -> ToolRegistry:
     url = database_url()
-    return business_tools(erp_backend(url), crm_backend(url), labels_dir=DATA / "labels", today=REFERENCE_DAY)
+    return tools_over(erp_backend(url), crm_backend(url), labels_dir=DATA / "labels")
+
+
+def tools_over(erp: ErpBackend, crm: CrmBackend, *, labels_dir: Path) -> ToolRegistry:
+    """The scenario's tools over any ERP and CRM: the business tools and the language detection."""
+    registry = business_tools(erp, crm, labels_dir=labels_dir, today=REFERENCE_DAY)
+    registry.register(detect_language)
+    return registry
 
 
 def models() -> ModelRegistry:
@@ -57,4 +69,14 @@ def gate(tools: ToolRegistry) -> Gate:
     """The permission gate over ``tools``: the shipped Cedar policies, audited next to the data;
     tickets signed with ``$CHAMBERLAIN_GRANT_SECRET``, else a key kept next to the data."""
     secret = grant_secret() if os.environ.get(GRANT_SECRET_ENV) else persisted_secret(DATA)
-    return Gate(PolicyEngine.load(), AuditLog(f"sqlite:///{DATA / 'promo-audit.sqlite'}"), tools, secret)
+    return Gate(PolicyEngine.load(POLICIES), AuditLog(f"sqlite:///{DATA / 'promo-audit.sqlite'}"), tools, secret)
+
+
+def evaluation_tools(url: str) -> ToolRegistry:
+    """The tools over the embedded store at ``url``, seeded if empty: ``chamberlain eval`` seeds
+    one and gives each case a fresh copy of it."""
+    erp = EmbeddedErp(url)
+    if not inspect(erp.engine).has_table("erp_order"):
+        seed(erp, EmbeddedCrm(erp.engine))
+    folder = Path(url.removeprefix("sqlite:///")).parent
+    return tools_over(erp, EmbeddedCrm(erp.engine), labels_dir=folder / "labels")

@@ -23,7 +23,6 @@ from chamberlain.agents import EmbeddedModelServer, GraphSpec, ModelRegistry, Sc
 from chamberlain.examples.promo_returns import app as promo
 from chamberlain.examples.quickstart import app as quickstart
 from chamberlain.tools import ToolRegistry
-from chamberlain.tools.business import business_tools
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.contract import ReturnLine
 from chamberlain.tools.erp.embedded import EmbeddedErp
@@ -56,15 +55,23 @@ def acting_for(customer: str) -> Principal:
     return Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"], customer=customer)
 
 
-def extractor(answer: Callable[[str], str]) -> ModelRegistry:
-    """A model that extracts ``answer(message)`` as the order ID — the worst a model can do."""
+def extractor(answer: Callable[[str], str], quantity: Callable[[str], int] = lambda _m: 1) -> ModelRegistry:
+    """A model that extracts ``answer(message)`` as the order ID — the worst a model can do — from
+    a return of ``quantity(message)`` items of the line the run names (or line 1)."""
 
     def respond(messages: list[BaseMessage], _kwargs: dict[str, Any]) -> str:
-        return json.dumps({"order_id": answer(str(messages[-1].content))})
+        message = str(messages[-1].content)
+        line = int(message.split("line ")[1].split()[0]) if "line " in message else 1
+        understood = {"intent": "return", "order_id": answer(message), "everything": False, "line_no": line}
+        return json.dumps({**understood, "quantity": quantity(message), "condition": "unopened", "reason": ""})
 
     models = ModelRegistry()
     models.register("extractor", ScriptedChatModel(respond=respond), Tier.EDGE, trust=["pii", "financial"])
     return models
+
+
+def three_or_one(message: str) -> int:
+    return 3 if message.startswith("Return three") else 1
 
 
 @dataclass
@@ -93,7 +100,7 @@ def shop(tmp_path: Path) -> Shop:
     erp = EmbeddedErp(f"sqlite:///{tmp_path / 'shop.sqlite'}")
     seed(erp, EmbeddedCrm(erp.engine), customers=60, orders=400)
     labels = tmp_path / "labels"
-    return Shop(erp, business_tools(erp, EmbeddedCrm(erp.engine), labels_dir=labels, today=REFERENCE_DAY), labels)
+    return Shop(erp, promo.tools_over(erp, EmbeddedCrm(erp.engine), labels_dir=labels), labels)
 
 
 @asynccontextmanager
@@ -120,7 +127,7 @@ async def promo_run(
     client: Client, task_queue: str, shop: Shop, principal: Principal, message: str, **values: Any
 ) -> tuple[RunResult, int]:
     spec = load_graph(PROMO_GRAPH, tools=shop.tools)
-    values = {"message": message, **values}
+    values = {"message": message, "customer_id": principal.customer, **values}
     handle = await start_run(client, spec, values, run_id=run_id(), principal=principal, task_queue=task_queue)
     return await finish(handle)
 
@@ -134,7 +141,7 @@ async def test_a_customer_cannot_return_another_customers_order(
     target = "A1229"
     owner = shop.owner(target)
     attacker = next(f"C{10000 + i}" for i in range(60) if f"C{10000 + i}" != owner)
-    async with worker(client, task_queue, extractor(lambda _m: target), shop.tools, tmp_path):
+    async with worker(client, task_queue, extractor(lambda _m: target), shop.tools, tmp_path, promo.POLICIES):
         attack, _ = await promo_run(client, task_queue, shop, acting_for(attacker), f"Return order {target}")
         assert attack.end == "declined" and "customers-only-their-own-records" in attack.output["error"]
         assert shop.returns() == [] and shop.refunds() == [] and not shop.labels.exists()
@@ -150,9 +157,9 @@ async def test_an_invented_order_id_is_never_acted_on(
     client: Client, task_queue: str, shop: Shop, tmp_path: Path
 ) -> None:
     """The model names a real order of another customer the message never mentioned."""
-    async with worker(client, task_queue, extractor(lambda _m: "A1229"), shop.tools, tmp_path):
+    async with worker(client, task_queue, extractor(lambda _m: "A1229"), shop.tools, tmp_path, promo.POLICIES):
         result, _ = await promo_run(client, task_queue, shop, acting_for("C10001"), "I want to return my jacket")
-    assert (result.end, list(result.output)) == ("ask_order", ["question"])
+    assert (result.end, list(result.output)) == ("ask_order", ["intent", "question"])
     assert "order" in result.output["question"] and shop.returns() == [] and shop.refunds() == []
 
 
@@ -169,7 +176,7 @@ NO_ORDER = [
 async def test_messages_naming_no_order_end_asking_for_it_on_the_embedded_model(
     client: Client, task_queue: str, shop: Shop, tmp_path: Path, embedded_model: EmbeddedModelServer
 ) -> None:
-    async with worker(client, task_queue, promo.models(), shop.tools, tmp_path):
+    async with worker(client, task_queue, promo.models(), shop.tools, tmp_path, promo.POLICIES):
         results = [(await promo_run(client, task_queue, shop, acting_for("C10001"), m))[0] for m in NO_ORDER]
     assert [r.end for r in results] == ["ask_order"] * len(NO_ORDER)
     assert shop.returns() == [] and shop.refunds() == []
@@ -203,11 +210,13 @@ async def test_a_rejected_return_split_in_three_refunds_no_more_than_one_part_al
 ) -> None:
     order_id, line_no, price = await split_target(shop)
     principal = acting_for(shop.owner(order_id))
-    message = f"Return order {order_id}, unopened"
-    async with worker(client, task_queue, extractor(lambda _m: order_id), shop.tools, tmp_path):
-        whole, asked = await promo_run(client, task_queue, shop, principal, message, line_no=line_no, quantity=3)
-        assert (whole.end, asked) == ("declined", 1)  # the manager said no to 3 × price
-        parts = [await promo_run(client, task_queue, shop, principal, message, line_no=line_no) for _ in range(3)]
+    whole = f"Return three items of line {line_no} of order {order_id}, unopened"
+    part = f"Return one item of line {line_no} of order {order_id}, unopened"
+    model = extractor(lambda _m: order_id, three_or_one)
+    async with worker(client, task_queue, model, shop.tools, tmp_path, promo.POLICIES):
+        refused, asked = await promo_run(client, task_queue, shop, principal, whole)
+        assert (refused.end, asked) == ("declined", 1)  # the manager said no to 3 × price
+        parts = [await promo_run(client, task_queue, shop, principal, part) for _ in range(3)]
     assert [(r.end, asked) for r, asked in parts] == [("done", 0), ("declined", 1), ("declined", 1)]
     assert [r.amount for r in shop.refunds()] == [pytest.approx(price)]
 
@@ -226,8 +235,8 @@ async def test_the_gate_alone_counts_what_an_order_already_refunded(
     order_id, line_no, price = await split_target(shop)
     principal = acting_for(shop.owner(order_id))
     spec = gate_only_returns(shop.tools)
-    values = {"message": f"Return order {order_id}", "line_no": line_no}
-    async with worker(client, task_queue, extractor(lambda _m: order_id), shop.tools, tmp_path):
+    values = {"message": f"Return one item of line {line_no} of order {order_id}", "customer_id": principal.customer}
+    async with worker(client, task_queue, extractor(lambda _m: order_id), shop.tools, tmp_path, promo.POLICIES):
         outcomes = []
         for _ in range(3):
             handle = await start_run(client, spec, values, run_id=run_id(), principal=principal, task_queue=task_queue)

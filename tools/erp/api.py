@@ -8,6 +8,7 @@ from fastapi import FastAPI, Header
 
 from chamberlain.tools.erp.contract import (
     ErpBackend,
+    OrderStatusView,
     OrderView,
     RefundRequest,
     RefundView,
@@ -32,6 +33,14 @@ def erp_api(erp: ErpBackend) -> FastAPI:
     @app.get("/stock")
     async def get_stock(sku: str, warehouse: str) -> StockView:
         return await erp.get_stock(sku, warehouse)
+
+    @app.get("/orders/{order_id}/status")
+    async def order_status(order_id: str) -> OrderStatusView:
+        return await erp.order_status(order_id)
+
+    @app.post("/orders/{order_id}/cancel")
+    async def cancel_order(order_id: str, key: IdempotencyKey) -> OrderStatusView:
+        return await erp.cancel_order(order_id, key)
 
     @app.post("/refunds")
     async def refund(request: RefundRequest, key: IdempotencyKey) -> RefundView:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import httpx
 from pydantic import RootModel
 
-from chamberlain.tools.erp.contract import OrderView, RefundRequest, RefundView, RmaRequest, RmaView, StockView
+from chamberlain.tools.erp.contract import (
+    OrderStatusView,
+    OrderView,
+    RefundRequest,
+    RefundView,
+    RmaRequest,
+    RmaView,
+    StockView,
+)
 from chamberlain.tools.http import JsonClient
 
 
@@ -24,6 +32,13 @@ class HttpErp:
 
     async def get_stock(self, sku: str, warehouse: str) -> StockView:
         return await self.http.request("GET", "/stock", StockView, params={"sku": sku, "warehouse": warehouse})
+
+    async def order_status(self, order_id: str) -> OrderStatusView:
+        return await self.http.request("GET", f"/orders/{order_id}/status", OrderStatusView)
+
+    async def cancel_order(self, order_id: str, idempotency_key: str) -> OrderStatusView:
+        path = f"/orders/{order_id}/cancel"
+        return await self.http.request("POST", path, OrderStatusView, idempotency_key=idempotency_key)
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
         return await self.http.request("POST", "/refunds", RefundView, body=request, idempotency_key=idempotency_key)

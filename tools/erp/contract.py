@@ -74,6 +74,19 @@ class ReturnLine(BaseModel):
     quantity: int = Field(gt=0)
 
 
+class OrderStatusView(BaseModel):
+    """Where an order is: its status and shipment, and what of each line is still returnable."""
+
+    order_id: str
+    status: str = Field(description="placed, shipped, delivered or cancelled")
+    placed_at: datetime
+    delivered_at: datetime | None
+    carrier: str | None
+    tracking: str | None
+    shipped_at: datetime | None
+    open_lines: list[ReturnLine] = Field(description="each line's quantity not yet returned; returned lines left out")
+
+
 class RmaRequest(BaseModel):
     order_id: str
     lines: list[ReturnLine] = Field(min_length=1)
@@ -106,6 +119,12 @@ class ErpBackend(Protocol):
     async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView: ...
 
     async def get_return(self, rma: str) -> RmaView: ...
+
+    async def order_status(self, order_id: str) -> OrderStatusView: ...
+
+    async def cancel_order(self, order_id: str, idempotency_key: str) -> OrderStatusView:
+        """Cancel an order that has not shipped; an order already cancelled answers as it is."""
+        ...
 
     async def find_return(self, idempotency_key: str) -> RmaView | None:
         """The return authorised with this key, if any: lets a retried step find its own."""

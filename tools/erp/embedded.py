@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, col, select
 from chamberlain.tools.database import open_engine
 from chamberlain.tools.erp.contract import (
     LineView,
+    OrderStatusView,
     OrderView,
     RefundRequest,
     RefundView,
@@ -37,6 +38,7 @@ from chamberlain.tools.erp.models import (
     Product,
     Refund,
     ReturnAuthorization,
+    Shipment,
     Warehouse,
 )
 from chamberlain.tools.exceptions import ToolRejected
@@ -113,6 +115,49 @@ class EmbeddedErp:
                 raise ToolRejected(f"warehouse {warehouse} keeps no stock of SKU {sku}")
             stock, product = row
             return StockView(sku=sku, name=product.name, warehouse=warehouse, on_hand=stock.on_hand)
+
+    async def order_status(self, order_id: str) -> OrderStatusView:
+        return await asyncio.to_thread(self._order_status, order_id)
+
+    def _order_status(self, order_id: str) -> OrderStatusView:
+        with Session(self.engine) as session:
+            order = session.get(Order, order_id)
+            if order is None:
+                raise ToolRejected(f"no order {order_id}")
+            shipment = session.exec(
+                select(Shipment).where(Shipment.order_id == order_id).order_by(col(Shipment.shipped_at).desc())
+            ).first()
+            lines = session.exec(
+                select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.line_no))
+            ).all()
+            return OrderStatusView(
+                order_id=order.id, status=order.status, placed_at=order.placed_at, delivered_at=order.delivered_at,
+                carrier=shipment.carrier if shipment else None, tracking=shipment.tracking if shipment else None,
+                shipped_at=shipment.shipped_at if shipment else None,
+                open_lines=[
+                    ReturnLine(line_no=line.line_no, quantity=line.quantity - line.returned_quantity)
+                    for line in lines
+                    if line.quantity > line.returned_quantity
+                ],
+            )  # fmt: skip
+
+    async def cancel_order(self, order_id: str, idempotency_key: str) -> OrderStatusView:
+        return await asyncio.to_thread(self._cancel_order, order_id)
+
+    def _cancel_order(self, order_id: str) -> OrderStatusView:
+        """One conditional UPDATE placed → cancelled: a retry, or a second request, finds it cancelled."""
+        with Session(self.engine) as session:
+            session.execute(
+                update(Order).where(col(Order.id) == order_id, col(Order.status) == "placed").values(status="cancelled")
+            )
+            session.commit()
+        status = self._order_status(order_id)
+        if status.status != "cancelled":
+            raise ToolRejected(
+                f"order {order_id} is {status.status}, so it can no longer be cancelled: "
+                "once it is delivered it can be returned"
+            )
+        return status
 
     async def get_return(self, rma: str) -> RmaView:
         return await asyncio.to_thread(self._get_return, rma)
