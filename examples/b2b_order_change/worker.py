@@ -7,6 +7,7 @@ import asyncio
 import os
 
 from temporalio.client import Client
+from temporalio.converter import PayloadCodec
 from temporalio.worker import Worker
 
 from chamberlain.examples.b2b_order_change import app
@@ -17,10 +18,11 @@ from chamberlain.workflows import ChamberlainPlugin
 TASK_QUEUE = "b2b-orders"
 
 
-def plugin() -> ChamberlainPlugin:
-    """Graphs on this process's client and workers: the app's models and tools behind its gate."""
+def plugin(codec: PayloadCodec | None = None) -> ChamberlainPlugin:
+    """Graphs on this process's client and workers: the app's models and tools behind its gate;
+    payloads encrypted by ``codec`` (default: the keys in ``$CHAMBERLAIN_PAYLOAD_KEYS``)."""
     tools = app.tools()
-    return ChamberlainPlugin(models=app.models(), tools=tools, gate=app.gate(tools))
+    return ChamberlainPlugin(models=app.models(), tools=tools, gate=app.gate(tools), codec=codec)
 
 
 def worker(client: Client, task_queue: str = TASK_QUEUE) -> Worker:

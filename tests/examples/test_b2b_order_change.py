@@ -14,14 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from langchain_core.messages import BaseMessage
+from rich.console import Console
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.agents import EmbeddedModelServer, ModelRegistry, ScriptedChatModel, Tier
 from chamberlain.agents.spec import ToolNode
-from chamberlain.examples.b2b_order_change import app
+from chamberlain.examples.b2b_order_change import app, starter
 from chamberlain.examples.b2b_order_change.activities import notify_customer, sent_to
 from chamberlain.examples.b2b_order_change.graphs import COMMIT, DRAFT
 from chamberlain.examples.b2b_order_change.webhook import SIGNATURE_HEADER, confirmations_app, signature_for
@@ -34,7 +35,7 @@ from chamberlain.examples.b2b_order_change.workflow import (
     change_workflow_id,
 )
 from chamberlain.tools.erp.models import Inventory, OrderLine
-from chamberlain.workflows import create_worker
+from chamberlain.workflows import DevServer, create_worker
 from tests.conftest import run_id
 from tests.support.servers import serving
 
@@ -231,3 +232,15 @@ async def test_confirmation_through_the_signed_webhook(client: Client, task_queu
             assert late.status_code == 404
     assert outcome.status == "committed" and len(changes()) == 1
     assert (line("B2001", 2), on_hand("PUMP-200")) == (3, 1)
+
+
+async def test_the_starter_runs_end_to_end_on_the_embedded_model(
+    dev_server: DevServer, embedded_model: EmbeddedModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", dev_server.address)
+    console = Console(record=True, width=120)
+    outcomes = await starter.main(console)
+    assert [o.status for o in outcomes] == ["committed", "cancelled", "unavailable"]
+    assert (line("B2001", 1), line("B2001", 2), on_hand("BOLT-M8")) == (160, 1, 440)
+    text = console.export_text()
+    assert "the customer confirms: webhook 202" in text and "chain intact" in text
