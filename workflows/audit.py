@@ -7,9 +7,14 @@ record. The chain alone cannot see its own end cut off, so a head row holds the 
 count and the last hash, updated in the same transaction as each append; an attacker who
 rewrites the tail and the head together is caught by a checkpoint — the head signed with a
 key (HMAC) into a file kept outside the database. Records are written from activities,
-idempotently: a retried activity finds its record (by step, kind and attempt) and does not
-write a second. Each append starts by updating the head — a lock in SQLite and PostgreSQL
-alike — so the chain stays linear.
+idempotently: a retried activity finds its record (by step, kind and decision attempt) and
+does not write a second. Each append starts by updating the head — a lock in SQLite and
+PostgreSQL alike — so the chain stays linear.
+
+Group commit: :class:`GroupCommit` gathers the appends that arrive while a commit is under
+way and writes them in the next transaction, one commit (one fsync) for the batch. Every
+caller waits for the commit that holds its record, so nothing is acknowledged — and no
+activity completes — before its record is durable: a crash loses no acknowledged record.
 
 Errors: ``AuditLogError`` (the log cannot be used as asked) ← ``AuditLogNotFound`` (nothing
 at that URL to verify or read). A broken chain is not an error: ``verify`` names the record.
@@ -17,17 +22,19 @@ at that URL to verify or read). A broken chain is not an error: ``verify`` names
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, UniqueConstraint, inspect, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from chamberlain.tools.database import open_engine
@@ -129,9 +136,15 @@ def digest(value: Any) -> str:
 
 
 def _record_hash(record: AuditRecord) -> str:
-    fields = record.model_dump(exclude={"seq", "hash"})
-    fields["at"] = record.at.replace(tzinfo=UTC).isoformat() if record.at.tzinfo is None else record.at.isoformat()
-    return digest(fields)
+    return _fields_hash(record.model_dump())
+
+
+def _fields_hash(fields: dict[str, Any]) -> str:
+    """The hash of a record's fields (all but ``seq`` and ``hash``), its time in ISO form."""
+    at: datetime = fields["at"]
+    hashed = {k: v for k, v in fields.items() if k not in ("seq", "hash")}
+    hashed["at"] = at.replace(tzinfo=UTC).isoformat() if at.tzinfo is None else at.isoformat()
+    return digest(hashed)
 
 
 def _missing(first: int, last: int) -> str:
@@ -186,40 +199,44 @@ class AuditLog:
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         """Add ``entry`` as the next record (or return the one a previous attempt wrote), in one transaction."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            head = session.execute(  # take the chain's lock first, and learn where the log ends
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Add ``entries`` in order as the next records, in one transaction (one commit); an
+        entry whose record exists already (same step, kind and attempt) gets that record back.
+        Plain SQL statements rather than ORM sessions: an append is on every step's path."""
+        table = AuditRecord.__table__  # type: ignore[attr-defined]
+        with self.engine.begin() as connection:
+            head = connection.execute(  # take the chain's lock first, and learn where the log ends
                 update(AuditHead)
                 .where(col(AuditHead.id) == 1)
-                .values(records=col(AuditHead.records) + 1)
+                .values(records=col(AuditHead.records))
                 .returning(col(AuditHead.records), col(AuditHead.last_hash))
             ).one_or_none()
             if head is None:
                 raise AuditLogError(f"{self._where()} has lost its head; run `chamberlain audit verify`")
-            existing = session.exec(
-                select(AuditRecord).where(
-                    AuditRecord.step_id == entry.step_id,
-                    AuditRecord.kind == entry.kind,
-                    AuditRecord.attempt == entry.attempt,
+            steps = {entry.step_id for entry in entries}
+            found = connection.execute(table.select().where(table.c.step_id.in_(steps))).mappings().all()
+            known = {(r["step_id"], r["kind"], r["attempt"]): dict(r) for r in found}
+            seq, last_hash, rows, result = head.records, head.last_hash, [], []
+            for entry in entries:
+                key = (entry.step_id, entry.kind, entry.attempt)
+                if key not in known:
+                    seq += 1
+                    row = entry.model_dump(exclude={"args", "policies"})
+                    row |= {"args_digest": digest(entry.args), "policies": ",".join(entry.policies),
+                            "at": datetime.now(UTC), "prev_hash": last_hash}  # fmt: skip
+                    row |= {"seq": seq, "hash": _fields_hash(row)}
+                    last_hash = row["hash"]
+                    rows.append(row)
+                    known[key] = row
+                result.append(known[key])
+            if rows:
+                connection.execute(table.insert(), rows)
+                connection.execute(
+                    update(AuditHead).where(col(AuditHead.id) == 1).values(records=seq, last_hash=last_hash)
                 )
-            ).first()
-            if existing:
-                session.expunge(existing)
-                session.rollback()
-                return existing
-            record = AuditRecord(
-                **entry.model_dump(exclude={"args", "policies"}),
-                seq=head.records,
-                args_digest=digest(entry.args),
-                policies=",".join(entry.policies),
-                at=datetime.now(UTC),
-                prev_hash=head.last_hash,
-                hash="",
-            )
-            record.hash = _record_hash(record)
-            session.add(record)
-            session.execute(update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=record.hash))
-            session.commit()
-            return record
+        return [AuditRecord(**row) for row in result]
 
     def records(self) -> Iterator[AuditRecord]:
         with Session(self.engine) as session:
@@ -290,6 +307,51 @@ class AuditLog:
                 out.write(record.model_dump_json() + "\n")
                 count += 1
         return count
+
+
+class GroupCommit:
+    """Appends to one :class:`AuditLog` from concurrent tasks, a batch per commit: while one
+    commit runs, the entries that arrive wait and go together in the next. ``await
+    append(entry)`` returns only once the transaction holding the record has committed."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._pending: list[tuple[AuditEntry, asyncio.Future[AuditRecord]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # commits made: fewer than records when appends overlapped
+
+    async def append(self, entry: AuditEntry) -> AuditRecord:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[AuditRecord] = loop.create_future()
+        self._pending.append((entry, done))
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        batch: list[tuple[AuditEntry, asyncio.Future[AuditRecord]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    records = await asyncio.to_thread(self.log.append_many, [entry for entry, _ in batch])
+                except (AuditLogError, OSError, SQLAlchemyError) as exc:  # every caller of the batch sees it
+                    _settle(batch, exc)
+                    continue
+                self.batches += 1
+                for (_, done), record in zip(batch, records, strict=True):
+                    if not done.done():
+                        done.set_result(record)
+        finally:  # anything else (cancelled, a bug): no caller is left waiting for a commit that never comes
+            stopped = AuditLogError("the audit writer stopped before this record was committed; retry the step")
+            _settle([*batch, *self._pending], stopped)
+            self._pending = []
+
+
+def _settle(batch: list[tuple[AuditEntry, asyncio.Future[AuditRecord]]], exc: BaseException) -> None:
+    for _, done in batch:
+        if not done.done():
+            done.set_exception(exc)
 
 
 def _load_checkpoint(path: Path, key: bytes | None) -> Checkpoint | str:
