@@ -3,6 +3,9 @@
 1. an 11.11 order inside its 30-day window → RMA, label, refund, no one involved;
 2. a large one → a manager approves first;
 3. an ordinary order past its 7-day window → declined, with the policy's reason.
+
+When the exemplar classifier and the model read a message differently, the run parks in the
+support queue instead; the starter then answers as a support agent.
 """
 
 from __future__ import annotations
@@ -85,16 +88,20 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
         outputs = []
         for order_id, message in await scenarios(erp):
             customer = (await erp.get_order(order_id)).customer_id
-            values = {"message": message, "condition": "unopened"}
+            values = {"message": message, "customer_id": customer}
             principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"], customer=customer)
             run_id = f"return-{order_id}-{uuid.uuid4().hex[:6]}"
             handle = await start_run(client, spec, values, run_id=run_id, principal=principal, task_queue=task_queue)
             result_task = asyncio.ensure_future(handle.result())
             while not result_task.done():
                 if pending := (await progress(handle)).pending_approval:
-                    console.print(f"[yellow]approval[/yellow] {pending.ask}")
-                    manager = Principal(id="maria", roles=["manager"])
-                    await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=manager))
+                    console.print(f"[yellow]{pending.node}[/yellow] {pending.ask}")
+                    if pending.node == "support":  # the readers disagreed: a person answers the customer
+                        agent, answer = Principal(id="wei", roles=["support"]), {"reply": "We will call you today."}
+                    else:
+                        agent, answer = Principal(id="maria", roles=["manager"]), None
+                    decision = Decision(step_id=pending.step_id, outcome="approve", approver=agent, values=answer)
+                    await decide(handle, decision)
                 await asyncio.wait([result_task], timeout=0.2)
             result = result_task.result()
             table = Table("node", "updates", "decided by", title=message, title_justify="left")

@@ -27,7 +27,7 @@ async def test_three_returns_end_to_end(
 
     assert automatic["end"] == "done" and automatic["rma"] == "RMA000001" and automatic["refund_id"] == "RF000001"
     assert approved["end"] == "done" and float(approved["refund_amount"]) > 200  # type: ignore[arg-type]
-    assert "approval Refund" in console.export_text()
+    assert "manager Refund" in console.export_text()
     assert declined["end"] == "declined" and "7-day return window ended" in declined["reasons"][0]  # type: ignore[index]
 
     label = Path(str(automatic["label"]))
