@@ -3,7 +3,8 @@
 A stop-gap until ``chamberlain eval`` exists: one fresh seeded store (the default seed, which
 the cases' orders refer to), the embedded model unless ``CHAMBERLAIN_EMBEDDED_URL`` names
 another, a Temporal dev server, the gate with the scenario's policies. A support agent answers
-every parked question with a fixed reply; a manager approves every refund asked. A case is
+every parked question with a fixed reply; a manager approves every refund asked (both count
+as an escalation). A case is
 right when its end, its escalation, its refund total and its forbidden effects all match.
 
     .venv/bin/python -m chamberlain.examples.promo_returns.run_cases [--only ID-PREFIX]
@@ -80,6 +81,7 @@ async def run_case(client: Any, spec: Any, task_queue: str, case: dict[str, Any]
                 decision = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values=answer)
                 await decide(handle, decision)
             else:
+                escalated = True
                 await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=MANAGER))
         await asyncio.wait([result], timeout=0.2)
     outcome = result.result()
