@@ -646,6 +646,70 @@ async def _until_interrupted() -> None:
     await stop.wait()
 
 
+# -- evaluation ------------------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_cases(
+    cases: Annotated[Path, typer.Argument(help="a JSON Lines case file (docs/evaluation.md)")],
+    models: Annotated[str | None, typer.Option(help="models.yaml, or MODULE:ATTR [default: the app's]")] = None,
+    compare: Annotated[tuple[str, str] | None, typer.Option(help="two configurations, side by side")] = None,
+    graph: Annotated[Path | None, typer.Option(help="the graph [default: the webhook source's]")] = None,
+    sources: Annotated[Path | None, typer.Option(help="webhook sources [default: webhooks.yaml by the cases]")] = None,
+    source: Annotated[str | None, typer.Option(help="the webhook source the cases' events arrive at")] = None,
+    record: Annotated[Path | None, typer.Option(help="record every tool answer to this JSON Lines file")] = None,
+    replay: Annotated[Path | None, typer.Option(help="answer tools from this recording: no writes")] = None,
+    live_reads: Annotated[bool, typer.Option(help="replay: read live what the recording lacks")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N cases")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results as JSON here")] = None,
+    chart: Annotated[Path | None, typer.Option(help="write a PNG chart here")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="exit 1 below this share of all-right cases")] = None,
+    min_field: Annotated[list[str] | None, typer.Option(help="FIELD=SHARE: exit 1 below it (repeat)")] = None,
+    max_escalation_rate: Annotated[float | None, typer.Option(help="exit 1 above this escalation rate")] = None,
+    max_p95: Annotated[float | None, typer.Option(help="exit 1 above this p95 latency (seconds)")] = None,
+    embedded: Annotated[bool | None, typer.Option(help="start the embedded model [default: if needed]")] = None,
+    work: Annotated[Path | None, typer.Option(help="keep stores, audit logs and Temporal here [default: temp]")] = None,
+    address: Annotated[str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal [default: embedded]")] = None,
+    app_name: AppOption = None,
+) -> None:
+    """Run cases through the real workflow (fresh store per case, the gate, Temporal) and report
+    per-field accuracy, escalations, denials, latency, tokens and cost; --compare two model
+    configurations (McNemar's exact test); --record / --replay tool answers (shadow replay)."""
+    from chamberlain.server.evaluation import EvalOptions, run_eval
+
+    limits = {"min_accuracy": min_accuracy, "max_escalation_rate": max_escalation_rate, "max_p95": max_p95}
+    thresholds = {key: value for key, value in limits.items() if value is not None}
+    for item in min_field or []:
+        name, _, share = item.partition("=")
+        try:
+            thresholds[f"min_{name.strip()}"] = float(share)
+        except ValueError:
+            raise CliError(f"--min-field {item!r}: write FIELD=SHARE, e.g. --min-field intent=0.9") from None
+    if models and compare:
+        raise CliError("--models and --compare: give one configuration or two, not both")
+    loaded = _app(app_name)
+    options = EvalOptions(
+        cases=existing(cases, "case file"),
+        limit=limit,
+        graph=graph,
+        source=source,
+        sources=existing(sources, "webhook sources file") if sources else None,
+        configs=list(compare) if compare else [models] if models else [],
+        record=record,
+        replay=existing(replay, "recording") if replay else None,
+        live_reads=live_reads,
+        json_out=json_out,
+        chart=chart,
+        thresholds=thresholds,
+        address=address,
+        work=work,
+        embedded=embedded,
+    )
+    code = run_eval(options, loaded, lambda path: _load(path, loaded), console)
+    if code:
+        raise typer.Exit(code)
+
+
 # -- the front door ----------------------------------------------------------------------------------
 
 KNOWN = (CliError, TemporalUnavailable, AppError, GraphSpecError, AuditLogError, OSError, ValueError, ImportError)

@@ -1,0 +1,99 @@
+"""``chamberlain eval`` as a user runs it: a real process, a 3-case file on the real dev server with
+scripted models — record, replay with another model side by side, thresholds as the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from chamberlain.workflows import DevServer
+from tests.support import evaluation as shop
+
+ROOT = Path(__file__).parents[2]
+CLI = [str(Path(sys.executable).with_name("chamberlain"))]
+APP = "tests.support.evaluation"
+GRAPH = "tests/graphs/eval_returns.yaml"
+
+
+def chamberlain(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHAMBERLAIN_APP": APP, "COLUMNS": "220"}
+    return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+async def three_cases(tmp_path: Path) -> Path:
+    """The case file, for orders picked from the same deterministic seed the CLI's stores get."""
+    url = f"sqlite:///{tmp_path / 'pick.sqlite'}"
+    orders = await shop.pick_orders(shop.evaluation_tools(url), url)
+    path = tmp_path / "cases.jsonl"
+    path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in shop.cases(orders)), encoding="utf-8")
+    return path
+
+
+async def test_eval_records_replays_with_another_model_and_exits_on_thresholds(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    cases = await three_cases(tmp_path)
+    tape, report, png = tmp_path / "tape.jsonl", tmp_path / "live.json", tmp_path / "chart.png"
+    common = ["--graph", GRAPH, "--address", dev_server.address, "--app", APP]
+    live = await asyncio.to_thread(
+        chamberlain, "eval", str(cases), *common, "--models", f"{APP}:reader", "--record", str(tape),
+        "--json", str(report), "--chart", str(png), "--min-accuracy", "1.0", "--min-field", "intent=1",
+        "--work", str(tmp_path / "live"),
+    )
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert "accuracy (all fields)" in live.stdout and "100%" in live.stdout
+    found = json.loads(report.read_text(encoding="utf-8"))
+    summary = found["summaries"][0]
+    assert summary["accuracy"] == 1.0 and summary["escalation_rate"] == 0.3333 and summary["cases"] == 3
+    assert summary["tokens_per_case"] > 0 and summary["latency_p95"] >= summary["latency_p50"] > 0
+    assert {r["case"]: r["outcome"]["end"] for r in found["cases"]["reader"]} == {
+        "small": "done", "large": "done", "late": "declined"
+    }
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    assert {json.loads(line)["kind"] for line in tape.read_text(encoding="utf-8").splitlines()} == {
+        "call", "resource", "outcome"
+    }
+
+    compared = tmp_path / "compared.json"
+    shadow = await asyncio.to_thread(
+        chamberlain, "eval", str(cases), *common, "--compare", f"{APP}:reader", f"{APP}:misreader",
+        "--replay", str(tape), "--json", str(compared), "--min-accuracy", "0.9",
+    )
+    assert shadow.returncode == 1, shadow.stdout + shadow.stderr
+    assert "below threshold misreader: accuracy 0.3333 is below 0.9" in " ".join(shadow.stdout.split())
+    assert "reader" not in shadow.stdout.split("below threshold", 1)[1].replace("misreader", "")
+    assert "McNemar exact p = 0.5" in shadow.stdout
+    assert "run failed: NotRecorded: replay: the recording holds no write erp.order.cancel" in shadow.stdout
+    assert "Traceback" not in shadow.stderr
+    both = json.loads(compared.read_text(encoding="utf-8"))
+    assert both["comparison"]["only_a_right"] == ["small", "large"] and both["comparison"]["only_b_right"] == []
+    differs = {r["case"]: r["differs"] for r in both["cases"]["misreader"]}
+    assert differs["late"] == [] and "decision" in differs["large"] and "status" in differs["small"]
+    assert all(r["differs"] == [] for r in both["cases"]["reader"])  # the same model replays the same outcomes
+
+
+def test_eval_mistakes_are_one_line_naming_the_file_line_or_flag(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "a", "input": {"message": "hi"}}\n{"id": "b", "input": {}, "expekt": {}}\n')
+    done = chamberlain("eval", str(cases), "--graph", GRAPH, "--models", f"{APP}:reader")
+    assert done.returncode == 1 and "cases.jsonl:2: expekt: Extra inputs are not permitted" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "a", "input": {"message": "hi"}}\n')
+    done = chamberlain("eval", str(good), "--graph", GRAPH, "--min-field", "intent")
+    assert done.returncode == 1 and "--min-field 'intent': write FIELD=SHARE" in done.stderr
+    (tmp_path / "tape.jsonl").write_text("")
+    done = chamberlain("eval", str(good), "--graph", GRAPH, "--models", f"{APP}:reader", "--record",
+                       str(tmp_path / "tape.jsonl"))
+    assert done.returncode == 1 and "exists — remove it or record to a new file" in done.stderr
+    done = chamberlain("eval", str(good), "--models", f"{APP}:reader")
+    assert done.returncode == 1 and "--graph: the cases give the graph's input directly" in done.stderr
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"id": "e", "event": {"message": "hi"}}\n')
+    done = chamberlain("eval", str(events), "--models", f"{APP}:reader")
+    assert done.returncode == 1 and "webhooks.yaml does not exist — pass --sources" in done.stderr
