@@ -279,7 +279,10 @@ def _report(options: EvalOptions, found: list[tuple[Summary, list[CaseResult]]],
         options.json_out.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
         console.print(f"wrote {options.json_out}")
     if options.chart:
-        console.print(f"wrote {chart(summaries, options.chart)}")
+        try:
+            console.print(f"wrote {chart(summaries, options.chart)}")
+        except ModuleNotFoundError as exc:
+            raise CliError(f"--chart needs matplotlib ({exc}) — pip install 'chamberlain[eval]'") from exc
     misses = [miss for summary in summaries for miss in below(summary, options.thresholds)]
     for miss in misses:
         console.print(f"[red]below threshold[/red] {miss}", highlight=False)
