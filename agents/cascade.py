@@ -12,8 +12,16 @@ from langchain_core.messages import AIMessage, BaseMessage
 from chamberlain.agents.exceptions import ModelOutputInvalid
 from chamberlain.agents.models import output_model, parse_output
 from chamberlain.agents.outcomes import StepOutcome
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, model_or_tier
-from chamberlain.agents.steps import ApprovalRequest, ModelCall, ModelReply, StepContext, StepExecutor, TokenUsage
+from chamberlain.agents.spec import AgentNode, ApprovalNode, ClassifyNode, ModelNode, OutputField, model_or_tier
+from chamberlain.agents.steps import (
+    ApprovalRequest,
+    ModelCall,
+    ModelReply,
+    RequestedCall,
+    StepContext,
+    StepExecutor,
+    TokenUsage,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Answer:
     routing: list[str]
     values: dict[str, Any] = field(default_factory=dict)
     message: AIMessage | None = None
+    calls: list[RequestedCall] = field(default_factory=list)
     model: str | None = None
     usage: TokenUsage = field(default_factory=TokenUsage)
     cost: float = 0.0
@@ -65,7 +74,7 @@ class Answer:
 
 async def ask(
     name: str,
-    node: ModelNode | ClassifyNode,
+    node: ModelNode | ClassifyNode | AgentNode,
     question: Question,
     executor: StepExecutor,
     ctx: StepContext,
@@ -73,12 +82,14 @@ async def ask(
     candidates: list[str],
     min_confidence: float,
     routing: list[str] | None = None,
+    tools: list[str] | None = None,
 ) -> Answer:
     """Walk ``candidates`` until an answer is valid and confident; ``human`` hands the question
-    to someone with one of the node's ``human`` roles. ``routing``: decisions made before."""
+    to someone with one of the node's ``human`` roles. ``routing``: decisions made before;
+    ``tools``: what an agent's turn may ask for."""
     answer = Answer(node=name, routing=list(routing or []))
     for attempt, candidate in enumerate(candidates, start=len(answer.routing)):
-        if candidate == "human":
+        if candidate == "human" and not isinstance(node, AgentNode):
             return await _ask_human(name, node.human, question.output, answer, executor, ctx)
         model, tier = model_or_tier(candidate)
         call = ModelCall(
@@ -90,6 +101,7 @@ async def ask(
             labels=question.labels,
             sensitive=question.sensitive,
             attempt=attempt,
+            tools=tools or [],
         )
         reply = await executor.call_model(call, node)
         answer.add(reply)
@@ -104,6 +116,7 @@ async def ask(
             answer.routing.append(f"{reply.model}: ok" + (" after repair" if reply.repaired else "") + masked)
             answer.values, answer.model = reply.structured or {}, reply.model
             answer.message = reply.message if isinstance(reply.message, AIMessage) else None
+            answer.calls = reply.tool_calls
             return answer
     raise ModelOutputInvalid(f"node '{name}': no model gave valid output: {'; '.join(answer.routing)}")
 

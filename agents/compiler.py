@@ -34,12 +34,23 @@ from chamberlain.agents.exceptions import BudgetExceeded, GraphSpecError, SpecIs
 from chamberlain.agents.labels import DataLabels
 from chamberlain.agents.models import ModelRegistry, call_model
 from chamberlain.agents.plan import GraphPlan, RunOutcome, State, StepOutcome
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
+from chamberlain.agents.spec import (
+    AgentNode,
+    ApprovalNode,
+    ClassifyNode,
+    GraphSpec,
+    MapNode,
+    ModelNode,
+    SubgraphNode,
+    ToolNode,
+)
 from chamberlain.agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
+    GraphCall,
+    GraphReply,
     ModelCall,
     ModelReply,
     Principal,
@@ -149,14 +160,32 @@ class LocalExecutor:
         self.models, self.tools, self.approve = models, tools, approve
         self.classifier = ExemplarClassifier()
 
-    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
-        return await call_model(self.models, call)
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
+        return await call_model(self.models, call, tools=self.tools)
 
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
         return self.classifier.classify(call)
 
-    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
         return await call_tool(self.tools, call)
+
+    async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply:
+        """A child graph, nested in this process: its steps through :meth:`for_child`, its own visits."""
+        plan = GraphPlan(call.graph)
+        graph = compile_to_langgraph(plan, self.for_child(call))
+        trace: list[StepOutcome] = []
+        outcome = await run_compiled(
+            plan, graph, call.input, principal=call.step.principal, run_id=call.step.step_id, trace=trace
+        )
+        usage = TokenUsage(
+            input_tokens=sum(s.usage.input_tokens for s in trace if s.usage),
+            output_tokens=sum(s.usage.output_tokens for s in trace if s.usage),
+        )
+        return GraphReply(status=outcome.status, output=outcome.output, usage=usage, cost=sum(s.cost for s in trace))
+
+    def for_child(self, call: GraphCall) -> StepExecutor:
+        """What runs a child graph's steps (a gated engine wraps it in the child's gate)."""
+        return self
 
     async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
         if self.approve is None:

@@ -23,11 +23,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from chamberlain.agents import tool_calling
 from chamberlain.agents.exceptions import ModelNotFound, ModelOutputInvalid
 from chamberlain.agents.labels import Masking, unmask
 from chamberlain.agents.private_model import PrivateChatModel, StructuredOutput
 from chamberlain.agents.spec import FieldType, OutputField, Tier
 from chamberlain.agents.steps import ModelCall, ModelReply, TokenUsage
+from chamberlain.agents.tool_calling import ToolCalling, Tools
 
 _PYTHON_TYPES: dict[FieldType, Any] = {
     FieldType.STR: str,
@@ -50,6 +52,9 @@ class ModelConfig(BaseModel):
     endpoint: str = Field(description="base URL of the OpenAI-compatible API, e.g. http://10.0.0.5:8000/v1")
     model: str | None = Field(None, description="the model name the server expects (default: name)")
     structured_output: StructuredOutput = "json_schema"
+    tool_calling: ToolCalling | None = Field(
+        None, description="native (the server's `tools`) or schema (constrained JSON); default: schema if embedded"
+    )
     trust: list[str] = Field([], description="data labels this model may receive")
     context_window: int = 4096
     cost_per_1k_input: float = 0.0
@@ -79,6 +84,7 @@ class RegisteredModel:
     cost_per_1k_output: float = 0.0
     context_window: int = 4096
     concurrency: int = 4
+    tool_calling: ToolCalling = "native"
     _slots: asyncio.Semaphore | None = field(default=None, repr=False)
 
     def cost(self, usage: TokenUsage) -> float:
@@ -114,6 +120,7 @@ class ModelRegistry:
             registry.register(
                 c.name, client, c.tier, trust=c.trust, cost_per_1k_input=c.cost_per_1k_input,
                 cost_per_1k_output=c.cost_per_1k_output, context_window=c.context_window, concurrency=c.concurrency,
+                tool_calling=c.tool_calling or ("schema" if c.embedded else "native"),
             )  # fmt: skip
         return registry
 
@@ -164,9 +171,12 @@ Permit = Callable[[RegisteredModel, ModelCall], Awaitable[str | Masking | None]]
 """The permission gate's answer for a model and a call: a reason to refuse, what to mask, or None."""
 
 
-async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | None = None) -> ModelReply:
+async def call_model(
+    registry: ModelRegistry, call: ModelCall, permit: Permit | None = None, tools: Tools | None = None
+) -> ModelReply:
     """Run one model call of a step: ``permit`` (refuse or mask), trust check, call, validate,
-    repair once, put pseudonyms back, price."""
+    repair once, put pseudonyms back, price. An agent's turn (``call.tools``) chooses among
+    ``tools``, the worker's adapters, which describe and validate the calls."""
     chosen = registry.resolve(model=call.model, tier=call.tier)
     verdict = await permit(chosen, call) if permit is not None else None
     if isinstance(verdict, str):
@@ -181,6 +191,18 @@ async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | 
     untrusted = sorted(labels - chosen.trust)
     if untrusted:
         return ModelReply(model=chosen.name, skipped=f"may not receive data labelled {', '.join(untrusted)}")
+    if call.tools:
+        if tools is None:
+            raise TypeError("an agent's turn needs the worker's tools to describe and validate its calls")
+        reply = await _agent_turn(chosen, call, messages, tools)
+        if restore:
+            reply.message = reply.message and reply.message.model_copy(
+                update={"content": unmask(reply.message.content, restore)}
+            )
+            reply.structured = unmask(reply.structured, restore)
+            reply.tool_calls = [c.model_copy(update={"args": unmask(c.args, restore)}) for c in reply.tool_calls]
+        reply.masked = masked
+        return reply
     schema = output_model(call.output) if call.output else None
     kwargs: dict[str, Any] = {}
     if schema is not None:
@@ -211,6 +233,43 @@ async def call_model(registry: ModelRegistry, call: ModelCall, permit: Permit | 
         message=message, structured=structured, model=chosen.name, usage=usage, cost=chosen.cost(usage),
         error=error, repaired=repaired, masked=masked,
     )  # fmt: skip
+
+
+async def _agent_turn(
+    chosen: RegisteredModel, call: ModelCall, messages: list[BaseMessage], tools: Tools
+) -> ModelReply:
+    """One turn of an agent: the model names tools and arguments (natively or as constrained
+    JSON), validated against the tools' input models; one repair turn when they are invalid."""
+    native = chosen.tool_calling == "native"
+    output = output_model(call.output) if call.output else None
+    kwargs: dict[str, Any] = (
+        {"tools": tool_calling.definitions(tools, call.tools, output), "tool_choice": "auto"}
+        if native
+        else {"response_format": tool_calling.choice_format(tools, call.tools, output)}
+    )
+    if not native:
+        messages = tool_calling.as_plain_turns(messages)
+    usage, repaired = TokenUsage(), False
+    async with chosen.slots():
+        message = await _ask(chosen, messages, kwargs, usage)
+        turn = call.step.within[-1] if call.step.within else 1
+        calls, final, error = tool_calling.read_choice(message, tools, call.tools, output, native=native, turn=turn)
+        if error is not None:  # one repair: the model sees its choice and what was wrong with it
+            repaired = True
+            shown = AIMessage(message.text or json.dumps([c["args"] for c in message.tool_calls]))
+            messages = [*messages, shown, HumanMessage(f"That choice is invalid: {error}. Choose again.")]
+            message = await _ask(chosen, messages, kwargs, usage)
+            calls, final, error = tool_calling.read_choice(message, tools, call.tools, output, native=native, turn=turn)
+    return ModelReply(
+        message=tool_calling.as_called(message, calls),
+        structured=final,
+        model=chosen.name,
+        usage=usage,
+        cost=chosen.cost(usage),
+        error=error,
+        repaired=repaired,
+        tool_calls=calls,
+    )
 
 
 async def _ask(

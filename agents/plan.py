@@ -22,7 +22,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, me
 from langchain_core.prompts import PromptTemplate
 
 from chamberlain.agents import state as states
+from chamberlain.agents.agent_loop import run_agent
 from chamberlain.agents.cascade import Question, ask
+from chamberlain.agents.composite import run_map, run_subgraph
 from chamberlain.agents.exceptions import ExpressionError, ModelOutputInvalid, RunFailed
 from chamberlain.agents.expressions import Expression, compile_expression
 from chamberlain.agents.label_flow import Labelled, declassified, in_messages, labelled_values
@@ -32,14 +34,17 @@ from chamberlain.agents.messages import to_messages
 from chamberlain.agents.models import output_model, parse_output
 from chamberlain.agents.outcomes import RunOutcome, StepOutcome, run_status
 from chamberlain.agents.spec import (
+    AgentNode,
     ApprovalNode,
     ClassifyNode,
     EndNode,
     GraphSpec,
+    MapNode,
     ModelNode,
     Node,
     OutputField,
     RouteNode,
+    SubgraphNode,
     ToolNode,
 )
 from chamberlain.agents.state import State, prompt_values
@@ -73,6 +78,16 @@ class GraphPlan:
                 self._reads[name] = read | ({node.messages} if node.messages else set())
             if isinstance(node, ClassifyNode):
                 self._reads[name] = {node.input}
+            if isinstance(node, AgentNode):
+                templates = (PromptTemplate.from_template(node.instructions), PromptTemplate.from_template(node.prompt))
+                self._reads[name] = {v for t in templates for v in t.input_variables}
+            if isinstance(node, SubgraphNode | MapNode):
+                self._args[name] = {k: compile_expression(v) for k, v in node.input.items()}
+                self._reads[name] = {f for e in self._args[name].values() for f in e.names} & set(spec.state)
+                if isinstance(node, MapNode):
+                    self._reads[name].add(node.over)
+                else:
+                    self._outputs[name] = {k: compile_expression(v) for k, v in node.output.items()}
 
     @property
     def start(self) -> str:
@@ -177,6 +192,12 @@ class GraphPlan:
                 return await self._tool(name, node, state, executor, ctx, labels)
             case ApprovalNode():
                 return await self._approval(name, node, state, executor, ctx)
+            case AgentNode():
+                return await run_agent(self, name, node, state, executor, ctx, labels)
+            case SubgraphNode():
+                return await run_subgraph(self, name, node, state, executor, ctx, labels)
+            case MapNode():
+                return await run_map(self, name, node, state, executor, ctx, labels)
             case RouteNode():
                 return StepOutcome(node=name, updates={}, next=self.route(name, state))
             case EndNode():
@@ -299,6 +320,18 @@ class GraphPlan:
         return messages
 
     # -- labels ----------------------------------------------------------------------------
+
+    def arguments(self, name: str) -> dict[str, Expression]:
+        """A tool, subgraph or map node's argument (input) expressions, compiled."""
+        return self._args[name]
+
+    def labels_read(self, name: str, labels: DataLabels) -> list[str]:
+        """The labels of the state fields node ``name`` sends out."""
+        return self._read(name, labels)
+
+    def labelled(self, updates: dict[str, Any], derived: dict[str, list[str]]) -> Labelled:
+        """Each updated field's labels (declared ∪ derived), and the labelled values in them."""
+        return self._labelled(updates, derived)
 
     def _read(self, name: str, labels: DataLabels) -> list[str]:
         """The labels of the state fields node ``name`` sends out."""

@@ -202,6 +202,60 @@ class ApprovalNode(_Node):
     on_changes: str | None = Field(None, description="where a request for changes goes (default: on_reject)")
 
 
+class AgentBounds(_Spec):
+    """When an agent must stop: turns taken, and the tokens and cost of its model calls."""
+
+    max_turns: int = Field(6, ge=1, description="model turns before the run fails with StepLimitExceeded")
+    max_tokens: int | None = Field(None, ge=1, description="tokens (input + output) before BudgetExceeded")
+    max_cost: float | None = Field(None, ge=0, description="cost before BudgetExceeded")
+
+
+class AgentNode(_ActivityNode):
+    """A model that chooses: each turn it asks for tool calls from its ``tools`` (a subset of the
+    graph's grant) or gives its final answer (``output`` fields, else text to ``write``). Every
+    call the model asks for passes the permission gate before it runs, as its own step
+    ``node/visit/turn/call``; a refusal or an approver's rejection comes back as the tool's result."""
+
+    type: Literal["agent"]
+    instructions: str
+    prompt: str
+    tools: list[str] = Field(min_length=1)
+    output: dict[str, OutputField] | None = None
+    write: str | None = None
+    tier: Tier | None = None
+    model: str | None = None
+    cascade: list[str] = Field([], description="models or tiers to try, in order, when a turn's output is invalid")
+    bounds: AgentBounds = AgentBounds()
+
+    @property
+    def candidates(self) -> list[str]:
+        return self.cascade or [self.model or (self.tier.value if self.tier else "")]
+
+
+class SubgraphNode(_Node):
+    """Run one of the graph's ``graphs`` as a child run: the same principal, the parent's labels,
+    a grant within the parent's. ``input`` maps child fields to expressions over this state;
+    ``output`` maps this state's fields to expressions over it and ``result`` (the child's output)."""
+
+    type: Literal["subgraph"]
+    graph: str
+    input: dict[str, str] = {}
+    output: dict[str, str] = {}
+
+
+class MapNode(_Node):
+    """Run one of the graph's ``graphs`` once per item of the list ``over``, at most
+    ``concurrency`` at a time; ``input`` expressions see the state plus ``item`` and ``index``.
+    ``write`` receives the results in the items' order: each ``{"status", "output"}``."""
+
+    type: Literal["map"]
+    over: str
+    graph: str
+    input: dict[str, str] = {}
+    write: str
+    concurrency: int = Field(4, ge=1, le=100)
+
+
 class EndNode(_Spec):
     """Finish the run; ``output`` names the state fields returned (default: all)."""
 
@@ -210,9 +264,12 @@ class EndNode(_Spec):
     output: list[str] | None = None
 
 
-Node = Annotated[ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode | EndNode, Field(discriminator="type")]
-ActivityNode = ModelNode | ClassifyNode | ToolNode
-FlowNode = ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode
+Node = Annotated[
+    ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode | AgentNode | SubgraphNode | MapNode | EndNode,
+    Field(discriminator="type"),
+]
+ActivityNode = ModelNode | ClassifyNode | ToolNode | AgentNode
+FlowNode = ModelNode | ClassifyNode | ToolNode | RouteNode | ApprovalNode | AgentNode | SubgraphNode | MapNode
 
 
 class Budget(_Spec):
@@ -238,4 +295,7 @@ class GraphSpec(_Spec):
     budget: Budget | None = None
     grant: list[str] | None = Field(
         None, description="the actions this agent may ever use; with a permission gate, anything else is denied"
+    )
+    graphs: dict[str, GraphSpec] = Field(
+        {}, description="the graphs its subgraph and map nodes run; each one's grant within this one's"
     )

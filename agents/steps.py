@@ -10,8 +10,20 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from chamberlain.agents.labels import DataLabels
 from chamberlain.agents.messages import Message
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, ModelNode, OutputField, Tier, ToolNode
+from chamberlain.agents.spec import (
+    AgentNode,
+    ApprovalNode,
+    ClassifyNode,
+    GraphSpec,
+    MapNode,
+    ModelNode,
+    OutputField,
+    SubgraphNode,
+    Tier,
+    ToolNode,
+)
 
 
 class Principal(BaseModel):
@@ -34,16 +46,27 @@ class Principal(BaseModel):
 
 class StepContext(BaseModel):
     """Where a step is, and for whom: its ID is the run ID + node + visit count, stable
-    across replays (never LangGraph's checkpoint or task IDs, which change on every replay)."""
+    across replays (never LangGraph's checkpoint or task IDs, which change on every replay).
+    ``within`` places a part of a step: an agent's turn and call (``3/1``), a map's item."""
 
     run_id: str
     node: str
     visit: int
     principal: Principal | None = None
+    within: tuple[int, ...] = ()
+
+    @property
+    def local_id(self) -> str:
+        """The step's ID within its run: ``node/visit`` and its parts."""
+        return "/".join([self.node, str(self.visit), *map(str, self.within)])
 
     @property
     def step_id(self) -> str:
-        return f"{self.run_id}/{self.node}/{self.visit}"
+        return f"{self.run_id}/{self.local_id}"
+
+    def part(self, *within: int) -> StepContext:
+        """A part of this step: an agent's turn (``part(turn)``), a call in it (``part(turn, call)``)."""
+        return self.model_copy(update={"within": (*self.within, *within)})
 
 
 class TokenUsage(BaseModel):
@@ -64,6 +87,15 @@ class ModelCall(BaseModel):
     labels: list[str] = []
     sensitive: dict[str, list[str]] = {}
     attempt: int = 0
+    tools: list[str] = Field([], description="the tools an agent's turn may ask for; the worker describes them")
+
+
+class RequestedCall(BaseModel):
+    """A tool call a model asked for: ``id`` pairs it with its result in the conversation."""
+
+    id: str
+    tool: str
+    args: dict[str, Any]
 
 
 class ModelReply(BaseModel):
@@ -79,6 +111,7 @@ class ModelReply(BaseModel):
     repaired: bool = False
     skipped: str | None = None
     masked: list[str] = []
+    tool_calls: list[RequestedCall] = []
 
     @property
     def confidence(self) -> float:
@@ -127,6 +160,25 @@ class ToolReply(BaseModel):
     output: dict[str, Any] = {}
     labels: dict[str, list[str]] = {}
     error: ToolFailure | None = None
+    args: dict[str, Any] | None = Field(None, description="the arguments that ran, when an approver edited them")
+
+
+class GraphCall(BaseModel):
+    """A child run of a subgraph or map node: ``grant`` is the parent's, which the child's must
+    stay within; ``labels`` what the parent knows of the data it passes."""
+
+    step: StepContext
+    graph: GraphSpec
+    input: dict[str, Any]
+    grant: list[str] | None = None
+    labels: DataLabels = DataLabels()
+
+
+class GraphReply(BaseModel):
+    status: str
+    output: dict[str, Any] = {}
+    usage: TokenUsage = TokenUsage()
+    cost: float = 0.0
 
 
 class ApprovalRequest(BaseModel):
@@ -157,10 +209,12 @@ class ApprovalDecision(BaseModel):
 class StepExecutor(Protocol):
     """What runs the effectful steps: in-process for iteration, Temporal activities when durable."""
 
-    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply: ...
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply: ...
 
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply: ...
 
-    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply: ...
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply: ...
+
+    async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply: ...
 
     async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision: ...

@@ -17,10 +17,12 @@ from langchain_core.prompts import PromptTemplate
 from pydantic import BaseModel
 from pydantic_core import SchemaError
 
+from chamberlain.agents.composite_checks import agent_issues, child_issues
 from chamberlain.agents.exceptions import ExpressionError, SpecIssue
 from chamberlain.agents.expressions import Expression, compile_expression
 from chamberlain.agents.models import output_model
 from chamberlain.agents.spec import (
+    AgentNode,
     ApprovalNode,
     Branch,
     ClassifyNode,
@@ -28,10 +30,12 @@ from chamberlain.agents.spec import (
     FieldType,
     FlowNode,
     GraphSpec,
+    MapNode,
     ModelNode,
     Node,
     OutputField,
     RouteNode,
+    SubgraphNode,
     ToolNode,
 )
 from chamberlain.tools.adapter import ToolAdapter
@@ -114,6 +118,10 @@ class _Checker:
                     yield from self._field_ref(field, (*path, "output", field), "output writes")
                     if declared.pattern is not None:
                         yield from self._pattern(field, declared, (*path, "output", field, "pattern"))
+            case AgentNode():
+                yield from agent_issues(self.spec, name, node, self.tools, path)
+            case SubgraphNode() | MapNode():
+                yield from child_issues(self.spec, name, node, self.tools, path, validate_graph)
             case EndNode(output=list(fields)):
                 for i, f in enumerate(fields):
                     yield from self._field_ref(f, (*path, "output", i), f"end node '{name}' returns")

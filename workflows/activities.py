@@ -56,7 +56,7 @@ class GraphActivities:
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
         try:
-            return await call_model(self.models, call, self.gate.model_permit(call.step.principal))
+            return await call_model(self.models, call, self.gate.model_permit(call.step.principal), self.tools)
         except ModelUnavailable as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
             raise ApplicationError(str(exc), type="ModelUnavailable", next_retry_delay=delay) from exc

@@ -14,8 +14,8 @@ from typing import Any
 from chamberlain.agents.compiler import Approver, LocalExecutor, run_in_process
 from chamberlain.agents.models import ModelRegistry, call_model
 from chamberlain.agents.plan import RunOutcome, StepOutcome
-from chamberlain.agents.spec import ClassifyNode, GraphSpec, ModelNode, ToolNode
-from chamberlain.agents.steps import ModelCall, ModelReply, ToolCall, ToolReply
+from chamberlain.agents.spec import AgentNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
+from chamberlain.agents.steps import GraphCall, ModelCall, ModelReply, StepExecutor, ToolCall, ToolReply
 from chamberlain.workflows.gate import Gate, GatedExecutor, current_ticket
 from chamberlain.workflows.types import Principal
 
@@ -30,11 +30,16 @@ class GatedLocalExecutor(LocalExecutor):
         self.gate = gate
         self.permit = gate.model_permit(principal)
 
-    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
-        return await call_model(self.models, call, self.permit)
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
+        return await call_model(self.models, call, self.permit, self.tools)
 
-    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
         return await self.gate.act(call, current_ticket.get(), attempt=1)
+
+    def for_child(self, call: GraphCall) -> StepExecutor:
+        """A child graph's steps pass the same gate, its grant within the parent's."""
+        principal = call.step.principal
+        return GatedExecutor(self, self.gate.check, principal=principal, graph=call.graph, ceiling=call.grant)
 
 
 async def run_gated_in_process(

@@ -39,6 +39,10 @@ class RunRequest(BaseModel):
         True, description="mark pending approvals in the ChamberlainApproval search attribute"
     )
     resume: Cursor | None = None
+    ceiling: list[str] | None = Field(
+        None, description="a child run's parent grant: its gate denies any action outside it"
+    )
+    labels: DataLabels | None = Field(None, description="what a child run's parent knew of its data's labels")
 
 
 class RunResult(RunOutcome):

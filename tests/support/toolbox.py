@@ -9,6 +9,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pydantic import BaseModel
 
 from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
@@ -156,7 +157,19 @@ def classify(messages: object, kwargs: dict[str, object]) -> str:
     return json.dumps({"intent": intent, "order_id": "A1002"})
 
 
+def refund_agent(messages: list[BaseMessage], kwargs: dict[str, object]) -> AIMessage:
+    """An agent that refunds the order its task names (``refund A1005 10.0``), then answers:
+    a pure function of the conversation, so a retried or replayed turn asks for the same call."""
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return AIMessage("", tool_calls=[{"name": "final_answer", "args": {"summary": last.text}, "id": "done"}])
+    _, order_id, amount = str(last.content).split()
+    args = {"order_id": order_id, "amount": float(amount), "stall": 30.0}
+    return AIMessage("", tool_calls=[{"name": "test.refund_then_stall", "args": args, "id": "refund"}])
+
+
 def models() -> ModelRegistry:
     registry = ModelRegistry()
     registry.register("scripted-edge", ScriptedChatModel(respond=classify), Tier.EDGE)
+    registry.register("scripted-agent", ScriptedChatModel(respond=refund_agent), Tier.PRIVATE)
     return registry

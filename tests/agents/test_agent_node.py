@@ -1,0 +1,200 @@
+"""The agent node in the in-process engine: a scripted model chooses tools, every call through the
+real permission gate (Cedar, audit log, tickets). The durable twin is tests/workflows/test_agent_node.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.agents.exceptions import BudgetExceeded, GraphSpecError, StepLimitExceeded
+from chamberlain.agents.loader import check_graph
+from chamberlain.agents.plan import StepOutcome
+from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest, Principal
+from chamberlain.workflows import AuditLog, Gate, PolicyEngine
+from chamberlain.workflows.local import run_gated_in_process
+from tests.support import toolbox
+from tests.support.workers import TEST_SECRET
+
+POLICY = """
+@id("reads") permit (principal, action == Action::"erp.order.read", resource);
+@id("models") permit (principal, action == Action::"model.invoke", resource);
+@id("small-refunds") permit (principal, action == Action::"erp.refund.create", resource)
+when { context.amount_cny <= 50 };
+@id("approved-refunds") @approvers("manager")
+permit (principal, action == Action::"erp.refund.create", resource)
+when { context.approved && context.approver_roles.contains("manager") };
+"""
+CUSTOMER = Principal(id="helpdesk", kind="service", roles=["helpdesk"])
+MANAGER = Principal(id="mei", roles=["manager"])
+GRANT = ["erp.order.read", "erp.refund.create", "tool.test.count"]
+
+
+def agent_graph(tools: Sequence[str] = ("erp.order", "erp.refund", "test.count"), **agent: Any) -> GraphSpec:
+    return GraphSpec.model_validate(
+        {
+            "name": "agent-test",
+            "grant": GRANT,
+            "state": {"request": {}, "summary": {}},
+            "start": "agent",
+            "nodes": {
+                "agent": {
+                    "type": "agent",
+                    "instructions": "You handle returns.",
+                    "prompt": "{request}",
+                    "tools": list(tools),
+                    "output": {"summary": {}},
+                    "model": "agent",
+                    "next": "done",
+                    **agent,
+                },
+                "done": {"type": "end"},
+            },
+        }
+    )
+
+
+def call(tool: str, id: str = "c1", **args: Any) -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": tool, "args": args, "id": id}])
+
+
+def final(summary: str) -> AIMessage:
+    return call("final_answer", "end", summary=summary)
+
+
+def results(messages: Sequence[BaseMessage]) -> list[str]:
+    return [m.text for m in messages if isinstance(m, ToolMessage)]
+
+
+def gate(tmp_path: Path) -> tuple[Gate, AuditLog]:
+    audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    return Gate(PolicyEngine([POLICY]), audit, toolbox.tools(), TEST_SECRET), audit
+
+
+def registry(model: ScriptedChatModel) -> ModelRegistry:
+    models = ModelRegistry()
+    models.register("agent", model, Tier.PRIVATE)
+    return models
+
+
+async def run(
+    tmp_path: Path, model: ScriptedChatModel, spec: GraphSpec | None = None, approve: Any = None
+) -> tuple[Any, list[StepOutcome], AuditLog]:
+    the_gate, audit = gate(tmp_path)
+    trace: list[StepOutcome] = []
+    outcome = await run_gated_in_process(
+        spec or agent_graph(),
+        {"request": "Return order A1, please"},
+        gate=the_gate,
+        models=registry(model),
+        principal=CUSTOMER,
+        approve=approve,
+        trace=trace,
+    )
+    return outcome, trace, audit
+
+
+async def test_a_denied_call_goes_back_to_the_model_which_recovers(tmp_path: Path) -> None:
+    def respond(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        done = results(messages)
+        if not done:
+            return call("test.count", n=1)  # no policy permits it
+        if len(done) == 1:
+            assert done[0].startswith("refused (PermissionDenied)")
+            return call("erp.order", "c2", order_id="A1")
+        return final(f"order total {json.loads(done[-1])['total']}")
+
+    model = ScriptedChatModel(respond=respond)
+    outcome, trace, audit = await run(tmp_path, model)
+    assert outcome.status == "completed" and outcome.output["summary"] == f"order total {toolbox.ORDER_TOTAL}"
+    assert toolbox.effects("count") == []  # the denied call never ran
+    assert [e for e, _ in toolbox.effects()] == ["order"]
+    [tools_offered] = {tuple(t["function"]["name"] for t in kw["tools"]) for _, kw in model.calls}
+    assert tools_offered == ("erp.order", "erp.refund", "test.count", "final_answer")
+    step = trace[0]
+    assert any("test.count refused" in line for line in step.routing)
+    run_id = toolbox.effects("order")[0][1].split("/")[0]
+    assert toolbox.effects("order") == [("order", f"{run_id}/agent/1/2/1")]  # node/visit/turn/call
+    denied = [(r.step_id, r.action) for r in audit.records() if r.decision == "deny"]
+    assert denied == [(f"{run_id}/agent/1/1/1", "tool.test.count")]
+
+
+async def test_an_approver_edits_the_arguments_and_the_edited_call_runs_once(tmp_path: Path) -> None:
+    asked: list[ApprovalRequest] = []
+
+    def respond(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        done = results(messages)
+        return final(done[0]) if done else call("erp.refund", order_id="A1", amount=100.0)
+
+    def approve(request: ApprovalRequest) -> ApprovalDecision:
+        asked.append(request)
+        return ApprovalDecision(
+            step_id=request.step.step_id,
+            outcome="approve",
+            approver="mei",
+            decided_by=MANAGER,
+            values={"args": {"order_id": "A1", "amount": 40.0}},
+        )
+
+    model = ScriptedChatModel(respond=respond)
+    outcome, trace, _ = await run(tmp_path, model, approve=approve)
+    [request] = asked
+    assert "erp.refund" in request.ask and '"amount": 100.0' in request.ask  # the approver sees what was asked
+    assert len(toolbox.effects("refund")) == 1  # the edited call, once; the original never
+    assert json.loads(outcome.output["summary"])["amount"] == 40.0
+    last_call = model.calls[-1][0]
+    ai = [m for m in last_call if isinstance(m, AIMessage) and m.tool_calls]
+    assert ai[-1].tool_calls[0]["args"]["amount"] == 40.0  # the model sees the call that ran
+    assert any("edited by the approver" in line for line in trace[0].routing)
+
+
+async def test_an_approver_rejects_with_a_message_the_model_reads(tmp_path: Path) -> None:
+    def respond(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        done = results(messages)
+        if not done:
+            return call("erp.refund", order_id="A1", amount=100.0)
+        return final("no refund: " + done[0])
+
+    def reject(request: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision(
+            step_id=request.step.step_id, outcome="reject", approver="mei", reason="退款需要收据", decided_by=MANAGER
+        )
+
+    outcome, _, _ = await run(tmp_path, ScriptedChatModel(respond=respond), approve=reject)
+    assert toolbox.effects("refund") == []
+    assert "not approved (mei: 退款需要收据)" in outcome.output["summary"]
+
+
+async def test_the_turn_bound_ends_the_run_with_a_named_reason(tmp_path: Path) -> None:
+    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id="A1"))
+    with pytest.raises(StepLimitExceeded, match="max_turns=3"):
+        await run(tmp_path, model, agent_graph(bounds={"max_turns": 3}))
+    assert len(toolbox.effects("order")) == 3
+
+
+async def test_the_token_bound_ends_the_run_with_a_named_reason(tmp_path: Path) -> None:
+    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id="A1"))
+    with pytest.raises(BudgetExceeded, match=r"bounds\.max_tokens=30"):
+        await run(tmp_path, model, agent_graph(bounds={"max_tokens": 30}))
+
+
+async def test_a_call_outside_the_toolset_is_a_repair_turn_not_a_call(tmp_path: Path) -> None:
+    def respond(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        if isinstance(messages[-1], HumanMessage) and "invalid" in messages[-1].text:
+            return final("fixed")
+        return call("erp.refund", order_id="A1", amount=1.0)  # not in this agent's toolset
+
+    outcome, trace, _ = await run(tmp_path, ScriptedChatModel(respond=respond), agent_graph(tools=["erp.order"]))
+    assert outcome.output["summary"] == "fixed" and toolbox.effects("refund") == []
+    assert "ok after repair" in trace[0].routing[0]
+
+
+def test_a_toolset_outside_the_grant_is_refused_at_load() -> None:
+    spec = agent_graph().model_copy(update={"grant": ["erp.order.read"]})
+    with pytest.raises(GraphSpecError, match="outside the graph's grant"):
+        check_graph(spec, tools=toolbox.tools())
