@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test docs lint clean
 
 # llama-cpp-python is compiled here (5-7 min on 2 cores, once per virtualenv). The default
 # -march=native build dies with "Illegal instruction" (AMX) on these machines: pin the ISA.
@@ -27,7 +27,12 @@ test: $(STAMP)
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)  # the browser tests' Chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy -p chamberlain
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .venv/site  # the docs, offline, no warnings
 	$(BIN)/python -m pytest -ra
 
+# The docs site in site/ (offline: no web fonts, no CDN; reference pages generated from the code).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .chamberlain
+	rm -rf $(VENV) .chamberlain site
