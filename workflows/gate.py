@@ -23,9 +23,9 @@ shared key; :meth:`Gate.development` is the one announced exception.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -36,25 +36,39 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.converter import default as default_converter
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
     StartActivityInput,
+    StartLocalActivityInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
 )
 
+from chamberlain.agents.exceptions import PermissionDenied
 from chamberlain.agents.labels import Masking
 from chamberlain.agents.models import Permit, RegisteredModel
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, GraphSpec, ModelNode, ToolNode
+from chamberlain.agents.spec import (
+    AgentNode,
+    ApprovalNode,
+    ClassifyNode,
+    GraphSpec,
+    MapNode,
+    ModelNode,
+    SubgraphNode,
+    ToolNode,
+)
 from chamberlain.agents.steps import (
     ApprovalDecision,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
+    GraphCall,
+    GraphReply,
     ModelCall,
     ModelReply,
     StepExecutor,
@@ -63,10 +77,10 @@ from chamberlain.agents.steps import (
     ToolReply,
 )
 from chamberlain.agents.tooling import call_tool
-from chamberlain.tools.adapter import Resource
+from chamberlain.tools.adapter import Effect, Resource
 from chamberlain.tools.exceptions import ToolInputInvalid
 from chamberlain.tools.registry import ToolRegistry
-from chamberlain.workflows.audit import AuditEntry, AuditLog, digest
+from chamberlain.workflows.audit import AuditEntry, AuditLog, GroupCommit, digest
 from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
 from chamberlain.workflows.types import Principal
 
@@ -91,11 +105,20 @@ class NoValidTicket(PermissionError):
 
 class Ticket(BaseModel):
     """An allowed tool step's proof, carried to the effect site: signed over the step, the tool,
-    the arguments, the resource decided on and the principal."""
+    the arguments, the resource decided on, the principal, and the decision the effect site
+    records with the effect (who decided, which policies, which decision attempt, whether
+    the tool only reads — a read runs as a local activity)."""
 
     resource: ResourceRef
     principal: str
     signature: str
+    actor: str = ""
+    policies: list[str] = []
+    attempt: int = 1
+    read_only: bool = False
+
+    def signed_fields(self) -> list[Any]:
+        return [self.actor, self.policies, self.attempt, self.read_only]
 
 
 class GateCheck(BaseModel):
@@ -183,6 +206,7 @@ class Gate:
         if not isinstance(audit, AuditLog):
             raise GateNotConfigured("the permission gate has no audit log: pass AuditLog(<database URL>)")
         self.policies, self.audit, self.tools = policies, audit, tools
+        self.commits = GroupCommit(audit)
         self.secret = grant_secret(secret or b"", setting=f"{GRANT_SECRET_ENV} (the gate's secret)")
         self.is_development = development
         self._pseudonym_key = hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest()
@@ -199,11 +223,15 @@ class Gate:
         return cls(policies or PolicyEngine.load(), audit, tools, persisted_secret(folder), development=True)
 
     async def record(self, entry: AuditEntry) -> None:
-        """Append to the audit log off the event loop (a committed write)."""
-        await asyncio.to_thread(self.audit.append, entry)
+        """Append to the audit log off the event loop, returning once committed; concurrent
+        steps share a commit (group commit)."""
+        await self.commits.append(entry)
 
-    def _sign(self, purpose: str, call: ToolCall, resource: ResourceRef, principal: str = "") -> str:
+    def _sign(
+        self, purpose: str, call: ToolCall, resource: ResourceRef, principal: str = "", more: list[Any] | None = None
+    ) -> str:
         parts = [purpose, call.step.step_id, call.tool, call.args, resource.model_dump(mode="json"), principal]
+        parts += more or []
         return hmac.new(self.secret, digest(parts).encode(), hashlib.sha256).hexdigest()
 
     async def _resource(self, check: GateCheck) -> ResourceRef:
@@ -214,7 +242,9 @@ class Gate:
         return resource_ref(await self.tools[check.call.tool].resource_of(check.call.args))
 
     async def check(self, check: GateCheck) -> GateVerdict:
-        """Decide a tool step, record the decision, and sign a ticket if it is allowed."""
+        """Decide a tool step and sign a ticket if it is allowed. A refusal or a request for
+        approval is recorded now; an allowance travels in the ticket and is recorded once, with
+        its effect, where the tool acts (:meth:`act`) — one audit record per allowed step."""
         call = check.call
         adapter = self.tools[call.tool]
         try:
@@ -230,39 +260,49 @@ class Gate:
         decision = self.policies.decide(request)
         principal = who(check.principal)
         actor = principal + (f" approved by {who(check.approver)}" if check.approver else "")
-        await self.record(
-            AuditEntry(
-                run_id=call.step.run_id, step_id=call.step.step_id, attempt=check.attempt, kind="decision",
-                principal=actor, action=request.action, resource=_named(resource), args=call.args,
-                decision=decision.outcome, policies=decision.policies, **money(resource.attributes),
-            )
-        )  # fmt: skip
         ticket = None
         if decision.outcome == "allow":
-            signature = self._sign("ticket", call, resource, principal)
-            ticket = Ticket(resource=resource, principal=principal, signature=signature)
+            ticket = Ticket(
+                resource=resource, principal=principal, signature="", actor=actor, policies=decision.policies,
+                attempt=check.attempt, read_only=adapter.effect is Effect.READ,
+            )  # fmt: skip
+            ticket.signature = self._sign("ticket", call, resource, principal, ticket.signed_fields())
+        else:
+            await self.record(
+                AuditEntry(
+                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=check.attempt, kind="decision",
+                    principal=actor, action=request.action, resource=_named(resource), args=call.args,
+                    decision=decision.outcome, policies=decision.policies, **money(resource.attributes),
+                )
+            )  # fmt: skip
         seal = self._sign("seal", call, resource)
         return GateVerdict(**decision.model_dump(), resource=resource, seal=seal, ticket=ticket)
 
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
         if ticket is None or not hmac.compare_digest(
-            ticket.signature, self._sign("ticket", call, ticket.resource, ticket.principal)
+            ticket.signature, self._sign("ticket", call, ticket.resource, ticket.principal, ticket.signed_fields())
         ):
             raise NoValidTicket(f"step {call.step.step_id}: no valid ticket for {call.tool} with these arguments")
         return ticket
 
     async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
-        """Where a tool's effect happens, in either engine: admit, act, record the effect."""
+        """Where a tool's effect happens, in either engine: admit, act, and record the step once —
+        its allowance and, if the tool acted, its effect (``kind="effect"``; ``"decision"`` when
+        the tool refused or failed). The record is keyed by the step and its decision, not by the
+        activity's attempt, so a retry after a crash that followed the record writes no second one."""
         admitted = self.admit(call, ticket)
-        reply = await call_tool(self.tools, call, attempt)
-        if reply.error is None:
+        reply: ToolReply | None = None
+        try:
+            reply = await call_tool(self.tools, call, attempt)
+        finally:
+            acted = reply is not None and reply.error is None
             await self.record(
                 AuditEntry(
-                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=attempt, kind="effect",
-                    principal=admitted.principal, action=self.tools[call.tool].policy_action,
-                    resource=_named(admitted.resource), args=call.args, decision="done",
-                    **money(admitted.resource.attributes),
+                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=admitted.attempt,
+                    kind="effect" if acted else "decision", principal=admitted.actor or admitted.principal,
+                    action=self.tools[call.tool].policy_action, resource=_named(admitted.resource), args=call.args,
+                    decision="allow", policies=admitted.policies, **money(admitted.resource.attributes),
                 )
             )  # fmt: skip
         return reply
@@ -279,7 +319,7 @@ class Gate:
             decision = self.policies.decide(request)
             await self.record(
                 AuditEntry(
-                    run_id=call.step.run_id, step_id=f"{call.step.step_id}/{call.attempt}", kind="decision",
+                    run_id=call.step.run_id, step_id=model_step_id(call), kind="decision",
                     principal=who(principal), action=MODEL_ACTION, resource=f'Model::"{model.name}"',
                     args={"labels": call.labels, "masked": sorted(decision.masks)}, decision=decision.outcome,
                     policies=decision.policies,
@@ -290,6 +330,12 @@ class Gate:
             return None if decision.outcome == "allow" else f"denied by policy ({decision.reason})"
 
         return permit
+
+
+def model_step_id(call: ModelCall) -> str:
+    """A model call's ID in the audit log: ``node/visit/attempt``; an agent's turn ``node/visit/turn/model/attempt``,
+    apart from the IDs of the calls it asks for (``node/visit/turn/call``)."""
+    return f"{call.step.step_id}{'/model' if call.step.within else ''}/{call.attempt}"
 
 
 def resource_ref(resource: Resource) -> ResourceRef:
@@ -330,11 +376,34 @@ class GatedExecutor:
     through the inner executor, then decided again with the approver's roles. Only an allowed
     call goes on, carrying its ticket. Deterministic: safe inside a workflow."""
 
-    def __init__(self, inner: StepExecutor, decide: Decide, *, principal: Principal | None, graph: GraphSpec) -> None:
+    def __init__(
+        self,
+        inner: StepExecutor,
+        decide: Decide,
+        *,
+        principal: Principal | None,
+        graph: GraphSpec,
+        ceiling: list[str] | None = None,
+    ) -> None:
         self.inner, self.decide, self.principal, self.graph = inner, decide, principal, graph
         self._standing: Principal | None = None  # who approved at the last approval node, if it approved
+        # A child run's grant stays within its parent's (``ceiling``), whatever its own spec says.
+        own = graph.grant if graph.grant is not None else ceiling
+        self.grant = own if ceiling is None or own is None else [a for a in own if a in ceiling]
 
-    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
+    async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply:
+        """A child run, refused when its graph asks for more than this run's grant; it carries
+        this grant as its ceiling, so its gate denies anything outside it too."""
+        if self.grant is not None:
+            outside = sorted(set(call.graph.grant or ["<everything: no grant>"]) - set(self.grant))
+            if outside:
+                raise PermissionDenied(
+                    f"step {call.step.step_id}: graph '{call.graph.name}' asks for {', '.join(outside)}, "
+                    f"outside this run's grant"
+                )
+        return await self.inner.run_graph(call.model_copy(update={"grant": self.grant}), node)
+
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
         return await self.inner.call_model(call, node)
 
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
@@ -346,8 +415,11 @@ class GatedExecutor:
             self._standing = decision.decided_by if decision.outcome == "approve" else None
         return decision
 
-    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
-        check = GateCheck(call=call, principal=self.principal, grant=self.graph.grant, labels=call.labels)
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
+        """An approver may edit the arguments (``values={"args": {...}}``): the edited call is
+        decided again, with the approver, and is the one that runs; the reply names its arguments."""
+        check = GateCheck(call=call, principal=self.principal, grant=self.grant, labels=call.labels)
+        asked = call
         verdict = await self.decide(check)
         if verdict.invalid:
             return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
@@ -359,20 +431,32 @@ class GatedExecutor:
             verdict = approved if approved.outcome == "allow" else verdict
         if verdict.outcome == "needs_approval":
             ask = f"{call.step.node}: {verdict.reason}"
+            if isinstance(node, AgentNode):  # the model chose this call: show the approver what it asked for
+                ask += f" — {call.tool} {json.dumps(call.args, ensure_ascii=False, default=str)}"
             approval = ApprovalNode(type="approval", ask=ask, approvers=verdict.approvers)
             request = ApprovalRequest(step=call.step, ask=approval.ask, approvers=approval.approvers)
             decision = await self.inner.request_approval(request, approval)
             if decision.outcome != "approve" or decision.decided_by is None:
-                return ToolReply(error=ToolFailure(kind="PermissionDenied", message=f"{verdict.reason}: not approved"))
-            check = check.model_copy(update={"approver": decision.decided_by, "attempt": check.attempt + 1})
+                said = f" ({decision.approver}: {decision.reason})" if decision.reason else ""
+                message = f"{verdict.reason}: not approved{said}"
+                return ToolReply(error=ToolFailure(kind="PermissionDenied", message=message))
+            update: dict[str, Any] = {"approver": decision.decided_by, "attempt": check.attempt + 1}
+            if isinstance(edited := (decision.values or {}).get("args"), dict):
+                call = call.model_copy(update={"args": edited})
+                update |= {"call": call, "resource": None, "seal": None}  # its resource is read anew
+            check = check.model_copy(update=update)
             verdict = await self.decide(check)
+            if verdict.invalid:
+                return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason), args=call.args)
+        edited = call.args if call is not asked else None
         if verdict.outcome != "allow" or verdict.ticket is None:
-            return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason))
+            return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason), args=edited)
         carried = current_ticket.set(verdict.ticket)
         try:
-            return await self.inner.call_tool(call, node)
+            reply = await self.inner.call_tool(call, node)
         finally:
             current_ticket.reset(carried)
+        return reply.model_copy(update={"args": edited}) if edited is not None else reply
 
 
 # -- carrying the ticket from the workflow to the activity --------------------------------------
@@ -396,11 +480,20 @@ class _WorkflowTickets(WorkflowInboundInterceptor):
 
 class _AttachTicket(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
-        ticket = current_ticket.get()
-        if input.activity == TOOL_ACTIVITY and ticket is not None:
-            payload = default_converter().payload_converter.to_payloads([ticket.model_dump_json()])[0]
-            input.headers = {**input.headers, TICKET_HEADER: payload}
+        input.headers = _with_ticket(input.activity, input.headers)
         return super().start_activity(input)
+
+    def start_local_activity(self, input: StartLocalActivityInput) -> workflow.ActivityHandle[Any]:
+        input.headers = _with_ticket(input.activity, input.headers)
+        return super().start_local_activity(input)
+
+
+def _with_ticket(activity: str, headers: Mapping[str, Payload]) -> Mapping[str, Payload]:
+    ticket = current_ticket.get()
+    if activity != TOOL_ACTIVITY or ticket is None:
+        return headers
+    payload = default_converter().payload_converter.to_payloads([ticket.model_dump_json()])[0]
+    return {**headers, TICKET_HEADER: payload}
 
 
 class _ReceiveTicket(ActivityInboundInterceptor):

@@ -17,17 +17,28 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from chamberlain.agents.exceptions import AgentError, ModelOutputInvalid, StepFailed
     from chamberlain.agents.plan import GraphPlan, StepOutcome, approval_values
-    from chamberlain.agents.spec import ActivityNode, ApprovalNode, ClassifyNode, ModelNode, ToolNode
+    from chamberlain.agents.spec import (
+        ActivityNode,
+        AgentNode,
+        ApprovalNode,
+        ClassifyNode,
+        MapNode,
+        ModelNode,
+        SubgraphNode,
+        ToolNode,
+    )
     from chamberlain.agents.steps import (
         ApprovalDecision,
         ApprovalRequest,
         ClassifyCall,
         ClassifyReply,
+        GraphCall,
+        GraphReply,
         ModelCall,
         ModelReply,
         StepContext,
@@ -37,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from chamberlain.workflows.activities import GraphActivities
     from chamberlain.workflows.audit import AuditEntry
-    from chamberlain.workflows.gate import GateCheck, GatedExecutor, GateVerdict, who
+    from chamberlain.workflows.gate import GateCheck, GatedExecutor, GateVerdict, current_ticket, who
     from chamberlain.workflows.types import (
         Cursor,
         Decision,
@@ -52,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
+LOCAL_READS = "chamberlain-local-reads"  # patch: read-only tools run as local activities
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
@@ -83,11 +95,16 @@ class GraphWorkflow:
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)
-            cursor = Cursor(node=plan.start, state=state, labels=plan.initial_labels(state))
+            labels = plan.initial_labels(state)
+            if request.labels is not None:  # a child run knows what its parent knew of the data
+                labels = labels.updated({}, request.labels.values)
+            cursor = Cursor(node=plan.start, state=state, labels=labels)
         else:
             cursor = request.resume
         self._cursor = cursor
-        executor = GatedExecutor(self, self._decide, principal=request.principal, graph=request.graph)
+        executor = GatedExecutor(
+            self, self._decide, principal=request.principal, graph=request.graph, ceiling=request.ceiling
+        )
         steps_this_segment = 0
         while True:
             self._node = cursor.node
@@ -179,15 +196,44 @@ class GraphWorkflow:
 
     # -- the executor: effects as activities, approvals as updates ---------------------------
 
-    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode) -> ModelReply:
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
         return await self._activity(GraphActivities.model_step, call, node, call.attempt)
 
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
         return await self._activity(GraphActivities.classify_step, call, node)
 
-    async def call_tool(self, call: ToolCall, node: ToolNode) -> ToolReply:
-        """Act: reached only through :class:`GatedExecutor`, whose ticket the interceptor carries."""
-        return await self._activity(GraphActivities.tool_step, call, node)
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
+        """Act: reached only through :class:`GatedExecutor`, whose ticket the interceptor carries.
+        A tool the gate found read-only runs as a local activity (no round trip through the
+        server); runs recorded before that change replay their reads as activities (patching)."""
+        ticket = current_ticket.get()
+        local = ticket is not None and ticket.read_only and workflow.patched(LOCAL_READS)
+        return await self._activity(GraphActivities.tool_step, call, node, local=local)
+
+    async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply:
+        """A child workflow whose ID is the step's (``<run>/<node>/<visit>[/<item>]``): the same
+        principal, the parent's labels and grant (its ceiling); its approvals are its own."""
+        assert self._request is not None
+        request = RunRequest(
+            graph=call.graph,
+            input=call.input,
+            principal=call.step.principal,
+            ceiling=call.grant,
+            labels=call.labels,
+            publish_approvals=self._request.publish_approvals,
+        )
+        try:
+            result = await workflow.execute_child_workflow(
+                GraphWorkflow.run, request, id=call.step.step_id, task_queue=workflow.info().task_queue
+            )
+        except ChildWorkflowError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            raise ApplicationError(
+                f"step {call.step.step_id}: graph '{call.graph.name}' failed: {cause or exc}",
+                type=cause.type if cause else "StepFailed",
+                non_retryable=True,
+            ) from exc
+        return GraphReply(status=result.status, output=result.output, usage=result.usage, cost=result.cost)
 
     async def _decide(self, check: GateCheck) -> GateVerdict:
         """The gate's decision as a local activity: recorded in history, so a replay reuses it."""
@@ -201,12 +247,17 @@ class GraphWorkflow:
         call: Call,
         node: ActivityNode,
         attempt: int = 0,
+        *,
+        local: bool = False,
     ) -> Reply:
         """Run a step's call as an activity whose ID is ``node/visit`` (``/n`` for the n-th
-        model of a cascade), with the node's timeout and retry policy."""
-        activity_id = f"{call.step.node}/{call.step.visit}" + (f"/{attempt}" if attempt else "")
+        model of a cascade), with the node's timeout and retry policy. An agent's turn is
+        ``node/visit/turn/model``, each call it asks for ``node/visit/turn/call``."""
+        turn = "/model" if isinstance(call, ModelCall) and call.step.within else ""
+        activity_id = call.step.local_id + turn + (f"/{attempt}" if attempt else "")
+        execute = workflow.execute_local_activity_method if local else workflow.execute_activity_method
         try:
-            return await workflow.execute_activity_method(
+            return await execute(
                 method,
                 call,
                 activity_id=activity_id,
