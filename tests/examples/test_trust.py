@@ -71,7 +71,7 @@ def extractor(answer: Callable[[str], str], quantity: Callable[[str], int] = lam
 
 
 def three_or_one(message: str) -> int:
-    return 3 if message.startswith("Return three") else 1
+    return 3 if message.startswith("Return 3 ") else 1
 
 
 @dataclass
@@ -210,7 +210,7 @@ async def test_a_rejected_return_split_in_three_refunds_no_more_than_one_part_al
 ) -> None:
     order_id, line_no, price = await split_target(shop)
     principal = acting_for(shop.owner(order_id))
-    whole = f"Return three items of line {line_no} of order {order_id}, unopened"
+    whole = f"Return 3 items of line {line_no} of order {order_id}, unopened"
     part = f"Return one item of line {line_no} of order {order_id}, unopened"
     model = extractor(lambda _m: order_id, three_or_one)
     async with worker(client, task_queue, model, shop.tools, tmp_path, promo.POLICIES):
