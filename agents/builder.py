@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from chamberlain.agents.exceptions import GraphSpecError, SpecIssue
 from chamberlain.agents.loader import PathKey, Review, run_checks, spec_issue
 from chamberlain.agents.spec import (
+    AgentNode,
     ApprovalNode,
     Branch,
     Budget,
@@ -40,10 +41,12 @@ from chamberlain.agents.spec import (
     EndNode,
     FieldType,
     GraphSpec,
+    MapNode,
     ModelNode,
     OutputField,
     RouteNode,
     StateField,
+    SubgraphNode,
     ToolNode,
 )
 from chamberlain.agents.validation import Tools
@@ -106,6 +109,7 @@ class Graph:
         granted = list(grant) if grant is not None else None
         self._graph |= _given({"start": start, "grant": granted, "max_steps": max_steps, "budget": budget})
         self._nodes: dict[str, Any] = {}
+        self._graphs: dict[str, GraphSpec] = {}
 
     def model(
         self,
@@ -174,6 +178,56 @@ class Graph:
         fields = {"ask": ask, "approvers": list(approvers), "on_reject": on_reject, "on_changes": on_changes}
         return self._add(ApprovalNode, name, {**_given(fields), "next": _next(next), **options})
 
+    def agent(
+        self,
+        name: str,
+        *,
+        instructions: str,
+        prompt: str,
+        tools: Sequence[str],
+        next: Next,
+        output: Output | None = None,
+        write: str | None = None,
+        model: str | None = None,
+        tier: str | None = None,
+        **options: Any,
+    ) -> Graph:
+        """A model that chooses among ``tools`` turn by turn, every call through the gate
+        (``bounds``, ``cascade`` as in YAML)."""
+        fields = {"instructions": instructions, "prompt": prompt, "tools": list(tools), "output": output}
+        fields |= {"write": write, "model": model, "tier": tier}
+        return self._add(AgentNode, name, {**_given(fields), "next": _next(next), **options})
+
+    def subgraph(
+        self,
+        name: str,
+        *,
+        graph: GraphSpec,
+        next: Next,
+        input: Mapping[str, str] | None = None,
+        output: Mapping[str, str] | None = None,
+    ) -> Graph:
+        """Run ``graph`` as a child run; ``input`` and ``output`` map fields with expressions."""
+        self._graphs[graph.name] = graph
+        fields = {"graph": graph.name, "input": input, "output": output}
+        return self._add(SubgraphNode, name, {**_given(fields), "next": _next(next)})
+
+    def map(
+        self,
+        name: str,
+        *,
+        over: str,
+        graph: GraphSpec,
+        write: str,
+        next: Next,
+        input: Mapping[str, str] | None = None,
+        concurrency: int = 4,
+    ) -> Graph:
+        """Run ``graph`` once per item of ``over`` (``input`` sees ``item`` and ``index``), results to ``write``."""
+        self._graphs[graph.name] = graph
+        fields = {"over": over, "graph": graph.name, "write": write, "input": input, "concurrency": concurrency}
+        return self._add(MapNode, name, {**_given(fields), "next": _next(next)})
+
     def end(self, name: str, *, output: Sequence[str] | None = None, description: str = "") -> Graph:
         """Finish the run, returning the ``output`` state fields (default: all)."""
         fields = {"output": list(output) if output is not None else None, "description": description}
@@ -181,7 +235,7 @@ class Graph:
 
     def build(self, *, tools: Tools | None = None, review: Review | None = None) -> GraphSpec:
         """The checked spec; raises :class:`GraphSpecError` pointing at the calls to fix."""
-        data = {**self._graph, "state": state_fields(self.state), "nodes": self._nodes}
+        data = {**self._graph, "state": state_fields(self.state), "nodes": self._nodes, "graphs": self._graphs}
         data.setdefault("start", next(iter(self._nodes), ""))
         try:
             spec = GraphSpec.model_validate(data)

@@ -2,6 +2,10 @@
 
 Run when a graph is loaded with a tool registry, before any run starts:
 
+- an agent whose toolset holds an ``irreversible`` tool is an error unless the policy bounds
+  that tool's action: the model picks when and how often to call it, so no approval node
+  placed before the agent can stand for every call (the gate's approval policies can);
+- a child graph (subgraph, map) is reviewed like its parent;
 - an ``irreversible`` tool step is an error unless, on every path that reaches it, someone
   approved since the start or since that step's last call — or its action is one the
   deployment's policy bounds (every permit of it limits ``context.amount*`` or asks for an
@@ -27,6 +31,7 @@ from chamberlain.agents.labels import labels_read
 from chamberlain.agents.models import ModelRegistry, RegisteredModel
 from chamberlain.agents.plan import GraphPlan, declassified
 from chamberlain.agents.spec import (
+    AgentNode,
     ApprovalNode,
     Branch,
     ClassifyNode,
@@ -46,7 +51,34 @@ def review_graph(
     spec: GraphSpec, tools: ToolRegistry, models: ModelRegistry | None = None, bounded: Collection[str] = ()
 ) -> list[SpecIssue]:
     """Errors (``severity="error"``) and warnings about what ``spec`` could do with these tools and models."""
-    return [*_unapproved_irreversible(spec, tools, bounded), *_untrusted_flows(spec, tools, models)]
+    children = [
+        SpecIssue(i.message, ("graphs", name, *i.path), suggestion=i.suggestion, severity=i.severity)
+        for name, child in spec.graphs.items()
+        for i in review_graph(child, tools, models, bounded)
+    ]
+    return [
+        *_unapproved_irreversible(spec, tools, bounded),
+        *_unbounded_agents(spec, tools, bounded),
+        *_untrusted_flows(spec, tools, models),
+        *children,
+    ]
+
+
+def _unbounded_agents(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[str]) -> Iterator[SpecIssue]:
+    for name, node in spec.nodes.items():
+        if not isinstance(node, AgentNode):
+            continue
+        for i, tool in enumerate(node.tools):
+            adapter = tools.get(tool)
+            if adapter is None or adapter.effect is not Effect.IRREVERSIBLE or adapter.policy_action in bounded:
+                continue
+            yield SpecIssue(
+                f"agent '{name}' may call irreversible tool '{tool}' as often as its model chooses, and no policy "
+                f"bounds {adapter.policy_action} (an approval or a limit on context.amount in every permit)",
+                ("nodes", name, "tools", i),
+                suggestion=f"permit {adapter.policy_action} in Cedar only with @approvers or under an amount limit, "
+                "or take the tool out of the agent and call it from a tool node after an approval",
+            )
 
 
 def _unapproved_irreversible(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[str]) -> Iterator[SpecIssue]:
@@ -131,12 +163,15 @@ def _untrusted_flows(spec: GraphSpec, tools: ToolRegistry, models: ModelRegistry
     plan = GraphPlan(spec)
     labels = possible_labels(plan, tools)
     for name, node in spec.nodes.items():
-        if not isinstance(node, ModelNode | ClassifyNode):
+        if not isinstance(node, ModelNode | ClassifyNode | AgentNode):
             continue
         carried: dict[str, list[str]] = {}
         for f in sorted(plan.reads(name)):
             for label in labels[f]:
                 carried.setdefault(label, []).append(f)
+        for tool in node.tools if isinstance(node, AgentNode) else []:  # results join the conversation
+            for label in sorted({lb for ls in (tools[tool].labels.values() if tool in tools else []) for lb in ls}):
+                carried.setdefault(label, []).append(f"{tool}'s results")
         for model in _candidates(node, models):
             for label, fields in sorted(carried.items()):
                 if label not in model.trust or (label == "pii" and model.tier is Tier.EXTERNAL):
@@ -179,6 +214,11 @@ def _flows(
                 yield f, read
         if node.write:
             yield node.write, read
+    elif isinstance(node, AgentNode):
+        read = of(reads) | {lb for t in node.tools if t in tools for ls in tools[t].labels.values() for lb in ls}
+        for f in [*(node.output or {}), *([node.write] if node.write else [])]:
+            if not declassified(node.output, f):
+                yield f, read
     elif isinstance(node, ToolNode):
         produced = tools[node.tool].labels if node.tool in tools else {}
         for f, expression in plan.outputs(name).items():
@@ -187,8 +227,8 @@ def _flows(
             yield node.error, of(reads)
 
 
-def _candidates(node: ModelNode | ClassifyNode, models: ModelRegistry) -> Iterator[RegisteredModel]:
-    for candidate in node.candidates if isinstance(node, ModelNode) else node.cascade:
+def _candidates(node: ModelNode | ClassifyNode | AgentNode, models: ModelRegistry) -> Iterator[RegisteredModel]:
+    for candidate in node.cascade if isinstance(node, ClassifyNode) else node.candidates:
         if candidate == "human":
             continue
         model, tier = model_or_tier(candidate)

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from pydantic import BaseModel
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.agents.builder import Graph
 from chamberlain.agents.exceptions import BudgetExceeded, GraphSpecError, StepLimitExceeded
 from chamberlain.agents.loader import check_graph
 from chamberlain.agents.plan import StepOutcome
+from chamberlain.agents.safety import review_graph
 from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest, Principal
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 from chamberlain.workflows.local import run_gated_in_process
@@ -198,3 +201,67 @@ def test_a_toolset_outside_the_grant_is_refused_at_load() -> None:
     spec = agent_graph().model_copy(update={"grant": ["erp.order.read"]})
     with pytest.raises(GraphSpecError, match="outside the graph's grant"):
         check_graph(spec, tools=toolbox.tools())
+
+
+def test_an_agent_that_can_reach_an_irreversible_tool_without_an_approval_policy_is_refused() -> None:
+    tools = toolbox.tools()  # test.refund_then_stall is irreversible (action erp.refund.create)
+    spec = agent_graph(tools=["erp.order", "test.refund_then_stall"])
+    with pytest.raises(GraphSpecError, match=r"agent 'agent' may call irreversible tool 'test\.refund_then_stall'"):
+        check_graph(spec, tools=tools, review=lambda s: review_graph(s, tools))
+    bounded = PolicyEngine.load().bounded  # the shipped refunds policy asks for approval or limits the amount
+    assert check_graph(spec, tools=tools, review=lambda s: review_graph(s, tools, bounded=bounded)) is spec
+
+
+def test_the_review_covers_agents_inside_child_graphs() -> None:
+    tools = toolbox.tools()
+    child = agent_graph(tools=["test.refund_then_stall"]).model_dump(by_alias=True, exclude_none=True)
+    spec = GraphSpec.model_validate(
+        {
+            "name": "outer",
+            "grant": GRANT,
+            "state": {"request": {}, "summary": {}},
+            "start": "sub",
+            "graphs": {"inner": child},
+            "nodes": {"sub": {"type": "subgraph", "graph": "inner", "next": "done"}, "done": {"type": "end"}},
+        }
+    )
+    with pytest.raises(GraphSpecError, match=r"graphs\.inner\.nodes\.agent\.tools\.0"):
+        check_graph(spec, tools=tools, review=lambda s: review_graph(s, tools))
+
+
+class Lookup(BaseModel):
+    order_id: str = ""
+    total: float = 0.0
+
+
+class Batch(BaseModel):
+    orders: list[Any] = []
+    totals: list[Any] = []
+
+
+async def test_builder_subgraph_and_map_run_in_process_behind_the_same_gate(tmp_path: Path) -> None:
+    """The in-process engine runs child graphs nested, each through a gate holding it to the parent's grant."""
+    look = (
+        Graph("look", state=Lookup, grant=["erp.order.read"])
+        .tool("get", tool="erp.order", args={"order_id": "order_id"}, output={"total": "result.total"}, next="done")
+        .end("done")
+        .build(tools=toolbox.tools())
+    )
+    batch = (
+        Graph("batch", state=Batch, grant=["erp.order.read"])
+        .map("each", over="orders", graph=look, input={"order_id": "item"}, write="totals", concurrency=2, next="done")
+        .end("done")
+        .build(tools=toolbox.tools())
+    )
+    the_gate, _ = gate(tmp_path)
+    outcome = await run_gated_in_process(
+        batch, {"orders": ["A1", "Б2", "订3"]}, gate=the_gate, models=ModelRegistry(), principal=CUSTOMER
+    )
+    assert [t["output"]["order_id"] for t in outcome.output["totals"]] == ["A1", "Б2", "订3"]
+    steps = sorted(step for _, step in toolbox.effects("order"))
+    assert len(steps) == 3 and all(s.split("/", 1)[1].startswith("each/1/") for s in steps)
+    refund_child = look.model_copy(update={"grant": ["erp.order.read", "erp.refund.create"]})
+    with pytest.raises(GraphSpecError, match="outside the parent's grant"):
+        Graph("bad", state=Batch, grant=["erp.order.read"]).map(
+            "each", over="orders", graph=refund_child, write="totals", next="done"
+        ).end("done").build(tools=toolbox.tools())
