@@ -95,6 +95,7 @@ def run_eval(options: EvalOptions, app: App, load: Callable[[Path], GraphSpec], 
     elif options.record:
         recording = Recording(options.record)
     mode = "replay" if options.replay else "record" if options.record else "live"
+    logging.getLogger("temporalio").setLevel(logging.WARNING)
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)  # a failed case is reported below, once
     with ExitStack() as stack:
         work = options.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chamberlain-eval-")))
@@ -136,7 +137,7 @@ def _source(options: EvalOptions) -> WebhookSource:
     path = options.sources or options.cases.with_name("webhooks.yaml")
     if not path.exists():
         raise CliError(f"the cases carry webhook events but {path} does not exist — pass --sources webhooks.yaml")
-    catalog = SourceCatalog.load(path)
+    catalog = SourceCatalog.load(path, secrets=False)  # events are read here, never verified
     if options.source is None and len(catalog.sources) == 1:
         return catalog.sources[0]
     chosen = catalog.get(options.source or "")
@@ -155,8 +156,10 @@ def _store(app: App, work: Path) -> Callable[[Path], ToolRegistry]:
 
 
 def _configs(names: list[str], app: App) -> Iterator[tuple[str, ModelRegistry]]:
-    if not names:
-        yield "app", app.models
+    if not names:  # the app's own, made now: an embedded model started for the evaluation is found
+        module = importlib.import_module(app.name)
+        parts = app.name.split(".")
+        yield parts[-2] if parts[-1] == "app" and len(parts) > 1 else parts[-1], module.models()
         return
     labels = [_label(name) for name in names]
     if len(set(labels)) < len(labels):

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from chamberlain.workflows import DevServer
 from tests.support import evaluation as shop
 
@@ -97,3 +99,22 @@ def test_eval_mistakes_are_one_line_naming_the_file_line_or_flag(tmp_path: Path)
     events.write_text('{"id": "e", "event": {"message": "hi"}}\n')
     done = chamberlain("eval", str(events), "--models", f"{APP}:reader")
     assert done.returncode == 1 and "webhooks.yaml does not exist — pass --sources" in done.stderr
+
+
+@pytest.mark.slow
+async def test_eval_runs_shipped_promo_cases_on_the_embedded_model(
+    dev_server: DevServer, embedded_model: object, tmp_path: Path
+) -> None:
+    """CI's subset of the shipped cases (the whole file: docs/evaluation.md): the real graph, the
+    scenario's policies and a fresh seeded store per case, on SmolLM2-135M."""
+    report = tmp_path / "promo.json"
+    done = await asyncio.to_thread(
+        chamberlain, "eval", "examples/promo_returns/cases.jsonl", "--app", "chamberlain.examples.promo_returns.app",
+        "--limit", "2", "--address", dev_server.address, "--json", str(report), "--work", str(tmp_path / "work"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(report.read_text(encoding="utf-8"))
+    cases = found["cases"]["promo_returns"]
+    assert [c["case"] for c in cases] == ["return-1", "return-2"]
+    assert [c["outcome"]["error"] for c in cases] == [None, None]
+    assert found["summaries"][0]["tokens_per_case"] > 0 and set(cases[0]["scores"]) >= {"intent", "decision"}

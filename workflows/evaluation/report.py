@@ -10,6 +10,7 @@ p-value is ``2 · P(X ≤ min(b, c))`` for ``X ~ Binomial(b + c, ½)``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class Summary(BaseModel):
     accuracy: float
     fields: dict[str, float]
     by_lang: dict[str, float]
+    by_group: dict[str, float] = {}
     escalation_rate: float
     denials: int
     failed: int
@@ -91,15 +93,18 @@ def summarize(config: str, found: Sequence[CaseResult]) -> Summary:
     n = len(found) or 1
     fields: dict[str, list[bool]] = {}
     langs: dict[str, list[bool]] = {}
+    groups: dict[str, list[bool]] = {}
     for r in found:
         for name, ok in r.scores.items():
             fields.setdefault(name, []).append(ok)
         langs.setdefault(r.lang or "-", []).append(r.correct)
+        groups.setdefault(group_of(r.case), []).append(r.correct)
     latencies = [r.outcome.latency for r in found]
     return Summary(
         config=config, cases=len(found), accuracy=_rate(r.correct for r in found),
         fields={name: _rate(oks) for name, oks in sorted(fields.items())},
         by_lang={lang: _rate(oks) for lang, oks in sorted(langs.items())},
+        by_group={group: _rate(oks) for group, oks in sorted(groups.items())},
         escalation_rate=_rate(r.outcome.escalate for r in found), denials=sum(r.outcome.denials for r in found),
         failed=sum(r.outcome.status == "failed" for r in found),
         latency_p50=round(percentile(latencies, 50), 3), latency_p95=round(percentile(latencies, 95), 3),
@@ -107,6 +112,11 @@ def summarize(config: str, found: Sequence[CaseResult]) -> Summary:
         cost_per_case=round(sum(r.outcome.cost for r in found) / n, 6),
         differing=sum(bool(r.differs) for r in found),
     )
+
+
+def group_of(case_id: str) -> str:
+    """A case's group: its ID without a trailing number (``return-large-2`` → ``return-large``)."""
+    return re.sub(r"[-_]?\d+$", "", case_id) or case_id
 
 
 def _rate(values: Any) -> float:
