@@ -669,6 +669,7 @@ def eval_cases(
     max_p95: Annotated[float | None, typer.Option(help="exit 1 above this p95 latency (seconds)")] = None,
     embedded: Annotated[bool | None, typer.Option(help="start the embedded model [default: if needed]")] = None,
     work: Annotated[Path | None, typer.Option(help="keep stores, audit logs and Temporal here [default: temp]")] = None,
+    case_timeout: Annotated[float, typer.Option(min=1, help="stop a case's run after this many seconds")] = 600,
     address: Annotated[str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal [default: embedded]")] = None,
     app_name: AppOption = None,
 ) -> None:
@@ -704,6 +705,7 @@ def eval_cases(
         address=address,
         work=work,
         embedded=embedded,
+        case_timeout=case_timeout,
     )
     code = run_eval(options, loaded, lambda path: _load(path, loaded), console)
     if code:

@@ -73,6 +73,7 @@ class EvalOptions:
     address: str | None = None
     work: Path | None = None
     embedded: bool | None = None
+    case_timeout: float = 600.0
 
 
 def run_eval(options: EvalOptions, app: App, load: Callable[[Path], GraphSpec], console: Console) -> int:
@@ -228,7 +229,7 @@ async def _evaluate(
                 mark = "[red]failed[/red]" if outcome.status == "failed" else outcome.end
                 progress.update(task, advance=1, description=f"{name}: {case.id} → {mark}")
 
-            outcomes = await evaluate(client, subject, cases, work, tape, on_case=advance)
+            outcomes = await evaluate(client, subject, cases, work, tape, on_case=advance, timeout=options.case_timeout)
         scored = results(cases, outcomes, recorded)
         found.append((summarize(subject.name, scored), scored))
         if tape.gone_live:

@@ -226,3 +226,12 @@ async def test_a_replay_with_another_model_writes_nothing_and_says_what_changed(
     for audit in (tmp_path / "shadow").glob("*/audit.sqlite"):  # nothing done that the recording lacks
         done = [r.action for r in AuditLog(f"sqlite:///{audit}").records() if r.kind == "effect"]
         assert "erp.order.cancel" not in done
+
+
+async def test_a_run_that_outlives_its_time_is_stopped_and_counted_as_failed(client: Client, tmp_path: Path) -> None:
+    store = sqlite_store(shop.evaluation_tools, tmp_path / "template")
+    graph = load_graph(shop.GRAPH, tools=store(tmp_path))
+    subject = Subject(name="slow", graph=graph, models=shop.reader(), policies=PolicyEngine.load(), store=store)
+    case = Case(id="订单-慢", input={"message": "return A1001", "customer_id": "C10001"})
+    (outcome,) = await evaluate(client, subject, [case], tmp_path, timeout=1e-9)
+    assert outcome.status == "failed" and outcome.error == "EvaluationAborted: no result after 1e-09 s"

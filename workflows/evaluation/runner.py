@@ -10,6 +10,7 @@ and recorded (``record``), or answered from a recording with no writes (``replay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import sqlite3
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
 from chamberlain.agents.models import ModelRegistry
 from chamberlain.agents.spec import ApprovalNode, FieldType, GraphSpec, OutputField, ToolNode
@@ -40,6 +42,8 @@ Mode = Literal["live", "record", "replay"]
 ToRun = Callable[[Case], tuple[dict[str, Any], Principal | None]]
 APPROVER = "evaluation"
 POLL = 0.05
+MAX_POLL = 0.5
+CASE_TIMEOUT = 600.0
 
 
 def case_input(case: Case) -> tuple[dict[str, Any], Principal | None]:
@@ -138,15 +142,17 @@ async def evaluate(
     tape: Tape | None = None,
     *,
     on_case: Callable[[Case, Outcome], Awaitable[None] | None] | None = None,
+    timeout: float = CASE_TIMEOUT,
 ) -> list[Outcome]:
-    """Run every case, one after another, and say what each run did."""
+    """Run every case, one after another, and say what each run did (a run longer than
+    ``timeout`` seconds is stopped and counted as failed)."""
     tape = tape or Tape()
     session = uuid.uuid4().hex[:8]
     secret = secrets.token_hex(32).encode()
     outcomes = []
     for case in cases:
         place = folder / subject.name / safe_name(case.id)
-        outcome = await run_case(client, subject, case, place, tape, session, secret)
+        outcome = await run_case(client, subject, case, place, tape, session, secret, timeout)
         if tape.mode == "record" and tape.recording is not None:
             tape.recording.append("outcome", case.id, outcome=outcome.model_dump(mode="json"))
         outcomes.append(outcome)
@@ -156,7 +162,8 @@ async def evaluate(
 
 
 async def run_case(
-    client: Client, subject: Subject, case: Case, folder: Path, tape: Tape, session: str, secret: bytes
+    client: Client, subject: Subject, case: Case, folder: Path, tape: Tape, session: str, secret: bytes,
+    timeout: float = CASE_TIMEOUT,
 ) -> Outcome:
     folder.mkdir(parents=True, exist_ok=True)
     values, principal = subject.to_run(case)
@@ -170,9 +177,12 @@ async def run_case(
     async with create_worker(client, models=subject.models, tools=tools, gate=gate, task_queue=queue):
         started = time.perf_counter()
         handle = await start_run(client, subject.graph, values, run_id=run_id, principal=principal, task_queue=queue)
-        result, error = await _finish(handle, subject.graph, case, escalations)
+        result, error = await _finish(handle, subject.graph, case, escalations, timeout)
         latency = time.perf_counter() - started
-        steps = (await progress(handle)).steps
+        try:
+            steps = (await progress(handle)).steps
+        except RPCError:  # stopped before its first step: nothing to read
+            steps = []
     state = {name: spec.default for name, spec in subject.graph.state.items()} | values
     for step in steps:
         state.update(step.updates)
@@ -186,18 +196,33 @@ async def run_case(
 
 
 async def _finish(
-    handle: WorkflowHandle[GraphWorkflow, RunResult], graph: GraphSpec, case: Case, escalations: list[str]
+    handle: WorkflowHandle[GraphWorkflow, RunResult], graph: GraphSpec, case: Case, escalations: list[str],
+    timeout: float,
 ) -> tuple[RunResult | None, str | None]:
-    """Wait for the run, answering every person it asks as the case says."""
+    """Wait for the run, answering every person it asks as the case says. A run that outlives
+    ``timeout`` or asks something the case cannot answer is terminated and reported as failed."""
     result = asyncio.ensure_future(handle.result())
-    while not result.done():
-        await asyncio.wait([result], timeout=POLL)
-        if result.done():
-            break
-        pending = (await progress(handle)).pending_approval
-        if pending is not None and (not escalations or escalations[-1] != pending.step_id):
-            escalations.append(pending.step_id)
-            await decide(handle, _answer(pending, graph, case))
+    deadline, delay = time.monotonic() + timeout, POLL
+    try:
+        while not result.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no result after {timeout:g} s")
+            await asyncio.wait([result], timeout=delay)
+            if result.done():
+                break
+            delay = min(MAX_POLL, delay * 1.5)  # quick for quick runs, gentle on slow models
+            pending = (await progress(handle)).pending_approval
+            if pending is not None and (not escalations or escalations[-1] != pending.step_id):
+                escalations.append(pending.step_id)
+                await decide(handle, _answer(pending, graph, case))
+                delay = POLL
+    except (TimeoutError, WorkflowUpdateFailedError) as exc:
+        result.cancel()
+        with contextlib.suppress(RPCError):  # it may have ended meanwhile: it is over either way
+            await handle.terminate(f"evaluation: {exc}")
+        cause = f"approval at {escalations[-1]} could not be answered: {exc.cause}" if isinstance(
+            exc, WorkflowUpdateFailedError) else str(exc)
+        return None, f"EvaluationAborted: {cause}"
     try:
         return result.result(), None
     except WorkflowFailureError as exc:
