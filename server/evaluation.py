@@ -96,7 +96,8 @@ def run_eval(options: EvalOptions, app: App, load: Callable[[Path], GraphSpec], 
     elif options.record:
         recording = Recording(options.record)
     mode = "replay" if options.replay else "record" if options.record else "live"
-    logging.getLogger("temporalio").setLevel(logging.WARNING)
+    for noisy in ("temporalio", "httpx"):  # the table says what happened; per-request logs drown it
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)  # a failed case is reported below, once
     with ExitStack() as stack:
         work = options.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chamberlain-eval-")))
