@@ -42,7 +42,9 @@ from chamberlain.server.settings import ServerSettings
 from chamberlain.server.temporal import TemporalUnavailable, reach
 from chamberlain.workflows.audit import AuditLogError
 from chamberlain.workflows.devserver import DevServer
+from chamberlain.workflows.run_index import RunIndex
 from chamberlain.workflows.types import Principal
+from chamberlain.workflows.usage import UsageLedger
 from chamberlain.workflows.worker import TASK_QUEUE, create_worker
 
 app = typer.Typer(
@@ -516,7 +518,11 @@ def dev(
                 raise CliError(f"--http-port {http_port}: {exc} (is the port in use?) — pick another port") from exc
             children.callback(http.stop)
             gate = loaded.development_gate(data) if config.audit is None else loaded.gate(config.audit_url, None)
-            async with create_worker(client, models=loaded.models, tools=loaded.tools, gate=gate):
+            usage = UsageLedger(config.usage_url, config.budgets)  # the console's cost view and department budgets
+            index = RunIndex(config.run_index_url)  # the worker counts steps, tokens and cost in the runs list
+            async with create_worker(
+                client, models=loaded.models, tools=loaded.tools, gate=gate, usage=usage, run_index=index
+            ):
                 console.print(f"audit log    [bold]{config.audit_url}[/bold]  (chamberlain audit verify)")
                 console.print(f"HTTP         [bold]{http.url}[/bold]  (webhooks, /runs, approvals API, /docs)")
                 console.print(f"Temporal     [bold]{server.address}[/bold]  (data in {data}/)")

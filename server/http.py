@@ -20,6 +20,7 @@ from chamberlain.server.sources import SourceCatalog
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows.codec import EncryptionCodec
 from chamberlain.workflows.devserver import free_port
+from chamberlain.workflows.run_index import IndexFeed, RunIndex
 
 __all__ = ["BackgroundServer", "ServerSettings", "create_app"]
 
@@ -28,12 +29,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     app = FastAPI(title="Chamberlain", version="0.1", description="Webhook ingress, runs and approvals.")
     temporal = TemporalConnection(settings.temporal_address, settings.namespace)
+    settings.ensure_data()  # the run index and the console's secret live there
     app.state.users = UserDirectory.load(settings.users) if settings.users else UserDirectory()
     if settings.webhooks:
         app.state.ingress = Ingress(SourceCatalog.load(settings.webhooks), temporal, settings.public_url)
         app.include_router(app.state.ingress.router())
     app.include_router(approvals_router(temporal))
-    app.include_router(runs_router(temporal))
+    app.state.run_index = IndexFeed(RunIndex(settings.run_index_url), temporal.client)
+    app.include_router(runs_router(temporal, app.state.run_index))
     mount_console(app, temporal, settings)  # /console: the ops console, for people signed in with a password
     if codec := EncryptionCodec.from_env():  # the Temporal UI shows decrypted payloads to operators
         app.include_router(codec_router(codec))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowQueryFailedError
@@ -26,6 +26,7 @@ from chamberlain.server.approvals import PendingItem
 from chamberlain.server.auth import CurrentUser
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.run_index import IndexFeed, RunRow, as_utc, run_filter
 from chamberlain.workflows.types import Principal, RunProgress, RunRequest, RunResult, StepRecord
 
 Status = Literal["running", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"]
@@ -236,27 +237,61 @@ def _strings(value: Any) -> Iterable[str]:
         yield str(value)
 
 
-def runs_router(temporal: TemporalConnection) -> APIRouter:
-    """``GET /runs`` and ``GET /runs/{id}``: the URL a webhook's 202 answers with."""
+class IndexedRun(RunSummary):
+    """A run as the run index lists it."""
+
+    workflow_type: str
+    graph: str | None
+    graph_version: str | None
+    principal: str | None
+    department: str | None
+    duration_s: float | None
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    pending_approval: bool
+
+    @classmethod
+    def of(cls, row: RunRow) -> IndexedRun:
+        duration = row.duration
+        return cls(
+            **row.model_dump(include=set(cls.model_fields) - {"duration_s", "started_at", "closed_at"}),
+            started_at=as_utc(row.started_at),
+            closed_at=as_utc(row.closed_at),
+            duration_s=duration.total_seconds() if duration else None,
+        )
+
+
+def runs_router(temporal: TemporalConnection, feed: IndexFeed) -> APIRouter:
+    """``GET /runs`` (from the run index) and ``GET /runs/{id}``: the URL a webhook's 202 answers with."""
     router = APIRouter(prefix="/runs", tags=["runs"])
 
     @router.get("")
     async def runs(
         user: CurrentUser,
+        request: Request,
+        response: Response,
         status: Annotated[Status | None, Query(description="only runs with this status")] = None,
+        graph: Annotated[str | None, Query(description="only runs of this graph")] = None,
+        principal: Annotated[str | None, Query(description="only runs started for this principal ID")] = None,
+        department: Annotated[str | None, Query(description="only runs of this department")] = None,
+        since: Annotated[datetime | None, Query(description="started at or after")] = None,
+        until: Annotated[datetime | None, Query(description="started before")] = None,
+        after: Annotated[str | None, Query(description="the cursor from the previous page's Link header")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    ) -> list[RunSummary]:
-        """Graph runs, newest first. A viewer with a tenant sees only that tenant's runs."""
-        client = await temporal.client()
-        found = await list_runs(client, status, limit if user.tenant is None else 500)
-        if user.tenant is None:
-            return found
-        visible = []
-        for summary in found:
-            request = await _request_of(client, summary.run_id)
-            if request and request.principal and request.principal.tenant == user.tenant:
-                visible.append(summary)
-        return visible[:limit]
+    ) -> list[IndexedRun]:
+        """Runs newest first, filtered, a page at a time (the next page's URL in the ``Link``
+        header). A viewer with a tenant sees only that tenant's runs."""
+        try:
+            where = run_filter(user, status=status, graph=graph, principal=principal, department=department)
+            where = where.model_copy(update={"started_after": since, "started_before": until})
+            found = await feed.page(where, after, limit)
+        except ValueError as exc:  # BadCursor too
+            raise HTTPException(422, str(exc)) from exc
+        if found.after:
+            response.headers["Link"] = f'<{request.url.include_query_params(after=found.after)}>; rel="next"'
+        return [IndexedRun.of(row) for row in found.rows]
 
     @router.get("/{run_id}")
     async def run(run_id: str, user: CurrentUser) -> RunView:

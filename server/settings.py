@@ -28,10 +28,21 @@ class ServerSettings(BaseSettings):
     audit: str | None = None
     console_secret: str | None = None  # signs console sessions; unset: a random one kept in the data folder
     temporal_ui: str | None = None  # the Temporal UI's URL, linked from the console's run pages
+    runs: str | None = None  # the run index's database URL (CHAMBERLAIN_RUNS); default: in the data folder
+    usage: str | None = None  # the model usage ledger's database URL (CHAMBERLAIN_USAGE); default: data folder
+    budgets: dict[str, float] = {}  # department -> cost per calendar month (CHAMBERLAIN_BUDGETS, JSON)
 
     @property
     def audit_url(self) -> str:
         return self.audit or f"sqlite:///{self.data / 'audit.sqlite'}"
+
+    @property
+    def run_index_url(self) -> str:
+        return self.runs or f"sqlite:///{self.data / 'runs.sqlite'}"
+
+    @property
+    def usage_url(self) -> str:
+        return self.usage or f"sqlite:///{self.data / 'usage.sqlite'}"
 
     @property
     def temporal_db(self) -> Path:

@@ -33,6 +33,7 @@ from chamberlain.workflows.codec import EncryptionCodec
 from chamberlain.workflows.converter import data_converter, header_behavior
 from chamberlain.workflows.gate import Gate, TicketInterceptor
 from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.run_index import RunIndex, RunIndexInterceptor
 from chamberlain.workflows.usage import UsageLedger
 
 # Pure, deterministic code the workflows use; imported once outside the sandbox.
@@ -43,6 +44,7 @@ PASSTHROUGH = (
     "chamberlain.workflows.policy",
     "chamberlain.workflows.audit",
     "chamberlain.workflows.usage",
+    "chamberlain.workflows.run_index",
     "chamberlain.workflows.types",
     "chamberlain.workflows.codec",
     "chamberlain.workflows.converter",
@@ -80,7 +82,8 @@ class ChamberlainPlugin(SimplePlugin):
     audited. ``codec`` encrypts payloads; by default the keys in ``CHAMBERLAIN_PAYLOAD_KEYS``
     (a malformed value raises :class:`~chamberlain.workflows.codec.PayloadKeyError` here, so a
     misconfigured worker never starts), no encryption when that is unset. ``usage`` records
-    model usage and enforces department budgets.
+    model usage and enforces department budgets. ``run_index`` counts each run's steps, tokens
+    and cost in the console's run index as they complete.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class ChamberlainPlugin(SimplePlugin):
         gate: Gate,
         codec: PayloadCodec | None = None,
         usage: UsageLedger | None = None,
+        run_index: RunIndex | None = None,
     ) -> None:
         self.codec = codec or EncryptionCodec.from_env()
         self.gate = gate
@@ -99,7 +103,7 @@ class ChamberlainPlugin(SimplePlugin):
             data_converter=self._converter,
             workflows=[GraphWorkflow],
             activities=GraphActivities(models, tools, usage=usage, gate=gate).all(),
-            interceptors=[TicketInterceptor()],
+            interceptors=[TicketInterceptor(), *([RunIndexInterceptor(run_index)] if run_index else [])],
             workflow_runner=_with_passthrough,
         )
 

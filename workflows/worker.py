@@ -18,6 +18,7 @@ from chamberlain.agents.models import ModelRegistry
 from chamberlain.tools.registry import ToolRegistry
 from chamberlain.workflows.gate import Gate
 from chamberlain.workflows.plugin import ChamberlainPlugin
+from chamberlain.workflows.run_index import RunIndex
 from chamberlain.workflows.usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
@@ -31,6 +32,7 @@ def create_worker(
     gate: Gate,
     task_queue: str = TASK_QUEUE,
     usage: UsageLedger | None = None,
+    run_index: RunIndex | None = None,
     workflows: Sequence[type] = (),
     activities: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 50,
@@ -39,14 +41,15 @@ def create_worker(
     """A worker for graph runs (and ``workflows``/``activities`` of the caller's own) on a
     client from :func:`~chamberlain.workflows.converter.connect`. ``gate`` checks every step
     against Cedar policy and audits it; ``usage`` records model usage and enforces department
-    budgets. A short sticky timeout lets a crashed worker's runs move on quickly."""
+    budgets; ``run_index`` counts steps, tokens and cost for the console. A short sticky
+    timeout lets a crashed worker's runs move on quickly."""
     if any(isinstance(plugin, ChamberlainPlugin) for plugin in client.config()["plugins"]):
         raise ValueError(
             "this client already carries ChamberlainPlugin, which configures its workers: "
             "use temporalio.worker.Worker(client, task_queue=...) instead of create_worker"
         )
     codec = client.data_converter.payload_codec
-    plugin = ChamberlainPlugin(models=models, tools=tools, gate=gate, codec=codec, usage=usage)
+    plugin = ChamberlainPlugin(models=models, tools=tools, gate=gate, codec=codec, usage=usage, run_index=run_index)
     return Worker(
         client,
         task_queue=task_queue,

@@ -23,9 +23,10 @@ __all__ = ["DemoAdmin", "ensure_demo_admin", "hash_password", "mount_console"]
 
 
 def mount_console(app: FastAPI, temporal: TemporalConnection, settings: ServerSettings) -> None:
-    """Serve the console under ``/console`` with the app's user directory (``app.state.users``)."""
+    """Serve the console under ``/console`` with the app's user directory (``app.state.users``)
+    and run index (``app.state.run_index``)."""
     sessions = Sessions(session_secret(settings), app.state.users, settings.public_url)
-    app.include_router(console_router(temporal, settings, sessions, app.state.users))
+    app.include_router(console_router(temporal, settings, sessions, app.state.users, app.state.run_index))
     app.mount("/console/static", StaticFiles(directory=Path(__file__).with_name("static")), name="console-static")
 
     async def refused(request: Request, exc: Exception) -> Response:

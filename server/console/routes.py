@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -25,20 +25,24 @@ from chamberlain.server.auth import User, UserDirectory
 from chamberlain.server.console.access import Permission, may, sign_in
 from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.operations import OperationRefused, cancel_run, retry_from_failure
-from chamberlain.server.console.runlist import run_page
 from chamberlain.server.console.sessions import Sessions, Visitor
 from chamberlain.server.console.timeline import AuditReader, timeline
-from chamberlain.server.runs import STATUSES, RunNotFound, show_run
+from chamberlain.server.runs import RunNotFound, show_run
 from chamberlain.server.settings import ServerSettings
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows import Decision, GraphWorkflow, decide
+from chamberlain.workflows.run_index import STATUSES, IndexFeed, run_filter
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 LIVE_INTERVAL = 0.5  # seconds between looks at a running run
 
 
 def console_router(
-    temporal: TemporalConnection, settings: ServerSettings, sessions: Sessions, directory: UserDirectory
+    temporal: TemporalConnection,
+    settings: ServerSettings,
+    sessions: Sessions,
+    directory: UserDirectory,
+    feed: IndexFeed,
 ) -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False)
     audit = AuditReader(settings.audit_url)
@@ -105,20 +109,30 @@ def console_router(
         status: Annotated[str | None, Query()] = None,
         graph: Annotated[str | None, Query()] = None,
         principal: Annotated[str | None, Query()] = None,
-        before: Annotated[datetime | None, Query()] = None,
+        department: Annotated[str | None, Query()] = None,
+        since: Annotated[str | None, Query()] = None,
+        until: Annotated[str | None, Query()] = None,
+        after: Annotated[str | None, Query()] = None,
     ) -> HTMLResponse:
         user, visitor = signed_in(request)
-        filters = {"status": status or None, "graph": graph or None, "principal": principal or None}
-        client = await temporal.client()
+        asked = dict(status=status, graph=graph, principal=principal, department=department, since=since, until=until)
+        filters = {k: v.strip() or None if v else None for k, v in asked.items()}
         try:
-            found = await run_page(client, user.principal(), status=filters["status"], graph=filters["graph"],
-                                   principal=filters["principal"], before=before)
-        except ValueError as exc:
-            raise ConsoleError(422, f"status: {exc}") from exc
+            where = run_filter(
+                user.principal(),
+                status=filters["status"],
+                graph=filters["graph"],
+                principal=filters["principal"],
+                department=filters["department"],
+                since=_when("since", filters["since"]),
+                until=_when("until", filters["until"]),
+            )
+            found = await feed.page(where, after)
+        except ValueError as exc:  # a bad filter value or cursor, named
+            raise ConsoleError(422, str(exc)) from exc
         next_url = None
-        if found.before:
-            query = {k: v for k, v in filters.items() if v} | {"before": found.before.isoformat()}
-            next_url = "/console/runs?" + urlencode(query)
+        if found.after:
+            next_url = "/console/runs?" + urlencode({k: v for k, v in filters.items() if v} | {"after": found.after})
         return page(
             request, "runs.html", visitor, rows=found.rows, filters=filters, statuses=STATUSES, next_url=next_url
         )
@@ -240,6 +254,17 @@ def console_router(
         return found
 
     return router
+
+
+def _when(field: str, value: str | None) -> datetime | None:
+    """A filter's time (``2026-11-30`` or ``2026-11-30T08:00``, UTC unless it says otherwise)."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{field}: {value!r} is not a date or time — write it like 2026-11-30T08:00") from exc
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _local(url: str) -> str:
