@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test docs lint clean
+.PHONY: install demo test docs bench lint clean
 
 # llama-cpp-python is compiled here (5-7 min on 2 cores, once per virtualenv). The default
 # -march=native build dies with "Illegal instruction" (AMX) on these machines: pin the ISA.
@@ -33,6 +33,11 @@ test: $(STAMP)
 # The docs site in site/ (offline: no web fonts, no CDN; reference pages generated from the code).
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# All benchmarks (< 15 min on 2 cores); results in $CHAMBERLAIN_DATA/benchmarks. BENCH_ARGS=--write
+# replaces the committed figures in docs/benchmarks/.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .chamberlain site

@@ -1,15 +1,17 @@
 """Intent classification: the exemplar classifier node vs the bare embedded small model.
 
-    python -m benchmarks.intent_eval
+    python -m benchmarks.intent_eval [--out DIR] [--write]
 
 On the labelled set in ``data/intents.yaml`` (≥40 messages, Chinese and English), compares
 the classifier node (nearest WordLlama exemplar) with SmolLM2-135M asked to pick the class,
 both free-form and with the class constrained by JSON schema. Also measures the embedded
-model's generation speed. Writes ``docs/benchmarks/intent_eval.{json,png}``.
+model's speed: prompt tokens/s (a long prompt, one token out) and generated tokens/s.
+Writes ``intent_eval.{json,png}`` to the results folder (``--write``: to ``docs/benchmarks/``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -23,6 +25,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from benchmarks.output import add_arguments, save, stamp_figure
 from chamberlain.agents import (
     EMBEDDED_MODEL,
     ClassifyCall,
@@ -33,7 +36,6 @@ from chamberlain.agents import (
 )
 
 DATA = Path(__file__).parent / "data" / "intents.yaml"
-OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 STEP = StepContext(run_id="eval", node="intent", visit=1)
 
 
@@ -71,6 +73,19 @@ async def tokens_per_second(model: PrivateChatModel, runs: int = 5) -> float:
     return statistics.median(rates)
 
 
+async def prompt_tokens_per_second(model: PrivateChatModel, runs: int = 5) -> float:
+    """Prompt processing: a long prompt (~400 tokens), one token generated."""
+    prompt = " ".join(["The customer bought a kettle in the 11.11 sale and wants to return it."] * 25)
+    rates = []
+    for i in range(runs):
+        start = time.perf_counter()
+        reply = await model.ainvoke(f"{i} {prompt}")  # a different start each time: no prompt cache reuse
+        seconds = time.perf_counter() - start
+        assert reply.usage_metadata
+        rates.append(reply.usage_metadata["input_tokens"] / seconds)
+    return statistics.median(rates)
+
+
 async def main(console: Console) -> dict[str, Any]:
     exemplars, messages = load()
     classes = list(exemplars)
@@ -99,6 +114,9 @@ async def main(console: Console) -> dict[str, Any]:
         speed = await tokens_per_second(
             PrivateChatModel(base_url=server.base_url, model=EMBEDDED_MODEL, max_tokens=128)
         )
+        prompt_speed = await prompt_tokens_per_second(
+            PrivateChatModel(base_url=server.base_url, model=EMBEDDED_MODEL, max_tokens=1)
+        )
     finally:
         server.stop()
     n = len(messages)
@@ -108,6 +126,7 @@ async def main(console: Console) -> dict[str, Any]:
         "accuracy": {k: round(v / n, 3) for k, v in right.items()},
         "ms_per_message": {k: round(v / n * 1000, 1) for k, v in timing.items()},
         "embedded_tokens_per_second": round(speed, 1),
+        "embedded_prompt_tokens_per_second": round(prompt_speed, 1),
     }
     table = Table(
         "method", "accuracy", "ms/message", title=f"intent routing, {n} labelled messages, {len(classes)} classes"
@@ -115,14 +134,11 @@ async def main(console: Console) -> dict[str, Any]:
     for name in right:
         table.add_row(name, f"{right[name]}/{n} = {right[name] / n:.0%}", f"{summary['ms_per_message'][name]}")
     console.print(table)
-    console.print(f"embedded SmolLM2-135M: {speed:.1f} generated tokens/s (median of 5, 2 threads)")
+    console.print(f"embedded SmolLM2-135M: {speed:.1f} generated, {prompt_speed:.1f} prompt tokens/s (median of 5)")
     return summary
 
 
 def chart(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names, values = list(summary["accuracy"]), [v * 100 for v in summary["accuracy"].values()]
@@ -135,13 +151,18 @@ def chart(summary: dict[str, Any], path: Path) -> None:
         f"Intent routing, {summary['messages']} messages (zh+en), {len(summary['classes'])} classes", fontsize=10
     )
     ax.invert_yaxis()
+    stamp_figure(fig, summary)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     console = Console()
-    summary = asyncio.run(main(console))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "intent_eval.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    chart(summary, OUT / "intent_eval.png")
+    save("intent_eval", asyncio.run(main(console)), args, chart)
+
+
+if __name__ == "__main__":
+    cli()

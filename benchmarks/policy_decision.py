@@ -1,6 +1,6 @@
 """A permission-gate decision against an empty decision, in the same process.
 
-    python -m benchmarks.policy_decision [--decisions 5000]
+    python -m benchmarks.policy_decision [--decisions 5000] [--out DIR] [--write]
 
 "Empty" builds the same request and returns allow without Cedar; the policy decision runs
 the shipped policies through ``PolicyEngine.decide`` (including the second evaluation
@@ -10,18 +10,16 @@ that finds "needs approval", or checks that masking suffices).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.output import add_arguments, save
 from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
 from chamberlain.workflows.types import Principal
 
-OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 SUPPORT = Principal(id="li", roles=["support"], department="support")
 
 
@@ -57,10 +55,11 @@ def timed(fn: object, request: GateRequest, n: int) -> list[float]:
     return samples
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decisions", type=int, default=5000)
-    args = parser.parse_args()
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     engine = PolicyEngine.load()
     summary: dict[str, dict[str, float]] = {}
     table = Table("decision", "p50 ms", "p99 ms", "empty p50 ms", "empty p99 ms")
@@ -76,8 +75,7 @@ def main() -> None:
                          "empty_p99_ms": round(b[98], 4)}  # fmt: skip
         table.add_row(name, *(f"{v}" for v in summary[name].values()))
     Console().print(table)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "policy_decision.json").write_text(json.dumps(summary, indent=2) + "\n")
+    save("policy_decision", summary, args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,13 +24,14 @@ from benchmarks.baseline import raw_worker
 from chamberlain.agents import GraphSpec, ModelRegistry, Tier
 from chamberlain.agents.scripted import ScriptedChatModel
 from chamberlain.tools import Effect, ToolContext, ToolRegistry, tool
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine, connect, create_worker
+from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, connect, create_worker
 from chamberlain.workflows.policy import POLICIES
 
 BENCH_ACTIONS = ("order", "policy", "rma", "refund", "note", "noop", "read")
 _LISTED = ", ".join(f'Action::"tool.bench.{name}"' for name in BENCH_ACTIONS)
 BENCH_POLICY = f"permit (principal, action in [{_LISTED}], resource);"
 GRANT_KEY_FILE = "grant-key"
+ROOT = Path(__file__).parents[1]
 
 
 class Order(BaseModel):
@@ -171,15 +174,36 @@ def chain(steps: int, tool_name: str = "bench.noop") -> GraphSpec:
     )
 
 
-async def serve(address: str, task_queue: str, folder: Path) -> None:
-    """One graph worker and one raw worker, in this process, until killed."""
-    client = await connect(address)
-    registry = tools()
-    graphs = create_worker(client, models=models(), tools=registry, gate=gate(folder, registry), task_queue=task_queue)
-    async with graphs, raw_worker(client, f"{task_queue}-raw"):
+def spawn(address: str, task_queue: str, folder: Path, kind: str = "graph") -> subprocess.Popen[str]:
+    """A worker process (``kind`` graph: the graph worker; raw: the baseline's), once it is ready."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.stack", address, task_queue, str(folder), kind],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready", "the worker did not start"
+    return process
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def serve(address: str, task_queue: str, folder: Path, kind: str) -> None:
+    """One worker in this process, until killed: the graph worker, or the raw baseline's."""
+    client = await connect(address, codec=DevServer(folder / "bench.db").codec())  # the stack's payload keys
+    if kind == "raw":
+        worker = raw_worker(client, task_queue)
+    else:
+        registry, queue = tools(), task_queue
+        worker = create_worker(client, models=models(), tools=registry, gate=gate(folder, registry), task_queue=queue)
+    async with worker:
         print("ready", flush=True)
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2], Path(sys.argv[3])))
+    asyncio.run(serve(sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]))

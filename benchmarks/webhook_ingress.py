@@ -1,6 +1,6 @@
 """Signed-webhook ingress against Temporal's own start_workflow, in the same run.
 
-    python -m benchmarks.webhook_ingress [--requests 400] [--concurrency 16]
+    python -m benchmarks.webhook_ingress [--requests 400] [--concurrency 16] [--out DIR] [--write]
 
 Both start the same graph run on the same tuned dev server: the baseline calls
 ``client.start_workflow`` directly; the ingress path is an HTTP POST with an HMAC signature
@@ -26,12 +26,12 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.output import add_arguments, save, stamp_figure
 from chamberlain.agents import GraphSpec
 from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
 from chamberlain.server.signatures import sign
 from chamberlain.workflows import DevServer, GraphWorkflow, RunRequest
 
-OUT = Path(__file__).parents[1] / "docs" / "benchmarks"
 SECRET = "bench-secret"
 GRAPH = {"name": "ping", "state": {"n": {"type": "int", "default": 0}}, "start": "route",
          "nodes": {"route": {"type": "route", "next": [{"to": "done"}]}, "done": {"type": "end"}}}  # fmt: skip
@@ -122,9 +122,6 @@ sources:
 
 
 def chart(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = ["start_workflow (baseline)", "signed webhook → 202"]
@@ -147,16 +144,18 @@ def chart(summary: dict[str, Any], path: Path) -> None:
         f"{summary['requests']} requests × {summary['rounds']} rounds, concurrency {summary['concurrency']}",
         fontsize=10,
     )
+    stamp_figure(fig, summary)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    add_arguments(parser)
+    args = parser.parse_args(argv)
     console = Console()
     with console.status("measuring"):
         summary = asyncio.run(measure(args.requests, args.concurrency, args.rounds))
@@ -167,9 +166,7 @@ def main() -> None:
         )
     console.print(table)
     console.print(f"ingress throughput = {summary['throughput_ratio']} × start_workflow")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "webhook_ingress.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    chart(summary, OUT / "webhook_ingress.png")
+    save("webhook_ingress", summary, args, chart)
 
 
 if __name__ == "__main__":
