@@ -1,0 +1,79 @@
+"""One audit record per effect, whatever the crash: a worker SIGKILLed after a refund's audit
+record was committed but before its activity completed used to leave a second record when
+the retry ran on another worker (records were keyed by the activity's attempt). Now the
+record is keyed by the step and its decision, and the refund's allowance and effect are one record."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from chamberlain.agents import GraphSpec
+from chamberlain.workflows import DevServer, start_run
+from tests.conftest import run_id
+from tests.support import toolbox
+from tests.support.workers import audit_log
+
+pytestmark = pytest.mark.chaos
+ROOT = Path(__file__).parents[2]
+
+REFUND = GraphSpec.model_validate({
+    "name": "refund-once",
+    "state": {"order_id": {"type": "str", "default": "A1005"}, "total": {"type": "float", "default": 0},
+              "refund_id": {"type": "str"}},
+    "start": "lookup",
+    "nodes": {
+        "lookup": {"type": "tool", "tool": "erp.order", "args": {"order_id": "order_id"},
+                   "output": {"total": "result.total"}, "next": "refund"},
+        "refund": {"type": "tool", "tool": "erp.refund", "args": {"order_id": "order_id", "amount": "total"},
+                   "output": {"refund_id": "result.refund_id"}, "timeout": "3s",
+                   "retry": {"max_attempts": 5, "initial_interval": "200ms"}, "next": "done"},
+        "done": {"type": "end", "output": ["refund_id"]},
+    },
+})  # fmt: skip
+
+
+def spawn(address: str, task_queue: str, *mode: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.worker_process", address, task_queue, *mode],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+async def test_a_worker_killed_between_the_record_and_completion_leaves_one_record(
+    client: Client, dev_server: DevServer, task_queue: str
+) -> None:
+    rid = run_id()
+    holding = spawn(dev_server.address, task_queue, "refund")
+    try:
+        handle = await start_run(client, REFUND, {}, run_id=rid, task_queue=task_queue)
+        assert holding.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holding.stdout.readline), timeout=60)
+        assert line.strip() == f"recorded {rid}/refund/1"  # committed; the activity has not completed
+    finally:
+        holding.kill()
+        holding.wait()
+    second = spawn(dev_server.address, task_queue)
+    try:
+        result = await handle.result()
+    finally:
+        second.kill()
+        second.wait()
+    assert result.status == "completed" and result.output["refund_id"] == "R-A1005"
+    assert Counter(toolbox.effects("refund")) == {("refund", f"{rid}/refund/1"): 2}  # the tool ran again…
+    audit = audit_log()
+    mine = [(r.step_id, r.kind, r.decision) for r in audit.records() if r.run_id == rid]
+    assert mine == [  # …but the step has one record: its allowance and its effect
+        (f"{rid}/lookup/1", "effect", "allow"),
+        (f"{rid}/refund/1", "effect", "allow"),
+    ]
+    assert audit.verify() is None
