@@ -107,6 +107,13 @@ async def list_runs(client: Client, status: str | None = None, limit: int = 50) 
 async def show_run(client: Client, run_id: str, viewer: Principal) -> RunView:
     """A run's status, graph, principal, steps and result, masked for ``viewer``'s clearance.
     :class:`RunNotFound` if there is none ``viewer`` may see."""
+    view, _ = await load_run(client, run_id, viewer)
+    return view
+
+
+async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunView, RunProgress | None]:
+    """:func:`show_run`, and the progress it read (a closed run's query replays its history:
+    callers that need it again reuse this one)."""
     handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
     try:
         described = await handle.describe()
@@ -132,7 +139,7 @@ async def show_run(client: Client, run_id: str, viewer: Principal) -> RunView:
     progress = await _progress(handle)
     masker = _Masker(request, progress, set(viewer.clearance))
     pending = progress.pending_approval if progress else None
-    return RunView(
+    view = RunView(
         run_id=run_id,
         status=status,
         started_at=described.start_time,
@@ -145,6 +152,7 @@ async def show_run(client: Client, run_id: str, viewer: Principal) -> RunView:
         output=masker.fields(output) if output is not None else None,
         error=masker.text(error) if error else None,
     )
+    return view, progress
 
 
 async def _request_of(client: Client, run_id: str) -> RunRequest | None:

@@ -22,7 +22,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from chamberlain.server.approvals import PENDING_QUERY, PendingItem, may_decide
 from chamberlain.server.auth import User, UserDirectory
+from chamberlain.server.console import charts
 from chamberlain.server.console.access import Permission, may, sign_in
+from chamberlain.server.console.dashboard import build as build_dashboard
 from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.operations import OperationRefused, cancel_run, retry_from_failure
 from chamberlain.server.console.sessions import Sessions, Visitor
@@ -32,6 +34,7 @@ from chamberlain.server.settings import ServerSettings
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows import Decision, GraphWorkflow, decide
 from chamberlain.workflows.run_index import STATUSES, IndexFeed, run_filter
+from chamberlain.workflows.usage import UsageLedger
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 LIVE_INTERVAL = 0.5  # seconds between looks at a running run
@@ -46,6 +49,7 @@ def console_router(
 ) -> APIRouter:
     router = APIRouter(prefix="/console", include_in_schema=False)
     audit = AuditReader(settings.audit_url)
+    usage = UsageLedger(settings.usage_url, settings.budgets)
 
     def signed_in(request: Request) -> tuple[User, Visitor]:
         visitor = sessions.visitor(request)
@@ -136,6 +140,14 @@ def console_router(
         return page(
             request, "runs.html", visitor, rows=found.rows, filters=filters, statuses=STATUSES, next_url=next_url
         )
+
+    @router.get("/dashboard")
+    async def dashboard(request: Request, hours: Annotated[int, Query(ge=1, le=24 * 31)] = 24) -> HTMLResponse:
+        """Decisions, runs, durations, escalations, approval waits, tokens and cost, as charts."""
+        user, visitor = signed_in(request)
+        index = await feed.fresh()
+        figures = await asyncio.to_thread(build_dashboard, index, audit, usage, user.principal(), hours)
+        return page(request, "dashboard.html", visitor, d=figures, hours=hours, charts=charts)
 
     @router.get("/runs/{run_id}")
     async def run(request: Request, run_id: str) -> HTMLResponse:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 
-from chamberlain.server.runs import RunView, StepView, _Masker, _progress, show_run
-from chamberlain.workflows import AuditLog, Decision, GraphWorkflow, Principal, RunRequest
+from chamberlain.server.runs import RunView, StepView, _Masker, load_run
+from chamberlain.workflows import AuditLog, Decision, Principal, RunRequest
 from chamberlain.workflows.audit import AuditLogNotFound, AuditRecord
 
 
@@ -73,22 +74,27 @@ class AuditReader:
         self._log: AuditLog | None = None
 
     def records(self, run_id: str) -> list[AuditRecord]:
+        return self._read(select(AuditRecord).where(AuditRecord.run_id == run_id).order_by(col(AuditRecord.seq)))
+
+    def since(self, when: datetime) -> list[AuditRecord]:
+        """Every record from ``when`` on, in log order (the dashboard's window)."""
+        return self._read(select(AuditRecord).where(col(AuditRecord.at) >= when).order_by(col(AuditRecord.seq)))
+
+    def _read(self, query: Any) -> list[AuditRecord]:
         if self._log is None:
             try:
                 self._log = AuditLog.open(self.url)
             except AuditLogNotFound:
                 return []
         with Session(self._log.engine) as session:
-            query = select(AuditRecord).where(AuditRecord.run_id == run_id).order_by(col(AuditRecord.seq))
             return list(session.exec(query))
 
 
 async def timeline(client: Client, run_id: str, viewer: Principal, audit: AuditReader) -> Timeline:
     """The run's timeline for ``viewer``; :class:`~chamberlain.server.runs.RunNotFound` as the runs API."""
-    run = await show_run(client, run_id, viewer)  # status, masked steps, tenant check
-    handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+    run, progress = await load_run(client, run_id, viewer)  # status, masked steps, tenant check
     request, approvals, attempts = await _history(client, run_id)
-    masker = _Masker(request, await _progress(handle), set(viewer.clearance))
+    masker = _Masker(request, progress, set(viewer.clearance))
     for item in approvals:
         item.reason = masker.text(item.reason)
     for attempt in attempts:
