@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 import sqlite3
@@ -21,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.service import RPCError
 
 from chamberlain.agents.models import ModelRegistry
@@ -35,13 +42,14 @@ from chamberlain.workflows.gate import Gate, GateCheck, GateVerdict
 from chamberlain.workflows.graph_workflow import GraphWorkflow
 from chamberlain.workflows.policy import PolicyEngine
 from chamberlain.workflows.runs import decide, progress, start_run
-from chamberlain.workflows.types import Decision, PendingApproval, Principal, RunResult
+from chamberlain.workflows.types import Decision, PendingApproval, Principal, RunProgress, RunResult
 from chamberlain.workflows.worker import create_worker
 
 Mode = Literal["live", "record", "replay"]
 ToRun = Callable[[Case], tuple[dict[str, Any], Principal | None]]
 APPROVER = "evaluation"
 POLL = 0.05
+log = logging.getLogger("chamberlain.evaluation")
 MAX_POLL = 0.5
 CASE_TIMEOUT = 600.0
 
@@ -179,13 +187,12 @@ async def run_case(
         handle = await start_run(client, subject.graph, values, run_id=run_id, principal=principal, task_queue=queue)
         result, error = await _finish(handle, subject.graph, case, escalations, timeout)
         latency = time.perf_counter() - started
-        try:
-            steps = (await progress(handle)).steps
-        except RPCError:  # stopped before its first step: nothing to read
-            steps = []
+        view = await _progress(handle)
     state = {name: spec.default for name, spec in subject.graph.state.items()} | values
-    for step in steps:
+    for step in view.steps if view else []:
         state.update(step.updates)
+    if view is None and result is not None:  # the steps could not be read: the end's output at least
+        state.update(result.output)
     outcome = Outcome(
         case=case.id, status="failed" if result is None else result.status, end=result.end if result else None,
         state=state, escalations=escalations, latency=round(latency, 4), error=error,
@@ -211,7 +218,7 @@ async def _finish(
             if result.done():
                 break
             delay = min(MAX_POLL, delay * 1.5)  # quick for quick runs, gentle on slow models
-            pending = (await progress(handle)).pending_approval
+            pending = view.pending_approval if (view := await _progress(handle)) else None
             if pending is not None and (not escalations or escalations[-1] != pending.step_id):
                 escalations.append(pending.step_id)
                 await decide(handle, _answer(pending, graph, case))
@@ -227,6 +234,16 @@ async def _finish(
         return result.result(), None
     except WorkflowFailureError as exc:
         return None, str(exc.cause or exc)
+
+
+async def _progress(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> RunProgress | None:
+    """The run's progress, or ``None`` when it cannot be read (stopped before its first step,
+    or the worker could not answer the query): the evaluation goes on without it."""
+    try:
+        return await progress(handle)
+    except (WorkflowQueryFailedError, RPCError) as exc:
+        log.warning("progress of %s unreadable: %s", handle.id, exc)
+        return None
 
 
 def _answer(pending: PendingApproval, graph: GraphSpec, case: Case) -> Decision:
