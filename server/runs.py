@@ -148,7 +148,8 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
         principal=owner,
         node=progress.node if progress else None,
         steps=[masker.step(s) for s in progress.steps] if progress else None,
-        pending_approval=PendingItem.for_viewer(run_id, pending, viewer) if pending else None,
+        pending_approval=PendingItem.for_viewer(run_id, pending, viewer, owner.tenant if owner else None)
+        if pending else None,
         output=masker.fields(output) if output is not None else None,
         error=masker.text(error) if error else None,
     )

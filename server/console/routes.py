@@ -20,7 +20,7 @@ from starlette.datastructures import FormData
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.server.approvals import PENDING_QUERY, PendingItem, may_decide
+from chamberlain.server.approvals import PendingItem, check_tenant, may_decide, pending_for
 from chamberlain.server.auth import User, UserDirectory
 from chamberlain.server.console import charts
 from chamberlain.server.console.access import Permission, may, sign_in
@@ -224,8 +224,11 @@ def console_router(
             handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
             decision = Decision(step_id=step_id, outcome=outcome, approver=user.principal(), reason=reason)
             try:
+                await check_tenant(client, run_id, decision.approver)
                 await decide(handle, decision)
                 results.append((run_id, step_id, "decided: " + outcome.replace("_", " ")))
+            except PermissionError:
+                results.append((run_id, step_id, "refused: no such run waiting for a decision"))
             except WorkflowUpdateFailedError as exc:
                 results.append((run_id, step_id, f"refused: {exc.cause}"))
             except RPCError as exc:
@@ -253,16 +256,7 @@ def console_router(
             raise ConsoleError(404, str(exc)) from exc
 
     async def _inbox(user: User) -> list[PendingItem]:
-        client = await temporal.client()
-        viewer, found = user.principal(), []
-        async for execution in client.list_workflows(PENDING_QUERY):
-            handle = client.get_workflow_handle_for(GraphWorkflow.run, execution.id)
-            try:
-                waiting = (await handle.query(GraphWorkflow.progress)).pending_approval
-            except RPCError:
-                continue  # no worker answers for that run now
-            if waiting is not None and may_decide(viewer, waiting):
-                found.append(PendingItem.for_viewer(execution.id, waiting, viewer))
+        found, _ = await pending_for(await temporal.client(), user.principal())  # runs no worker answers: left out
         return found
 
     return router

@@ -127,11 +127,13 @@ async def test_only_the_approvals_approvers_list_it_and_they_see_it_unmasked(
     }
     assert pending is not None  # shown elsewhere (the runs API), it is masked beyond the viewer's clearance
     masked = {
-        name: PendingItem.for_viewer(handle.id, pending, Principal(id=name, roles=["viewer"], clearance=clearance)).ask
+        name: PendingItem.for_viewer(
+            handle.id, pending, Principal(id=name, roles=["viewer"], clearance=clearance), None
+        ).ask
         for name, clearance in (("victor", []), ("fang", ["financial"]))
     }
     assert masked == {"victor": "Refund [financial] for order [pii]?", "fang": "Refund 1299.0 for order [pii]?"}
-    assert PendingItem.for_viewer(handle.id, pending, alice).ask == "Refund [financial] for order [pii]?"
+    assert PendingItem.for_viewer(handle.id, pending, alice, None).ask == "Refund [financial] for order [pii]?"
 
 
 async def approvals(api: str, viewer: str) -> list[dict[str, object]]:
