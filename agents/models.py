@@ -253,13 +253,18 @@ async def _agent_turn(
     async with chosen.slots():
         message = await _ask(chosen, messages, kwargs, usage)
         turn = call.step.within[-1] if call.step.within else 1
-        calls, final, error = tool_calling.read_choice(message, tools, call.tools, output, native=native, turn=turn)
+        history = list(call.messages)
+        calls, final, error = tool_calling.read_choice(
+            message, tools, call.tools, output, native=native, turn=turn, history=history
+        )
         if error is not None:  # one repair: the model sees its choice and what was wrong with it
             repaired = True
             shown = AIMessage(message.text or json.dumps([c["args"] for c in message.tool_calls]))
             messages = [*messages, shown, HumanMessage(f"That choice is invalid: {error}. Choose again.")]
             message = await _ask(chosen, messages, kwargs, usage)
-            calls, final, error = tool_calling.read_choice(message, tools, call.tools, output, native=native, turn=turn)
+            calls, final, error = tool_calling.read_choice(
+                message, tools, call.tools, output, native=native, turn=turn, history=history
+            )
     return ModelReply(
         message=tool_calling.as_called(message, calls),
         structured=final,

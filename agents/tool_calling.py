@@ -15,7 +15,7 @@ conversation is written as plain turns (:func:`as_plain_turns`).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -55,8 +55,22 @@ def choice_format(tools: Tools, names: list[str], output: type[BaseModel] | None
     if output is None:
         answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
         choices.append({"type": "object", "properties": {"tool": {"const": FINAL_ANSWER}, "arguments": answer}})
-    schema = {"anyOf": choices}
+    schema = _decodable({"anyOf": choices})
     return {"type": "json_schema", "json_schema": {"name": "tool_choice", "schema": schema, "strict": True}}
+
+
+_CHECKED_AFTER = frozenset({"pattern", "maxLength", "minLength", "format"})
+"""Constraints left to validation (and its repair turn): llama.cpp's grammar converter fails on
+regex escapes such as ``\\d``, and long length bounds blow the grammar up."""
+
+
+def _decodable(schema: Any) -> Any:
+    """The schema without the constraints decoding cannot carry; the tool's input model checks them."""
+    if isinstance(schema, dict):
+        return {k: _decodable(v) for k, v in schema.items() if k not in _CHECKED_AFTER or not isinstance(v, str | int)}
+    if isinstance(schema, list):
+        return [_decodable(v) for v in schema]
+    return schema
 
 
 def instructions(names: list[str], native: bool) -> str:
@@ -74,9 +88,18 @@ Choice = tuple[list[RequestedCall], dict[str, Any] | None, str | None]
 
 
 def read_choice(
-    message: AIMessage, tools: Tools, names: list[str], output: type[BaseModel] | None, *, native: bool, turn: int
+    message: AIMessage,
+    tools: Tools,
+    names: list[str],
+    output: type[BaseModel] | None,
+    *,
+    native: bool,
+    turn: int,
+    history: Sequence[BaseMessage] = (),
 ) -> Choice:
-    """What the model chose this turn, its arguments validated against each tool's input model."""
+    """What the model chose this turn, its arguments validated against each tool's input model;
+    a call the ``history`` already holds, with the same arguments, is invalid too."""
+    asked_before = {(c["name"], _key(c["args"])) for m in history if isinstance(m, AIMessage) for c in m.tool_calls}
     if native:
         asked = [(c["name"], c["args"]) for c in message.tool_calls]
         if not asked:  # a plain answer: the final one
@@ -95,12 +118,18 @@ def read_choice(
             return _final(output, json.dumps(args), plain=output is None)
         if name not in names:
             return [], None, f"no tool named {name!r}: choose one of {', '.join([*names, FINAL_ANSWER])}"
+        if (name, _key(args)) in asked_before:  # a small model going round in circles: not progress
+            return [], None, f"{name} was already called with these arguments; use its result or call {FINAL_ANSWER}"
         try:
             tools[name].parse_args(args if isinstance(args, dict) else {})
         except ToolInputInvalid as exc:
             return [], None, str(exc)
         calls.append(RequestedCall(id=f"call_{turn}_{i}", tool=name, args=args))
     return calls, None, None
+
+
+def _key(args: Any) -> str:
+    return json.dumps(args, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _final(output: type[BaseModel] | None, text: str, *, plain: bool) -> Choice:

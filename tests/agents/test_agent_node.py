@@ -174,14 +174,14 @@ async def test_an_approver_rejects_with_a_message_the_model_reads(tmp_path: Path
 
 
 async def test_the_turn_bound_ends_the_run_with_a_named_reason(tmp_path: Path) -> None:
-    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id="A1"))
+    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id=f"A{len(messages)}"))
     with pytest.raises(StepLimitExceeded, match="max_turns=3"):
         await run(tmp_path, model, agent_graph(bounds={"max_turns": 3}))
     assert len(toolbox.effects("order")) == 3
 
 
 async def test_the_token_bound_ends_the_run_with_a_named_reason(tmp_path: Path) -> None:
-    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id="A1"))
+    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id=f"A{len(messages)}"))
     with pytest.raises(BudgetExceeded, match=r"bounds\.max_tokens=30"):
         await run(tmp_path, model, agent_graph(bounds={"max_tokens": 30}))
 
@@ -265,3 +265,47 @@ async def test_builder_subgraph_and_map_run_in_process_behind_the_same_gate(tmp_
         Graph("bad", state=Batch, grant=["erp.order.read"]).map(
             "each", over="orders", graph=refund_child, write="totals", next="done"
         ).end("done").build(tools=toolbox.tools())
+
+
+async def test_a_model_without_tool_calling_chooses_by_schema_and_the_cascade_takes_over_when_it_fails(
+    tmp_path: Path,
+) -> None:
+    """The small model gets the choice as constrained JSON and the conversation as plain turns; its
+    invalid choice gets one repair turn, then the turn goes to the larger model (native tools)."""
+
+    def small(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> str:
+        assert "tools" not in kwargs and not any(isinstance(m, ToolMessage) for m in messages)
+        if any(isinstance(m, HumanMessage) and m.text.startswith("Result of erp.order") for m in messages):
+            return json.dumps({"tool": "erp.order", "arguments": {"order_id": "A1"}})  # the same call again
+        return json.dumps({"tool": "erp.order", "arguments": {"order_id": "A1"}})
+
+    def big(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        return final("done after " + str(len(results(messages))) + " result(s)")
+
+    small_model, big_model = ScriptedChatModel(respond=small), ScriptedChatModel(respond=big)
+    models = ModelRegistry()
+    models.register("small", small_model, Tier.EDGE, tool_calling="schema")
+    models.register("big", big_model, Tier.PRIVATE)
+    the_gate, _ = gate(tmp_path)
+    trace: list[StepOutcome] = []
+    outcome = await run_gated_in_process(
+        agent_graph(model=None, cascade=["small", "big"]),
+        {"request": "A1?"},
+        gate=the_gate,
+        models=models,
+        principal=CUSTOMER,
+        trace=trace,
+    )
+    assert outcome.output["summary"] == "done after 1 result(s)"
+    choice = small_model.calls[0][1]["response_format"]["json_schema"]["schema"]
+    assert [c["properties"]["tool"]["const"] for c in choice["anyOf"]] == [
+        "erp.order",
+        "erp.refund",
+        "test.count",
+        "final_answer",
+    ]
+    routing = trace[0].routing
+    assert routing[0] == "turn 1: small: ok" and routing[2].startswith("turn 2: small: invalid output")
+    assert "already called with these arguments" in routing[2] and routing[3] == "turn 2: big: ok"
+    assert len(small_model.calls) == 3  # turn 1, turn 2 and its repair
+    assert len(toolbox.effects("order")) == 1

@@ -133,7 +133,7 @@ async def test_two_calls_in_one_turn_are_two_steps_and_a_rejection_reaches_the_m
 
 
 async def test_bounds_end_the_run_with_a_clear_reason(client: Client, task_queue: str, tmp_path: Path) -> None:
-    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id="A1"))
+    model = ScriptedChatModel(respond=lambda messages, kwargs: call("erp.order", order_id=f"A{len(messages)}"))
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     async with worker(client, task_queue, model, audit):
         handle = await start_run(
