@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool as lc_tool
 from pydantic import BaseModel
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
@@ -19,6 +20,8 @@ from chamberlain.agents.loader import check_graph
 from chamberlain.agents.plan import StepOutcome
 from chamberlain.agents.safety import review_graph
 from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest, Principal
+from chamberlain.tools import ToolRegistry
+from chamberlain.tools.bridges import from_langchain
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
 from chamberlain.workflows.local import run_gated_in_process
 from tests.support import toolbox
@@ -309,3 +312,44 @@ async def test_a_model_without_tool_calling_chooses_by_schema_and_the_cascade_ta
     assert "already called with these arguments" in routing[2] and routing[3] == "turn 2: big: ok"
     assert len(small_model.calls) == 3  # turn 1, turn 2 and its repair
     assert len(toolbox.effects("order")) == 1
+
+
+async def test_a_langchain_tool_in_a_toolset_is_gated_and_its_labels_reach_only_a_trusted_model(
+    tmp_path: Path,
+) -> None:
+    """A LangChain tool (through the bridge) under the same gate; its result is labelled financial,
+    so the next turn skips the model not trusted with it and the cascade's trusted one answers."""
+
+    @lc_tool
+    def exchange_rate(currency: str) -> str:
+        """The CNY exchange rate of a currency."""
+        return {"HKD": "0.93", "USD": "7.10"}[currency]
+
+    rate = from_langchain(exchange_rate, action="finance.rate.read", labels={"text": ("financial",)})
+    tools = ToolRegistry([*toolbox.tools().values(), rate])
+
+    def respond(messages: Sequence[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        done = results(messages)
+        return final(done[0]) if done else call("exchange_rate", currency="HKD")
+
+    edge, private = ScriptedChatModel(respond=respond), ScriptedChatModel(respond=respond)
+    models = ModelRegistry()
+    models.register("edge", edge, Tier.EDGE)
+    models.register("private", private, Tier.PRIVATE, trust=["financial"])
+    policy = POLICY + '@id("rates") permit (principal, action == Action::"finance.rate.read", resource);'
+    audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    the_gate = Gate(PolicyEngine([policy]), audit, tools, TEST_SECRET)
+    spec = agent_graph(tools=["exchange_rate"], model=None, cascade=["edge", "private"])
+    spec = spec.model_copy(update={"grant": [*GRANT, "finance.rate.read"]})
+    trace: list[StepOutcome] = []
+    outcome = await run_gated_in_process(
+        spec, {"request": "HKD?"}, gate=the_gate, models=models, principal=CUSTOMER, trace=trace
+    )
+    assert json.loads(outcome.output["summary"])["text"] == "0.93"
+    assert trace[0].routing[0] == "turn 1: edge: ok"
+    assert trace[0].routing[2] == "turn 2: edge: skipped, may not receive data labelled financial"
+    assert trace[0].routing[3] == "turn 2: private: ok" and len(edge.calls) == 1  # nothing sent to edge
+    assert trace[0].labels["summary"] == ["financial"]  # the answer carries what it was made from
+    assert [(r.action, r.kind) for r in audit.records() if r.action == "finance.rate.read"] == [
+        ("finance.rate.read", "effect")
+    ]
