@@ -193,11 +193,15 @@ async def run_case(
         state.update(step.updates)
     if view is None and result is not None:  # the steps could not be read: the end's output at least
         state.update(result.output)
+    if result is not None:
+        tokens, cost = result.usage.input_tokens + result.usage.output_tokens, result.cost
+    else:  # a failed run spent tokens too: count its steps'
+        used = [s for s in (view.steps if view else []) if s.usage]
+        tokens = sum(s.usage.input_tokens + s.usage.output_tokens for s in used if s.usage)
+        cost = sum(s.cost for s in used)
     outcome = Outcome(
         case=case.id, status="failed" if result is None else result.status, end=result.end if result else None,
-        state=state, escalations=escalations, latency=round(latency, 4), error=error,
-        tokens=result.usage.input_tokens + result.usage.output_tokens if result else 0,
-        cost=result.cost if result else 0.0,
+        state=state, escalations=escalations, latency=round(latency, 4), error=error, tokens=tokens, cost=cost,
     )
     return _audited(outcome, audit, subject.graph, tools)
 
