@@ -14,9 +14,11 @@ from chamberlain.server.auth import UserDirectory
 from chamberlain.server.codec import codec_router
 from chamberlain.server.console import mount_console
 from chamberlain.server.ingress import Ingress
+from chamberlain.server.metrics import mount_metrics
 from chamberlain.server.runs import runs_router
 from chamberlain.server.settings import ServerSettings
 from chamberlain.server.sources import SourceCatalog
+from chamberlain.server.telemetry import trace_webhooks
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows.codec import EncryptionCodec
 from chamberlain.workflows.devserver import free_port
@@ -37,6 +39,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(approvals_router(temporal))
     app.state.run_index = IndexFeed(RunIndex(settings.run_index_url), temporal.client)
     app.include_router(runs_router(temporal, app.state.run_index))
+    mount_metrics(app, app.state.run_index, settings.audit_url)  # GET /metrics for Prometheus
+    trace_webhooks(app)  # when tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT)
     mount_console(app, temporal, settings)  # /console: the ops console, for people signed in with a password
     if codec := EncryptionCodec.from_env():  # the Temporal UI shows decrypted payloads to operators
         app.include_router(codec_router(codec))

@@ -9,6 +9,7 @@ import asyncio
 from temporalio.client import Client
 
 from chamberlain.workflows.converter import connect
+from chamberlain.workflows.telemetry import tracing_interceptors
 
 
 class TemporalUnavailable(Exception):
@@ -35,5 +36,10 @@ class TemporalConnection:
     async def client(self) -> Client:
         async with self._lock:
             if self._client is None:
-                self._client = await reach(self.address, self.namespace)
+                client = await reach(self.address, self.namespace)
+                if tracing := tracing_interceptors():  # a webhook's trace continues into the run it starts
+                    config = client.config()
+                    config["interceptors"] = [*config["interceptors"], *tracing]
+                    client = Client(**config)
+                self._client = client
             return self._client

@@ -34,6 +34,7 @@ from chamberlain.workflows.converter import data_converter, header_behavior
 from chamberlain.workflows.gate import Gate, TicketInterceptor
 from chamberlain.workflows.graph_workflow import GraphWorkflow
 from chamberlain.workflows.run_index import RunIndex, RunIndexInterceptor
+from chamberlain.workflows.telemetry import TelemetryInterceptor, tracing_interceptors
 from chamberlain.workflows.usage import UsageLedger
 
 # Pure, deterministic code the workflows use; imported once outside the sandbox.
@@ -45,11 +46,14 @@ PASSTHROUGH = (
     "chamberlain.workflows.audit",
     "chamberlain.workflows.usage",
     "chamberlain.workflows.run_index",
+    "chamberlain.workflows.telemetry",
     "chamberlain.workflows.types",
     "chamberlain.workflows.codec",
     "chamberlain.workflows.converter",
     "cedarpy",
     "cryptography",
+    "opentelemetry",
+    "prometheus_client",
     "sqlmodel",
     "sqlalchemy",
     "langchain_core",
@@ -103,7 +107,12 @@ class ChamberlainPlugin(SimplePlugin):
             data_converter=self._converter,
             workflows=[GraphWorkflow],
             activities=GraphActivities(models, tools, usage=usage, gate=gate).all(),
-            interceptors=[TicketInterceptor(), *([RunIndexInterceptor(run_index)] if run_index else [])],
+            interceptors=[
+                TicketInterceptor(),
+                *tracing_interceptors(),  # only when tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT)
+                TelemetryInterceptor(),
+                *([RunIndexInterceptor(run_index)] if run_index else []),
+            ],
             workflow_runner=_with_passthrough,
         )
 

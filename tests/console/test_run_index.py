@@ -131,7 +131,7 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
             server.stop()
 
         await decide(parked, Decision(step_id=pending.step_id, outcome="approve",
-                                      approver=Principal(id="maria", roles=["manager"])))
+                                      approver=Principal(id="maria", roles=["manager"], tenant="acme")))
         await parked.result()
         await synced(client, index, parked.id, lambda row: row.status == "completed" and not row.pending_approval)
 
