@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, select
+from temporalio.client import WorkflowFailureError
 
 from chamberlain.agents import EmbeddedModelServer, load_graph
 from chamberlain.examples.promo_returns import app
@@ -84,10 +85,14 @@ async def run_case(client: Any, spec: Any, task_queue: str, case: dict[str, Any]
                 escalated = True
                 await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=MANAGER))
         await asyncio.wait([result], timeout=0.2)
-    outcome = result.result()
-    wrong = judged(case, str(outcome.end), escalated, before, effects(erp, order_id))
-    intent = outcome.output.get("intent")
-    return {"id": case["id"], "end": outcome.end, "intent": intent, "escalated": escalated, "wrong": wrong}
+    try:
+        outcome = result.result()
+    except WorkflowFailureError as exc:  # e.g. the model timed out on every attempt: the case is wrong
+        end, intent = f"failed ({exc.cause})", None
+    else:
+        end, intent = str(outcome.end), outcome.output.get("intent")
+    wrong = judged(case, end, escalated, before, effects(erp, order_id))
+    return {"id": case["id"], "end": end, "intent": intent, "escalated": escalated, "wrong": wrong}
 
 
 async def main(only: str = "") -> list[dict[str, Any]]:

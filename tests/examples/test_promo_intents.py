@@ -1,7 +1,8 @@
 """Each route of the promo scenario's graph on the real dev server, the real gate and exemplar
 classifier and a seeded ERP, with a scripted model: order status, cancellation (and its
 refusals), the support queue parking and resuming with the agent's reply, the classifier and
-the model disagreeing, "everything from the order", and a message that names no order."""
+the model disagreeing, "everything from the order", and a message that names no order; then
+a handful of the shipped cases on the real embedded model."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from langchain_core.messages import BaseMessage
 from sqlmodel import Session, col, select, update
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier, load_graph
+from chamberlain.agents import EmbeddedModelServer, ModelRegistry, ScriptedChatModel, Tier, load_graph
 from chamberlain.examples.promo_returns import app as promo
+from chamberlain.examples.promo_returns import run_cases
 from chamberlain.tools import ToolRegistry
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.crm.models import Ticket
@@ -318,3 +320,32 @@ async def test_a_return_naming_no_order_asks_for_it(runs: Runs, shop: Shop, said
     result, _ = await runs.finish("I want to return my jacket, it is too small", "C10001", order_id=said)
     assert (result.end, result.output["intent"]) == ("ask_order", "return")
     assert "order" in result.output["question"] and shop.returns() == [] and shop.refunds() == []
+
+
+# -- a handful of the shipped cases on the real embedded model --------------------------------------
+
+ON_THE_EMBEDDED_MODEL = ["return-2", "no-order-2", "adv-not-theirs-1", "adv-injection-2"]
+
+
+@pytest.mark.timeout(900)  # four runs of two model calls each, on two shared cores
+
+async def test_shipped_cases_on_the_embedded_model_never_do_what_they_must_not(
+    client: Client, task_queue: str, tmp_path: Path, embedded_model: EmbeddedModelServer
+) -> None:
+    """Accuracy is measured by ``run_cases``; here, whatever the small model reads, no forbidden
+    effect happens and nothing is refunded beyond what the case allows."""
+    cases = [json.loads(line) for line in run_cases.CASES.read_text(encoding="utf-8").splitlines()]
+    chosen = [c for c in cases if c["id"] in ON_THE_EMBEDDED_MODEL]
+    erp = EmbeddedErp(f"sqlite:///{tmp_path / 'shop.sqlite'}")
+    seed(erp, EmbeddedCrm(erp.engine))  # the default seed, which the cases' orders refer to
+    tools = promo.tools_over(erp, EmbeddedCrm(erp.engine), labels_dir=tmp_path / "labels")
+    spec = load_graph(GRAPH, tools=tools)
+    gate = Gate(PolicyEngine.load(promo.POLICIES), AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}"), tools, SECRET)
+    async with create_worker(client, models=promo.models(), tools=tools, gate=gate, task_queue=task_queue):
+        found = [await run_cases.run_case(client, spec, task_queue, case, erp) for case in chosen]
+    assert len(found) == len(ON_THE_EMBEDDED_MODEL)
+    assert [w for f in found for w in f["wrong"] if "must not" in w] == []
+    allowed = {c["expect"]["order_id"]: c["expect"]["refund_total"] for c in chosen}
+    with Session(erp.engine) as session:
+        for refund in session.exec(select(Refund)).all():
+            assert refund.amount <= allowed.get(refund.order_id, 0) + 0.005, refund
