@@ -10,6 +10,7 @@ tenant's runs: such a run answers as if it did not exist.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -41,6 +42,10 @@ _VISIBILITY = {
 }
 STATUSES = tuple(_VISIBILITY)
 WORKFLOW_TYPE = "chamberlain.graph"
+
+
+CLOSED_CACHE = 512  # closed runs whose progress this process keeps (unmasked, in memory only)
+_CLOSED: OrderedDict[tuple[str, str | None], RunProgress] = OrderedDict()
 
 
 class RunNotFound(LookupError):
@@ -136,7 +141,15 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
             await handle.result()
         except WorkflowFailureError as exc:
             error = str(exc.cause)
-    progress = await _progress(handle)
+    if described.close_time is None:
+        progress = await _progress(handle)
+    else:  # a closed run's progress never changes, and querying it makes a worker replay its whole history
+        key = (run_id, described.run_id)
+        progress = _CLOSED.get(key) or await _progress(handle)
+        if progress is not None:
+            _CLOSED[key] = progress
+            while len(_CLOSED) > CLOSED_CACHE:
+                _CLOSED.popitem(last=False)
     masker = _Masker(request, progress, set(viewer.clearance))
     pending = progress.pending_approval if progress else None
     view = RunView(
