@@ -4,8 +4,11 @@ A state field's labels are the ones it declares plus those of whatever its curre
 was derived from: a tool's labelled output fields, or the labelled fields a model read.
 Every string that arrives with a label is also remembered as a labelled *value*, so a
 prompt can be masked wherever that string shows up — even after a model copied it into a
-field that declares nothing: glued to Chinese or Japanese text, inside an English sentence
-(but "Ann" not in "Annual"), or a phone grouped differently ("138-0013-8000", "13800138000").
+field that declares nothing: glued to Chinese or Japanese text, behind an Arabic or Hebrew
+prefix letter ("و" + name), inside an English sentence (but "Ann" not in "Annual"), or a phone
+grouped differently ("138-0013-8000", "13800138000"). Values and texts are compared after
+NFKC, with zero-width characters dropped and every script's digits read as 0-9, so
+full-width "１３８…" or a zero-width space inside a name hides nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,6 +51,7 @@ class DataLabels(BaseModel):
 
     def found_in(self, text: str) -> dict[str, list[str]]:
         """The labelled values that occur in ``text``, by label: what masking must hide."""
+        text = _normalise(text)
         return {label: hits for label, seen in self.values.items() if (hits := [v for v in seen if _occurs(v, text)])}
 
 
@@ -137,19 +142,34 @@ def unmask(value: Any, restore: Mapping[str, str]) -> Any:
 
 def _substitute(replacements: Mapping[str, str]) -> Callable[[str], str]:
     """Replace each occurrence of a key (see ``_pattern``) by its value; the longest key first,
-    so a value inside another loses."""
+    so a value inside another loses. Matching is on the normalised text (see ``_normalised``);
+    the text around the replacements is kept as it was written."""
     if not replacements:
         return lambda text: text
     ordered = sorted(replacements, key=len, reverse=True)
     pattern = re.compile("|".join(f"({_pattern(key)})" for key in ordered))
-    return lambda text: pattern.sub(lambda m: replacements[ordered[(m.lastindex or 1) - 1]], text)
+
+    def replace(text: str) -> str:
+        normal, origin = _normalised(text)
+        parts, done = [], 0
+        for match in pattern.finditer(normal):
+            start, end = origin[match.start()][0], origin[match.end() - 1][1]
+            parts += [text[done:start], replacements[ordered[(match.lastindex or 1) - 1]]]
+            done = end
+        return "".join(parts) + text[done:]
+
+    return replace
 
 
 # Scripts written without spaces between words (Chinese, Japanese, Korean with its particles,
-# Thai, Lao, Khmer, Myanmar): a value in them touches the text around it, so no edge is a word edge.
+# Thai, Lao, Khmer, Myanmar), and scripts whose words take clitic letters glued on (Arabic "و"
+# and "ب", Hebrew "ו" and "ה", Syriac, Thaana): a value in them touches the text around it, so
+# no edge is a word edge.
 _UNSPACED = (
     "\u0e00-\u0eff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+    "\u0590-\u05ff\u0600-\u06ff\u0700-\u074f\u0750-\u077f\u0780-\u07bf\u08a0-\u08ff"
+    "\ufb1d-\ufb4f\ufb50-\ufdff\ufe70-\ufeff"
 )
 _LETTER = f"[^\\W\\d{_UNSPACED}]"  # a letter (or _) of a script that separates words with spaces
 _DIGITS = re.compile(r"\+?[\d\s\-.()]+")  # phones, cards, account numbers: digits in groups
@@ -162,6 +182,7 @@ def _pattern(value: str) -> str:
     a word of a space-separated script ("Ann" is not in "Annual") nor inside a longer number; in
     Chinese and other unspaced scripts it may touch anything. A number written in groups is also
     found with other separators or none ("138 0013 8000" in "138-0013-8000" and "13800138000")."""
+    value = _normalise(value)
     number = _number(value)
     body = re.escape(value) if number is None else _SEPARATORS.join(map(re.escape, number))
     return f"{_edge((number or value)[0], '(?<!{})')}{body}{_edge((number or value)[-1], '(?!{})')}"
@@ -182,9 +203,37 @@ def _edge(char: str, guard: str) -> str:
     return guard.format(_LETTER) if re.fullmatch(_LETTER, char) else ""
 
 
-def _occurs(value: str, text: str) -> bool:
-    """Whether ``value`` may be in ``text``, erring towards yes: anywhere as it is, or as ``_pattern`` finds it."""
-    return value in text or re.search(_pattern(value), text) is not None
+def _occurs(value: str, normal_text: str) -> bool:
+    """Whether ``value`` is in ``normal_text`` (normalised) as masking finds it: one rule for both."""
+    return re.search(_pattern(value), normal_text) is not None
+
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+
+
+def _normalise(text: str) -> str:
+    """``text`` as values are compared in: NFKC (full-width letters and digits, composed
+    accents), zero-width characters and soft hyphens dropped, every decimal digit as 0-9."""
+    return _normalised(text)[0]
+
+
+def _normalised(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """:func:`_normalise`'s text, and for each of its characters the span of ``text`` it comes
+    from (a character with its combining marks is normalised as one)."""
+    chars: list[str] = []
+    origin: list[tuple[int, int]] = []
+    i = 0
+    while i < len(text):
+        end = i + 1
+        while end < len(text) and unicodedata.combining(text[end]):
+            end += 1
+        piece = unicodedata.normalize("NFKC", text[i:end]).translate(_ZERO_WIDTH)
+        piece = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m[0])), piece)
+        chars += piece
+        origin += [(i, end)] * len(piece)
+        i = end
+    return "".join(chars), origin
 
 
 def _map_strings(value: Any, change: Callable[[str], str]) -> Any:

@@ -105,3 +105,32 @@ def test_a_phone_is_found_with_any_grouping_but_not_inside_a_longer_number() -> 
     pseudonyms = Masking({"pii": "pseudonym"}, key=b"k")
     assert pseudonyms.mask("138 0013 8000", "pii") == pseudonyms.mask("138-0013-8000", "pii")
     assert pseudonyms.mask("138 0013 8000", "pii") != pseudonyms.mask("+86 138 0013 8000", "pii")
+
+
+def test_an_arabic_name_behind_a_prefix_letter_is_found_and_masked_alike() -> None:
+    held = {"pii": ["محمد أحمد"]}
+    redacting = Masking({"pii": "redact"}, key=b"k")
+    for text, masked in (
+        ("وصل طلب ومحمد أحمد", "وصل طلب و[pii]"),  # the conjunction و glued to the name
+        ("اتصل بمحمد أحمد غدا", "اتصل ب[pii] غدا"),  # the preposition ب
+        ("שלום ומוחמד", "שלום ומוחמד"),  # nothing of the value: nothing found, nothing masked
+    ):
+        assert redacting.mask_text(text, held) == masked
+        assert bool(DataLabels(values=held).found_in(text)) == (masked != text)  # found exactly when masked
+    assert redacting.mask_text("שלום ולדוד", {"pii": ["דוד"]}) == "שלום ול[pii]"  # Hebrew prefixes ו and ל
+    assert DataLabels(values={"pii": ["Ann"]}).found_in("the Annual report") == {}  # found like masked, Latin too
+
+
+def test_full_width_digits_and_zero_width_characters_hide_nothing() -> None:
+    redacting = Masking({"pii": "redact"}, key=b"k")
+    cases = {
+        "call １３８００１３８０００ now，ok": ("13800138000", "call [pii] now，ok"),  # the rest kept as written
+        "call ١٣٨٠٠١٣٨٠٠٠": ("13800138000", "call [pii]"),  # Arabic-Indic digits
+        "客户王\u200b小明要求退款": ("王小明", "客户[pii]要求退款"),
+        "Frau Mu\u0308ller schreibt": ("Müller", "Frau [pii] schreibt"),  # decomposed ü
+        "寄到北京市朝阳区建国路８８号": ("北京市朝阳区建国路88号", "寄到[pii]"),
+    }
+    for text, (value, masked) in cases.items():
+        assert redacting.mask_text(text, {"pii": [value]}) == masked
+        assert DataLabels(values={"pii": [value]}).found_in(text) == {"pii": [value]}
+    assert redacting.mask_text("Ａnn wrote the Ａnnual report", {"pii": ["Ann"]}) == "[pii] wrote the Ａnnual report"

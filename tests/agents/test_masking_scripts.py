@@ -1,6 +1,6 @@
-"""Masking in any script: labelled names, phones, emails and addresses are found in Chinese
-and English text — glued to Chinese, inside sentences, phones written with other separators —
-and pseudonyms come back. Property-based: hypothesis writes the texts."""
+"""Masking in any script: labelled names, phones, emails and addresses are found in Chinese,
+Arabic and English text — glued to Chinese, behind Arabic prefix letters, inside sentences,
+phones written with other separators — and pseudonyms come back. Property-based: hypothesis writes the texts."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ KEY = b"pseudonym-key"
 ZH_FILLER = st.text(alphabet="请给先生女士电话邮箱收货退款谢谢您好，。：", min_size=1, max_size=6)
 EN_WORDS = st.lists(st.sampled_from(["please", "call", "about", "the", "refund", "order", "at", "to"]), min_size=1)
 EN_FILLER = EN_WORDS.map(lambda words: f" {' '.join(words)} ")
+# Arabic: fillers of letters no name uses, glued on (the conjunction و, the prepositions ب and ك)
+AR_FILLER = st.text(alphabet="بوشكرسنتقصزه ", min_size=1, max_size=8)
+AR_NAME = st.sampled_from(["محمد", "فاطمة", "خديجة", "علي أحمد"])  # none inside another
 ZH_SURNAME = st.sampled_from(["孙", "王", "李", "张", "刘", "陈", "欧阳"])
 ZH_NAME = st.builds(str.__add__, ZH_SURNAME, st.text(alphabet="敏伟芳娜静磊洋艳", min_size=1, max_size=2))
 EN_NAME = st.builds(str.__add__, st.sampled_from("ABCDJKLMOPSTW"), st.text(alphabet="aeiklmnorst", min_size=2))
@@ -33,11 +36,14 @@ PHONE_FORMATS = [lambda d: d, lambda d: f"{d[:3]} {d[3:7]} {d[7:]}", lambda d: f
 @st.composite
 def value(draw: st.DrawFn) -> tuple[str, str]:
     """A labelled value as the business system holds it, and as a text writes it."""
-    kind = draw(st.sampled_from(["zh_name", "en_name", "email", "zh_address", "en_address", "phone"]))
+    kind = draw(st.sampled_from(["zh_name", "en_name", "ar_name", "email", "zh_address", "en_address", "phone"]))
     if kind == "phone":
         digits = draw(MOBILE)
         return draw(st.sampled_from(PHONE_FORMATS))(digits), draw(st.sampled_from(PHONE_FORMATS))(digits)
-    kinds = {"zh_name": ZH_NAME, "en_name": EN_NAME, "email": EMAIL, "zh_address": ZH_ADDRESS, "en_address": EN_ADDRESS}
+    kinds = {
+        "zh_name": ZH_NAME, "en_name": EN_NAME, "ar_name": AR_NAME,
+        "email": EMAIL, "zh_address": ZH_ADDRESS, "en_address": EN_ADDRESS,
+    }
     held = draw(kinds[kind])
     return held, held
 
@@ -46,7 +52,7 @@ def value(draw: st.DrawFn) -> tuple[str, str]:
 def document(draw: st.DrawFn) -> tuple[list[str], list[tuple[str, str]]]:
     """Fillers and the values between them: Chinese text glued to the values, or English with spaces."""
     values = draw(st.lists(value(), min_size=1, max_size=5, unique_by=lambda v: re.sub(r"[ -]", "", v[0])))
-    fillers = [draw(st.one_of(ZH_FILLER, EN_FILLER)) for _ in range(len(values) + 1)]
+    fillers = [draw(st.one_of(ZH_FILLER, EN_FILLER, AR_FILLER)) for _ in range(len(values) + 1)]
     return fillers, values
 
 
