@@ -442,7 +442,12 @@ def worker(
         except RuntimeError as exc:
             raise TemporalUnavailable(f"Temporal at {address} is unreachable ({exc}) — check --address") from exc
         console.print(f"worker on [bold]{address}[/bold] namespace {namespace}, task queue {task_queue}")
-        async with create_worker(client, models=loaded.models, tools=loaded.tools, task_queue=task_queue, gate=gate):
+        shared = settings().runs  # CHAMBERLAIN_RUNS: the run index the HTTP servers read; this worker counts in it
+        index = RunIndex(shared) if shared else None
+        worker = create_worker(
+            client, models=loaded.models, tools=loaded.tools, task_queue=task_queue, gate=gate, run_index=index
+        )
+        async with worker:
             await _until_interrupted()
 
     asyncio.run(serve())
