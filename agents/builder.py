@@ -136,11 +136,13 @@ class Graph:
         write: str,
         classes: Mapping[str, Sequence[str]],
         next: Next,
+        margin: str | None = None,
         **options: Any,
     ) -> Graph:
-        """Route by meaning: the class of the nearest exemplar of ``input`` is written to ``write``."""
+        """Route by meaning: the class of the nearest exemplar of ``input`` is written to ``write``,
+        its lead over the runner-up class to the state field ``margin`` (for routes on an unsure reading)."""
         fields = {"input": input, "write": write, "classes": {k: list(v) for k, v in classes.items()}}
-        return self._add(ClassifyNode, name, {**fields, "next": _next(next), **options})
+        return self._add(ClassifyNode, name, {**fields, **_given({"margin": margin}), "next": _next(next), **options})
 
     def tool(
         self,
@@ -169,13 +171,15 @@ class Graph:
         ask: str,
         approvers: Sequence[str],
         next: Next,
+        output: Output | None = None,
         on_reject: str | None = None,
         on_changes: str | None = None,
         **options: Any,
     ) -> Graph:
-        """Wait for one of ``approvers``; ``next`` follows approval, ``on_reject`` a refusal
-        (``timeout``, ``escalate_to`` and the timeout's outcome ``default`` as in YAML)."""
-        fields = {"ask": ask, "approvers": list(approvers), "on_reject": on_reject, "on_changes": on_changes}
+        """Wait for one of ``approvers``, who fill in the ``output`` fields; ``next`` follows approval,
+        ``on_reject`` a refusal (``timeout``, ``escalate_to`` and the timeout's outcome ``default`` as in YAML)."""
+        fields = {"ask": ask, "approvers": list(approvers), "output": output}
+        fields |= {"on_reject": on_reject, "on_changes": on_changes}
         return self._add(ApprovalNode, name, {**_given(fields), "next": _next(next), **options})
 
     def agent(

@@ -213,3 +213,18 @@ def test_a_python_built_spec_is_the_same_data_as_yaml() -> None:
     spec = quickstart_graph().build()
     assert isinstance(spec, GraphSpec)
     assert GraphSpec.model_validate_json(spec.model_dump_json(by_alias=True)) == spec  # crosses Temporal as JSON
+
+
+def test_classify_margin_and_approval_output_are_keywords_of_their_nodes() -> None:
+    """An unsure classifier's margin goes to the state; the approver's reply is a typed field."""
+    g = Graph("g", state=Triage)
+    g.classify("intent", input="message", write="intent", margin="amount", classes={"a": ["x"], "b": ["y"]}, next="ask")
+    g.approval("ask", ask="Reply to {message}", approvers=["support"], output={"reply": {"maxLength": 20}}, next="done")
+    g.end("done")
+    spec = g.build()
+    classify, ask = spec.nodes["intent"], spec.nodes["ask"]
+    assert classify.type == "classify" and classify.margin == "amount"
+    assert ask.type == "approval" and ask.output == {"reply": OutputField(max_length=20)}
+    assert parse_graph(dump_graph(spec)) == spec
+    with pytest.raises(GraphSpecError, match=r"ask\.output\.reply\.maxLength"):
+        Graph("g", state=Triage).approval("ask", ask="?", approvers=["a"], output={"reply": {"maxLength": 0}}, next="d")
