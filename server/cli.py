@@ -385,14 +385,41 @@ def _audit_log(url: str | None) -> Any:
 
 
 @audit_app.command("verify")
-def audit_verify(db: AuditOption = None) -> None:
-    """Check the hash chain; name the first record that was edited, deleted or moved."""
+def audit_verify(
+    db: AuditOption = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="also check the log still holds this signed checkpoint")
+    ] = None,
+) -> None:
+    """Check the hash chain; name the first record that was edited, deleted or moved. With
+    ``--checkpoint`` (key in CHAMBERLAIN_AUDIT_KEY), a rewrite of the tail and head together too."""
+    from chamberlain.workflows.audit import AuditLogError, checkpoint_key
+
+    try:
+        key = checkpoint_key() if checkpoint is not None else None
+    except AuditLogError as exc:
+        raise CliError(f"--checkpoint: {exc}") from exc
     log = _audit_log(db)
-    problem = log.verify()
+    problem = log.verify(checkpoint, key)
     if problem:
         errors.print(f"[red]audit log broken[/red]: {problem}")
         raise typer.Exit(1)
     console.print(f"{sum(1 for _ in log.records())} records, chain intact")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(path: Path, db: AuditOption = None) -> None:
+    """Write the log's head, signed with CHAMBERLAIN_AUDIT_KEY, to PATH: keep it outside the
+    database, and `audit verify --checkpoint PATH` catches a later rewrite of the tail."""
+    from chamberlain.workflows.audit import AuditLogError, checkpoint_key
+
+    try:
+        mark = _audit_log(db).checkpoint(path, checkpoint_key())
+    except AuditLogError as exc:
+        raise CliError(str(exc)) from exc
+    except OSError as exc:
+        raise CliError(f"{path}: cannot write the checkpoint there ({exc.strerror})") from exc
+    console.print(f"checkpoint of {mark.records} records written to {path}")
 
 
 @audit_app.command("export")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, UniqueConstraint, inspect, update
+from sqlalchemy import Engine, UniqueConstraint, inspect, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -275,7 +275,9 @@ class AuditLog:
             ends.append((f"the checkpoint of {anchor.at:%Y-%m-%d %H:%M:%S} UTC", anchor.records, anchor.last_hash))
         hashes_at = dict.fromkeys(records for _, records, _ in ends if records)
         previous_hash, count = GENESIS, 0
-        for record in self.records():
+        for record in self._stored():
+            if isinstance(record, str):
+                return record
             if record.seq != count + 1:
                 return f"record {count + 1} is missing (next is {record.seq})"
             if record.prev_hash != previous_hash:
@@ -299,6 +301,13 @@ class AuditLog:
                 "records were added around the head, or the head was rewound"
             )
         return None
+
+    def _stored(self) -> Iterator[AuditRecord | str]:
+        """The records as the database holds them, each field decoded strictly (a time with
+        junk after it is not read as its prefix); a record that cannot be is named instead."""
+        with self.engine.connect() as connection:
+            for row in connection.execute(text("SELECT * FROM audit_log ORDER BY seq")).mappings():
+                yield _decoded(dict(row))
 
     def export(self, path: Path) -> int:
         count = 0
@@ -367,3 +376,36 @@ def _load_checkpoint(path: Path, key: bytes | None) -> Checkpoint | str:
     if not mark.is_signed_by(key):
         return f"checkpoint {path} was not signed with this key: it was edited, or the key is wrong"
     return mark
+
+
+def _decoded(row: dict[str, Any]) -> AuditRecord | str:
+    """A stored row as a record, or which record holds a field that does not decode, and how."""
+    decoders = {"seq": _whole, "attempt": _whole, "amount": _amount, "at": _stored_time}  # text is taken as it is
+    fields = dict(row)
+    for name, decode in decoders.items():
+        try:
+            fields[name] = decode(row.get(name))
+        except (TypeError, ValueError) as exc:
+            return f"record {row.get('seq')!r} was edited: its {name} {row.get(name)!r} does not decode ({exc})"
+    return AuditRecord(**fields)
+
+
+def _whole(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{type(value).__name__} is not a whole number")
+    return value
+
+
+def _amount(value: Any) -> float | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TypeError(f"{type(value).__name__} is not a number")
+    return value
+
+
+def _stored_time(value: Any) -> datetime:
+    """A stored time: the database's own (PostgreSQL) or SQLite's text, read whole."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{type(value).__name__} is not a time")
+    return datetime.fromisoformat(value)

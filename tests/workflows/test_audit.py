@@ -195,3 +195,41 @@ def test_cli_verify_and_export(tmp_path: Path) -> None:
     sql(log, "UPDATE audit_log SET principal = 'User::mallory' WHERE seq = 2")
     broken = subprocess.run([*cli, "verify"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert broken.returncode == 1 and "record 2 was edited" in broken.stdout + broken.stderr
+
+
+def test_a_field_that_does_not_decode_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """SQLite keeps whatever text is written: a time with junk after it (which a lenient reader
+    takes as its prefix, hash and all) or an amount that is no number is named, with its record."""
+    log = filled(f"sqlite:///{tmp_path / 'audit.sqlite'}", 4)
+    sql(log, "UPDATE audit_log SET at = at || ' tampered' WHERE seq = 3")
+    problem = log.verify()
+    assert problem is not None and problem.startswith("record 3 was edited: its at '") and "tampered" in problem
+    sql(log, "UPDATE audit_log SET at = substr(at, 1, length(at) - 9) WHERE seq = 3")
+    assert log.verify() is None  # the junk removed, the record is intact again
+    sql(log, "UPDATE audit_log SET amount = 'lots' WHERE seq = 2")
+    assert log.verify() == "record 2 was edited: its amount 'lots' does not decode (str is not a number)"
+
+
+def test_cli_checkpoint_then_verify_against_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    log = filled(url, 5)
+    cli = [sys.executable, "-c", "from chamberlain.server.cli import main; main()", "audit"]
+    env = {**os.environ, "CHAMBERLAIN_AUDIT": url, "COLUMNS": "200", "CHAMBERLAIN_AUDIT_KEY": KEY.decode()}
+    mark = tmp_path / "mark.json"
+
+    def run(*args: str, **changes: str) -> subprocess.CompletedProcess[str]:
+        command = [*cli, *args]
+        return subprocess.run(command, cwd=ROOT, env={**env, **changes}, capture_output=True, text=True, timeout=60)
+
+    written = run("checkpoint", str(mark))
+    assert written.returncode == 0 and json.loads(mark.read_text())["records"] == 5, written.stderr
+    no_key = run("verify", "--checkpoint", str(mark), CHAMBERLAIN_AUDIT_KEY="")
+    message = (no_key.stdout + no_key.stderr).strip()
+    assert no_key.returncode != 0 and "CHAMBERLAIN_AUDIT_KEY is not set" in message and "Traceback" not in message
+    assert len(message.splitlines()) == 1
+    assert run("verify", "--checkpoint", str(mark)).returncode == 0
+    record_2 = next(r for r in log.records() if r.seq == 2)  # the tail rewritten with its head: only the mark knows
+    sql(log, "DELETE FROM audit_log WHERE seq > 2", f"UPDATE audit_head SET records = 2, last_hash = '{record_2.hash}'")
+    assert run("verify").returncode == 0
+    caught = run("verify", "--checkpoint", str(mark))
+    assert caught.returncode == 1 and "records 3 to 5 are missing: the checkpoint of" in caught.stdout + caught.stderr
