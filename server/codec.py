@@ -51,14 +51,21 @@ def codec_router(codec: EncryptionCodec, *, ui_origins: Sequence[str] = DEV_UI_O
         cors(request, response)
         if OPERATOR_ROLE not in user.roles:
             raise HTTPException(403, f"decoding payloads needs the {OPERATOR_ROLE!r} role; {user.id} lacks it")
+        expected = 'body: expected {"payloads": [...]} in Temporal\'s JSON form'
         try:
-            payloads = ParseDict(await request.json(), Payloads())
+            body = await request.json()
+        except ValueError as exc:
+            raise HTTPException(400, f"{expected} ({exc})") from exc
+        if not isinstance(body, dict):
+            raise HTTPException(400, f"{expected}, not a JSON {type(body).__name__}")
+        try:
+            payloads = ParseDict(body, Payloads())
         except (ParseError, ValueError) as exc:
-            raise HTTPException(400, f'body: expected {{"payloads": [...]}} in Temporal\'s JSON form ({exc})') from exc
+            raise HTTPException(400, f"{expected} ({exc})") from exc
         try:
             decoded = [codec.open(payload, plaintext_ok=True) for payload in payloads.payloads]
         except PayloadDecodeError as exc:
-            raise HTTPException(422, str(exc)) from exc
+            raise HTTPException(400, str(exc)) from exc
         return MessageToDict(Payloads(payloads=decoded))
 
     return router

@@ -36,6 +36,7 @@ PAYLOAD_KEYS_ENV = "CHAMBERLAIN_PAYLOAD_KEYS"
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 _NONCE = 12
+_TAG = 16  # AES-GCM's authentication tag, after the ciphertext
 _KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -124,11 +125,16 @@ class EncryptionCodec(PayloadCodec):
             raise PayloadDecodeError(
                 "a payload is not encrypted, but payload keys are configured: it did not come from a key holder"
             )
-        key_id = payload.metadata.get(KEY_ID, b"").decode()
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise PayloadDecodeError(
                 f"a payload is encrypted with key {key_id!r}, which is not configured: add it to {PAYLOAD_KEYS_ENV}"
+            )
+        if len(payload.data) < _NONCE + _TAG:
+            raise PayloadDecodeError(
+                f"a payload encrypted with key {key_id!r} holds {len(payload.data)} bytes, fewer than a nonce and"
+                f" tag ({_NONCE + _TAG}): it is cut short or not a payload of ours"
             )
         try:
             plain = cipher.decrypt(payload.data[:_NONCE], payload.data[_NONCE:], key_id.encode())

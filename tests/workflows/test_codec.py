@@ -124,3 +124,32 @@ async def test_the_decode_endpoint_serves_operators_only(codec_server: tuple[str
     assert operator.headers["access-control-allow-origin"] == "http://127.0.0.1:8233"
     assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:8233"
     assert "access-control-allow-origin" not in elsewhere.headers
+
+
+async def test_malformed_bodies_and_payloads_answer_400_with_the_reason(
+    codec_server: tuple[str, EncryptionCodec],
+) -> None:
+    url, codec = codec_server
+    sealed = codec.seal(plain(MESSAGE))
+    short = Payload(metadata=dict(sealed.metadata), data=sealed.data[:3])  # a nonce cut short
+    no_key = Payload(metadata={**sealed.metadata, KEY_ID: b"\xff\xfe"}, data=sealed.data)
+    as_operator = {"Authorization": "Bearer olga-token"}
+    answers = {}
+    async with httpx.AsyncClient(base_url=url) as http:
+        bodies: dict[str, object] = {
+            "number": 5,
+            "string": "str",
+            "list": [],
+            "payloads not a list": {"payloads": "x"},
+            "short nonce": MessageToDict(Payloads(payloads=[short])),
+            "key ID not UTF-8": MessageToDict(Payloads(payloads=[no_key])),
+        }
+        for name, body in bodies.items():
+            response = await http.post("/codec/decode", json=body, headers=as_operator)
+            answers[name] = (response.status_code, response.json()["detail"])
+        broken = await http.post("/codec/decode", content=b"{not json", headers=as_operator)
+    assert {name: status for name, (status, _) in answers.items()} == dict.fromkeys(answers, 400)
+    assert answers["number"][1] == 'body: expected {"payloads": [...]} in Temporal\'s JSON form, not a JSON int'
+    assert "holds 3 bytes, fewer than a nonce and tag" in answers["short nonce"][1]
+    assert "which is not configured" in answers["key ID not UTF-8"][1]
+    assert broken.status_code == 400 and "body: expected" in broken.json()["detail"]
