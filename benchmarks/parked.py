@@ -22,7 +22,7 @@ import httpx
 import yaml
 from rich.console import Console
 from rich.table import Table
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from benchmarks.baseline import RawParked
 from benchmarks.output import add_arguments, save, stamp_figure
@@ -85,7 +85,7 @@ async def parked_raw_runs(client: Client, folder: Path, runs: int, concurrency: 
     tag = time.time_ns()
     try:
         idle = rss_mb(worker.pid)
-        handles = {}
+        handles: dict[int, WorkflowHandle[Any, Any]] = {}
 
         async def park(i: int) -> None:
             handles[i] = await client.start_workflow(RawParked.run, id=f"raw-{tag}-{i}", task_queue="bench-parked-raw")

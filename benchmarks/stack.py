@@ -141,7 +141,8 @@ def returns_graph() -> GraphSpec:
                   "output": {"reply": {"type": "str"}}, "next": "done"},
         "done": {"type": "end", "output": ["intent", "order_id", "reply"]},
     }  # fmt: skip
-    state = {name: {"type": "str"} for name in ("message", "intent", "order_id", "reference", "reply")}
+    fields = ("message", "intent", "order_id", "reference", "reply")
+    state: dict[str, dict[str, Any]] = {name: {"type": "str"} for name in fields}
     state["total"] = {"type": "float", "default": 0}
     return GraphSpec.model_validate({"name": "bench-returns", "state": state, "start": "classify", "nodes": nodes})
 

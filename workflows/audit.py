@@ -334,30 +334,39 @@ class GroupCommit:
         done: asyncio.Future[AuditRecord] = loop.create_future()
         self._pending.append((entry, done))
         if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
-            self._writer = loop.create_task(self._write())
+            batch: Batch = []
+            self._writer = loop.create_task(self._write(batch))
+            self._writer.add_done_callback(lambda writer: self._stopped(writer, batch))
         return await done
 
-    async def _write(self) -> None:
-        batch: list[tuple[AuditEntry, asyncio.Future[AuditRecord]]] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    records = await asyncio.to_thread(self.log.append_many, [entry for entry, _ in batch])
-                except (AuditLogError, OSError, SQLAlchemyError) as exc:  # every caller of the batch sees it
-                    _settle(batch, exc)
-                    continue
-                self.batches += 1
-                for (_, done), record in zip(batch, records, strict=True):
-                    if not done.done():
-                        done.set_result(record)
-        finally:  # anything else (cancelled, a bug): no caller is left waiting for a commit that never comes
-            stopped = AuditLogError("the audit writer stopped before this record was committed; retry the step")
-            _settle([*batch, *self._pending], stopped)
-            self._pending = []
+    async def _write(self, batch: Batch) -> None:
+        while self._pending:
+            batch[:], self._pending = self._pending, []
+            try:
+                records = await asyncio.to_thread(self.log.append_many, [entry for entry, _ in batch])
+            except (AuditLogError, OSError, SQLAlchemyError) as exc:  # every caller of the batch sees it
+                _settle(batch, exc)
+                continue
+            self.batches += 1
+            for (_, done), record in zip(batch, records, strict=True):
+                if not done.done():
+                    done.set_result(record)
+
+    def _stopped(self, writer: asyncio.Task[None], batch: Batch) -> None:
+        """A writer cancelled or broken (even before it ran) leaves no caller waiting for a
+        commit that never comes; a caller told so retries, and finds its record if it was written."""
+        if not writer.cancelled() and writer.exception() is None:
+            return
+        orphans = list(batch)
+        if self._writer is writer:
+            orphans, self._pending = orphans + self._pending, []
+        _settle(orphans, AuditLogError("the audit writer stopped before this record was committed; retry the step"))
 
 
-def _settle(batch: list[tuple[AuditEntry, asyncio.Future[AuditRecord]]], exc: BaseException) -> None:
+Batch = list[tuple[AuditEntry, "asyncio.Future[AuditRecord]"]]
+
+
+def _settle(batch: Batch, exc: BaseException) -> None:
     for _, done in batch:
         if not done.done():
             done.set_exception(exc)

@@ -6,6 +6,7 @@ by every worker process of a test (as a deployment's are)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
@@ -30,8 +31,10 @@ TEST_POLICY = Path(__file__).with_name("policies") / "test.cedar"
 
 
 def audit_log() -> AuditLog:
-    """The test's audit log: next to its side-effect ledger, so worker processes share it."""
-    return AuditLog(f"sqlite:///{toolbox.ledger_path().with_suffix('.audit.sqlite')}")
+    """The test's audit log: ``$CHAMBERLAIN_TEST_AUDIT`` if set (a PostgreSQL URL for the
+    scale-out test), else next to its side-effect ledger, so worker processes share it."""
+    url = os.environ.get("CHAMBERLAIN_TEST_AUDIT") or f"sqlite:///{toolbox.ledger_path().with_suffix('.audit.sqlite')}"
+    return AuditLog(url)
 
 
 def gate_for_tests(tools: ToolRegistry, audit: AuditLog | None = None) -> Gate:
