@@ -21,7 +21,7 @@ from collections import Counter
 from datetime import timedelta
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
@@ -29,6 +29,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from chamberlain.server.auth import CurrentUser, UserDirectory
 from chamberlain.server.jsonbody import BodyError, parse_json
 from chamberlain.server.signatures import SignatureError
 from chamberlain.server.sources import PayloadError, SourceCatalog, WebhookSource
@@ -38,6 +39,7 @@ from chamberlain.workflows.types import RunRequest
 
 log = logging.getLogger("chamberlain.webhooks")
 RETRY_AFTER_SECONDS = 5
+STATS_ROLES = frozenset({"operator", "admin"})  # business roles or console roles that may read /api/webhooks/stats
 MAX_RUN_ID_LENGTH = 1000
 """Temporal's default ``limit.maxIDLength`` for workflow IDs (bytes; ours are ASCII)."""
 
@@ -68,7 +70,13 @@ class Ingress:
         router.add_api_route("/api/webhooks/stats", self.stats, methods=["GET"])
         return router
 
-    async def stats(self) -> dict[str, object]:
+    async def stats(self, user: CurrentUser, request: Request) -> dict[str, object]:
+        """Counts of accepted and rejected deliveries, for operators and admins: which sources
+        are probed and how is reconnaissance for an attacker."""
+        directory: UserDirectory = request.app.state.users
+        known = directory.find(user.id)
+        if not (set(user.roles) & STATS_ROLES or (known is not None and known.console_role in STATS_ROLES)):
+            raise HTTPException(403, f"webhook statistics need the operator or admin role; {user.id} has neither")
         return {
             "accepted": dict(self.accepted),
             "rejected": [{"source": s, "status": code, "count": n} for (s, code), n in sorted(self.rejected.items())],

@@ -528,3 +528,33 @@ async def test_serve_from_any_directory_accepts_the_promo_helpdesk_webhook(
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_webhook_statistics_need_a_signed_in_operator_or_admin(
+    env: None, dev_server: DevServer, tmp_path: Path, task_queue: str
+) -> None:
+    import yaml
+
+    from chamberlain.server.auth import token_digest
+
+    users = [
+        {"id": "olga", "roles": ["ops"], "console_role": "operator", "token_sha256": token_digest("tok-olga")},
+        {"id": "ada", "roles": ["admin"], "token_sha256": token_digest("tok-ada")},
+        {"id": "victor", "roles": ["viewer"], "console_role": "viewer", "token_sha256": token_digest("tok-victor")},
+    ]
+    (tmp_path / "users.yaml").write_text(yaml.safe_dump({"users": users}))
+    sources = write_sources(tmp_path, task_queue)
+    settings_ = ServerSettings(
+        temporal_address=dev_server.address, webhooks=sources, users=tmp_path / "users.yaml", public_url="http://console"
+    )
+    server = ThreadedServer(create_app(settings_)).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            await http.post("/webhooks/hub", content=b"{}", headers={"X-Hub-Signature-256": "sha256=00"})  # rejected
+            tokens = {who: {"Authorization": f"Bearer tok-{who}"} for who in ("victor", "olga", "ada")} | {"": {}}
+            seen = {who: await http.get("/api/webhooks/stats", headers=headers) for who, headers in tokens.items()}
+    finally:
+        server.stop()
+    assert {who: r.status_code for who, r in seen.items()} == {"": 401, "victor": 403, "olga": 200, "ada": 200}
+    assert "hub" not in seen[""].text + seen["victor"].text
+    assert seen["olga"].json()["rejected"][0]["source"] == "hub"
