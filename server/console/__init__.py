@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from chamberlain.server.console.access import DemoAdmin, ensure_demo_admin, hash_password
 from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.routes import TEMPLATES, console_router
-from chamberlain.server.console.sessions import Sessions, session_secret
+from chamberlain.server.console.sessions import REVOKED_FILE, RevokedSessions, Sessions, session_secret
 from chamberlain.server.settings import ServerSettings
 from chamberlain.server.temporal import TemporalConnection
 
@@ -25,7 +25,8 @@ __all__ = ["DemoAdmin", "ensure_demo_admin", "hash_password", "mount_console"]
 def mount_console(app: FastAPI, temporal: TemporalConnection, settings: ServerSettings) -> None:
     """Serve the console under ``/console`` with the app's user directory (``app.state.users``)
     and run index (``app.state.run_index``)."""
-    sessions = Sessions(session_secret(settings), app.state.users, settings.public_url)
+    revoked = RevokedSessions(settings.ensure_data() / REVOKED_FILE)
+    sessions = Sessions(session_secret(settings), app.state.users, settings.public_url, revoked)
     app.include_router(console_router(temporal, settings, sessions, app.state.users, app.state.run_index))
     app.mount("/console/static", StaticFiles(directory=Path(__file__).with_name("static")), name="console-static")
 

@@ -104,7 +104,7 @@ def console_router(
         form = await request.form()
         sessions.check_csrf(request, form.get("csrf"))
         response = RedirectResponse("/console/signin", 303)
-        sessions.end(response)
+        sessions.end(request, response)
         return response
 
     @router.get("/runs")

@@ -8,6 +8,11 @@ nonce and, once signed in, the user's ID and when they signed in. Every form pos
 token, the HMAC of that nonce under the server's secret; a post without it, or with another
 session's, is refused. Signing in issues a fresh nonce, so a planted cookie is useless.
 The user is looked up in the directory on every request: removing a user ends their sessions.
+
+The nonce is also the session's ID: signing out records it (hashed) as revoked in
+``console-sessions.sqlite`` in the data folder, which every request checks — a copied cookie
+is dead after sign-out, on every server sharing that folder. Entries are pruned once the
+cookie would have expired anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,7 @@ from chamberlain.server.settings import ServerSettings
 COOKIE = "chamberlain_session"
 MAX_AGE = 8 * 3600  # seconds a session lasts after sign-in
 SECRET_FILE = "console.secret"
+REVOKED_FILE = "console-sessions.sqlite"
 
 
 def session_secret(settings: ServerSettings) -> str:
@@ -50,6 +58,36 @@ def session_secret(settings: ServerSettings) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+class RevokedSessions:
+    """Sessions signed out before their cookie expired (SHA-256 of the session ID, and when the
+    cookie expires), in SQLite: shared by the server processes of one data folder."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        with self._connect() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS revoked (session TEXT PRIMARY KEY, expires REAL NOT NULL)")
+
+    def revoke(self, session_id: str) -> None:
+        now = time.time()
+        with self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO revoked VALUES (?, ?)", (_digest(session_id), now + MAX_AGE))
+            db.execute("DELETE FROM revoked WHERE expires < ?", (now,))
+
+    def __contains__(self, session_id: object) -> bool:
+        if not isinstance(session_id, str):
+            return False
+        with self._connect() as db:
+            found = db.execute("SELECT 1 FROM revoked WHERE session = ?", (_digest(session_id),)).fetchone()
+        return found is not None
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, timeout=10, isolation_level=None)  # autocommit: one statement, one write
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Visitor:
     """Who holds this session: ``user`` once signed in; ``csrf`` is the token their forms carry."""
@@ -59,7 +97,8 @@ class Visitor:
 
 
 class Sessions:
-    def __init__(self, secret: str, directory: UserDirectory, public_url: str) -> None:
+    def __init__(self, secret: str, directory: UserDirectory, public_url: str, revoked: RevokedSessions) -> None:
+        self._revoked = revoked
         self._serializer = URLSafeTimedSerializer(secret, salt="chamberlain.console.session")
         self._key = hashlib.sha256(b"chamberlain.console.csrf:" + secret.encode()).digest()
         self._directory = directory
@@ -91,7 +130,11 @@ class Sessions:
             COOKIE, cookie, max_age=MAX_AGE, httponly=True, samesite="strict", secure=secure, path="/console"
         )
 
-    def end(self, response: Response) -> None:
+    def end(self, request: Request, response: Response) -> None:
+        """Sign out: the session is revoked on the server (a copy of the cookie is dead too) and the cookie dropped."""
+        data = self._load(request)
+        if data is not None:
+            self._revoked.revoke(data["nonce"])
         response.delete_cookie(COOKIE, path="/console")
 
     def check_csrf(self, request: Request, token: object) -> Visitor:
@@ -109,7 +152,9 @@ class Sessions:
             data = self._serializer.loads(raw, max_age=MAX_AGE)
         except BadSignature:  # also SignatureExpired
             return None
-        return data if isinstance(data, dict) and isinstance(data.get("nonce"), str) else None
+        if not isinstance(data, dict) or not isinstance(data.get("nonce"), str) or data["nonce"] in self._revoked:
+            return None
+        return data
 
     def _csrf(self, nonce: str) -> str:
         return hmac.new(self._key, nonce.encode(), "sha256").hexdigest()

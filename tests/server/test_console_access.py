@@ -119,3 +119,21 @@ def test_vendored_front_end_files_are_the_ones_the_readme_names() -> None:
     readme = (VENDOR / "README.md").read_text(encoding="utf-8")
     for name in ("htmx.min.js", "sse.min.js"):
         assert hashlib.sha256((VENDOR / name).read_bytes()).hexdigest() in readme
+
+
+async def test_a_copied_session_cookie_is_dead_after_sign_out(console: str) -> None:
+    maria, _ = await signed_in(console, "maria")
+    stolen = maria.cookies.get("chamberlain_session")
+    assert stolen
+    other, _ = await signed_in(console, "maria")  # her session in another browser lives on
+    token = csrf_of((await maria.get("/console/runs")).text)
+    out = await maria.post("/console/signout", data={"csrf": token})
+    assert out.status_code == 303
+    async with httpx.AsyncClient(base_url=console, cookies={"chamberlain_session": stolen}) as thief:
+        replayed = await thief.get("/console/approvals")
+        posted = await thief.post("/console/approvals", data={"csrf": token, "outcome": "approve", "item": "r|s"})
+    assert replayed.status_code == 303 and replayed.headers["location"].startswith("/console/signin")
+    assert posted.status_code == 403  # the old CSRF token went with the session
+    assert (await other.get("/console/runs")).status_code == 200
+    for client in (maria, other):
+        await client.aclose()
