@@ -175,6 +175,14 @@ class RunIndex:
             session.add(row)
             session.commit()
 
+    def link(self, run_id: str, rerun_of: str) -> None:
+        """Mark ``run_id`` as a re-run of ``rerun_of`` (visibility may not have shown it yet)."""
+        with Session(self.engine) as session:
+            row = session.get(RunRow, run_id) or RunRow(run_id=run_id)
+            row.rerun_of = rerun_of
+            session.add(row)
+            session.commit()
+
     def count_step(
         self, run_id: str, activity_id: str, *, input_tokens: int = 0, output_tokens: int = 0, cost: float = 0.0
     ) -> bool:

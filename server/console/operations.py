@@ -1,5 +1,6 @@
-"""What an operator does to a run — cancel it, or retry a failed run from its failed step —
-each written to the audit log first (kind ``operation``): no audit log, no operation.
+"""What an operator does to a run — cancel it, retry a failed run from its failed step, or run
+a closed one again with edited input as a new, linked run — each written to the audit log
+first (kind ``operation``): no audit log, no operation.
 
 Retry is Temporal's reset: the run's history is kept up to the last workflow task completed
 before the failed step's activity was scheduled, and the workflow goes on from there, so the
@@ -10,6 +11,7 @@ failed step runs anew under its own, unchanged idempotency key.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
@@ -17,8 +19,8 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.server.runs import RunNotFound
-from chamberlain.workflows import AuditLog, Principal
+from chamberlain.server.runs import RunNotFound, _request_of
+from chamberlain.workflows import AuditLog, GraphWorkflow, Principal
 from chamberlain.workflows.audit import AuditEntry
 
 FAILURES = {
@@ -78,7 +80,9 @@ async def retry_from_failure(client: Client, run_id: str, operator: Principal, a
 async def reset_point(client: Client, run_id: str) -> int:
     """The last completed workflow task before the failed step's activity was scheduled: the
     activity that failed, or — when the workflow failed the run on a step's reported error —
-    the last activity scheduled before the failure."""
+    the last activity scheduled before the failure. A read run as a local activity in the same
+    workflow task as the failed step is recorded with that task, so it is read again (reads
+    are safe to repeat); writes are activities of their own and are not run again."""
     last_task, last_step = 0, 0
     scheduled_task: dict[int, int] = {}
     async for event in client.get_workflow_handle(run_id).fetch_history_events():
@@ -109,3 +113,26 @@ async def _describe(client: Client, run_id: str) -> WorkflowExecutionDescription
 
 def _name(status: WorkflowExecutionStatus | None) -> str:
     return status.name.lower() if status else "unknown"
+
+
+async def rerun(client: Client, run_id: str, operator: Principal, audit_url: str, changes: dict[str, Any]) -> str:
+    """Start the closed run again as a new run, its input with ``changes`` (state fields)
+    applied, for the same principal (never the operator: a re-run acts for whom the first did).
+    Audited on both runs; returns the new run's ID."""
+    described = await _describe(client, run_id)
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        raise OperationRefused(f"run {run_id} is still running: cancel it or wait before running it again")
+    request = await _request_of(client, run_id)
+    if request is None or request.resume is not None:
+        raise OperationRefused(f"run {run_id}: its first input is not in this history (continued as new)")
+    unknown = sorted(set(changes) - set(request.graph.state))
+    if unknown:
+        fields = ", ".join(sorted(request.graph.state))
+        raise OperationRefused(f"input: {', '.join(unknown)} not in graph {request.graph.name}'s state ({fields})")
+    new_id = f"{run_id}.rerun-{uuid.uuid4().hex[:8]}"  # no "/": the console addresses runs by one path segment
+    changed = ", ".join(sorted(changes)) or "nothing"
+    audit_operation(audit_url, run_id, operator, "rerun", f"as {new_id}; changed: {changed}")
+    audit_operation(audit_url, new_id, operator, "rerun", f"of {run_id}; changed: {changed}")
+    again = request.model_copy(update={"input": {**request.input, **changes}})
+    await client.start_workflow(GraphWorkflow.run, again, id=new_id, task_queue=described.task_queue)
+    return new_id

@@ -7,6 +7,7 @@ the page showed), and a run is looked up as the viewer may see it (another tenan
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from chamberlain.server.console import charts
 from chamberlain.server.console.access import Permission, may, sign_in
 from chamberlain.server.console.dashboard import build as build_dashboard
 from chamberlain.server.console.errors import ConsoleError, SignInRequired
-from chamberlain.server.console.operations import OperationRefused, cancel_run, retry_from_failure
+from chamberlain.server.console.operations import OperationRefused, cancel_run, rerun, retry_from_failure
 from chamberlain.server.console.sessions import Sessions, Visitor
 from chamberlain.server.console.timeline import AuditReader, timeline
 from chamberlain.server.runs import RunNotFound, show_run
@@ -38,6 +39,7 @@ from chamberlain.workflows.usage import UsageLedger
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 LIVE_INTERVAL = 0.5  # seconds between looks at a running run
+BULK_LIMIT = 100  # runs one bulk operation may touch: more means a filter too wide to mean
 
 
 def console_router(
@@ -199,6 +201,65 @@ def console_router(
         except OperationRefused as exc:
             raise ConsoleError(409, str(exc)) from exc
         return RedirectResponse(f"/console/runs/{quote(run_id)}", 303)
+
+    @router.post("/runs/{run_id}/rerun")
+    async def run_again(request: Request, run_id: str) -> Response:
+        """Run a closed run again as a new run, with the input fields ``changes`` (JSON) edited."""
+        user, form = await posted(request, "operate")
+        try:
+            changes = json.loads(str(form.get("changes", "")).strip() or "{}")
+        except json.JSONDecodeError as exc:
+            example = '{"order_id": "A2"}'
+            raise ConsoleError(422, f"changes: not JSON ({exc.msg} at line {exc.lineno}) — e.g. {example}") from exc
+        if not isinstance(changes, dict):
+            raise ConsoleError(422, 'changes: a JSON object of state fields, e.g. {"order_id": "A2"}')
+        client = await temporal.client()
+        await _visible(run_id, user)
+        try:
+            new_id = await rerun(client, run_id, user.principal(), settings.audit_url, changes)
+        except OperationRefused as exc:
+            raise ConsoleError(409 if "running" in str(exc) else 422, str(exc)) from exc
+        await asyncio.to_thread(feed.index.link, new_id, run_id)
+        return RedirectResponse(f"/console/runs/{quote(new_id)}", 303)
+
+    @router.post("/runs/bulk")
+    async def bulk(request: Request) -> HTMLResponse:
+        """Cancel the running, or retry the failed, runs a filter matches (each audited)."""
+        user, form = await posted(request, "operate")
+        action = str(form.get("action", ""))
+        if action not in ("cancel", "retry"):
+            raise ConsoleError(422, "action: choose cancel or retry")
+        fields = ("graph", "principal", "department", "since", "until")
+        asked = {k: str(form.get(k, "")).strip() or None for k in fields}
+        try:
+            where = run_filter(
+                user.principal(),
+                status="running" if action == "cancel" else "failed",
+                graph=asked["graph"],
+                principal=asked["principal"],
+                department=asked["department"],
+                since=_when("since", asked["since"]),
+                until=_when("until", asked["until"]),
+            )
+        except ValueError as exc:
+            raise ConsoleError(422, str(exc)) from exc
+        found = await feed.page(where, None, BULK_LIMIT)
+        if found.after:
+            raise ConsoleError(422, f"more than {BULK_LIMIT} runs match: narrow the filter (graph, department, time)")
+        client = await temporal.client()
+        results = []
+        for row in found.rows:
+            try:
+                if action == "cancel":
+                    await cancel_run(client, row.run_id, user.principal(), settings.audit_url)
+                else:
+                    await retry_from_failure(client, row.run_id, user.principal(), settings.audit_url)
+                results.append((row.run_id, "canceled" if action == "cancel" else "retried from its failed step"))
+            except (OperationRefused, RunNotFound) as exc:
+                results.append((row.run_id, f"refused: {exc}"))
+        visitor = sessions.visitor(request)
+        assert visitor is not None
+        return page(request, "bulk.html", visitor, action=action, results=results)
 
     @router.get("/approvals")
     async def approvals(request: Request) -> HTMLResponse:

@@ -169,6 +169,14 @@ class Fragile(BaseModel):
     n: int
 
 
+@tool("console.bump", effect=Effect.WRITE)
+async def bump(args: Fragile, ctx: ToolContext) -> Fragile:
+    """A write before the failing one: a retry must not run it again. (A read would run as a
+    local activity, recorded in the same workflow task as the failed step, and be read again.)"""
+    toolbox.record("count", ctx.step_id)
+    return Fragile(n=args.n + 1)
+
+
 @tool("console.fragile", effect=Effect.WRITE)
 async def fragile(args: Fragile, ctx: ToolContext) -> Fragile:
     """Refuse while the backend is marked down (a file beside the ledger), then succeed."""
@@ -184,7 +192,7 @@ state:
   n: {type: int, default: 0}
 start: bump
 nodes:
-  bump: {type: tool, tool: test.count, args: {n: n}, output: {n: result.n}, next: write}
+  bump: {type: tool, tool: console.bump, args: {n: n}, output: {n: result.n}, next: write}
   write: {type: tool, tool: console.fragile, args: {n: n}, output: {n: result.n}, next: done}
   done: {type: end, output: [n]}
 """
@@ -193,7 +201,7 @@ nodes:
 async def test_a_failed_run_is_retried_from_its_failed_step(
     browser: Browser, console: str, client: Client, task_queue: str
 ) -> None:
-    tools = ToolRegistry([*(toolbox.tools()[name] for name in toolbox.tools()), fragile])
+    tools = ToolRegistry([*(toolbox.tools()[name] for name in toolbox.tools()), bump, fragile])
     spec = parse_graph(FRAGILE_GRAPH, tools=tools)
     down = toolbox.ledger_path().with_suffix(".down")
     down.touch()
@@ -230,7 +238,10 @@ async def test_a_form_without_its_csrf_token_is_refused(
         await wait_for_approval(handle)
         page = await sign_in(browser, console, "olga")
         await page.goto(f"{console}/console/runs/{handle.id}")
-        await page.evaluate("document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())")
+        strip = "document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())"
+        # and again whenever the live timeline re-renders the forms (a server-sent event may land after the first strip)
+        await page.evaluate(f"{{ const strip = () => {strip}; strip(); "
+                            "new MutationObserver(strip).observe(document.body, {childList: true, subtree: true}); }")
         await page.click("#cancel")
         await expect(page.locator(".error")).to_contain_text("CSRF token is missing")
         await screenshot(page, "csrf-refused")
