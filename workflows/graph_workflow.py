@@ -88,10 +88,14 @@ class GraphWorkflow:
         self._approver: Principal | None = None
         self._cursor: Cursor | None = None
         self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
+        self._local_reads = False
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
         self._request = request
+        # Asked once, before any command: a marker after a long local activity lands in a later
+        # workflow task and would not replay (seen under load).
+        self._local_reads = workflow.patched(LOCAL_READS)
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)
@@ -207,7 +211,7 @@ class GraphWorkflow:
         A tool the gate found read-only runs as a local activity (no round trip through the
         server); runs recorded before that change replay their reads as activities (patching)."""
         ticket = current_ticket.get()
-        local = ticket is not None and ticket.read_only and workflow.patched(LOCAL_READS)
+        local = ticket is not None and ticket.read_only and self._local_reads
         return await self._activity(GraphActivities.tool_step, call, node, local=local)
 
     async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply:
