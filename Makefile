@@ -26,6 +26,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)  # the browser tests' Chromium
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p chamberlain
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .venv/site  # the docs, offline, no warnings
 	$(BIN)/python -m pytest -ra

@@ -56,10 +56,24 @@ class EmbeddedModelServer:
 
     def start(self, timeout: float = 60.0) -> EmbeddedModelServer:
         command = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_weights()),
-            "--model_alias", EMBEDDED_MODEL, "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_threads", str(self.threads), "--n_ctx", str(self.context), "--verbose", "False",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(smollm2_weights()),
+            "--model_alias",
+            EMBEDDED_MODEL,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_threads",
+            str(self.threads),
+            "--n_ctx",
+            str(self.context),
+            "--verbose",
+            "False",
+        ]
         if self.log_file:  # a fresh clone has no data folder yet
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115 - owned by the child

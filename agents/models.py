@@ -118,10 +118,16 @@ class ModelRegistry:
                 structured_output=c.structured_output,
             )
             registry.register(
-                c.name, client, c.tier, trust=c.trust, cost_per_1k_input=c.cost_per_1k_input,
-                cost_per_1k_output=c.cost_per_1k_output, context_window=c.context_window, concurrency=c.concurrency,
+                c.name,
+                client,
+                c.tier,
+                trust=c.trust,
+                cost_per_1k_input=c.cost_per_1k_input,
+                cost_per_1k_output=c.cost_per_1k_output,
+                context_window=c.context_window,
+                concurrency=c.concurrency,
                 tool_calling=c.tool_calling or ("schema" if c.embedded else "native"),
-            )  # fmt: skip
+            )
         return registry
 
     def register(
@@ -230,9 +236,15 @@ async def call_model(
             unmask(structured, restore),
         )
     return ModelReply(
-        message=message, structured=structured, model=chosen.name, usage=usage, cost=chosen.cost(usage),
-        error=error, repaired=repaired, masked=masked,
-    )  # fmt: skip
+        message=message,
+        structured=structured,
+        model=chosen.name,
+        usage=usage,
+        cost=chosen.cost(usage),
+        error=error,
+        repaired=repaired,
+        masked=masked,
+    )
 
 
 async def _agent_turn(

@@ -56,5 +56,3 @@ class RawParked:
 
 def raw_worker(client: Any, task_queue: str) -> Worker:
     return Worker(client, task_queue=task_queue, workflows=[RawChain, RawLocalChain, RawParked], activities=[raw_noop])
-
-

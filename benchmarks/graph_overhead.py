@@ -36,8 +36,13 @@ from chamberlain.workflows.local import run_gated_in_process
 
 BASELINE = "raw activity chain"
 RAW = "bench-raw"
-ROWS = (BASELINE, "raw local-activity chain", "graph, gate on, write tool", "graph, gate on, read-only tool",
-        "in process, gate on (no durability)")  # fmt: skip
+ROWS = (
+    BASELINE,
+    "raw local-activity chain",
+    "graph, gate on, write tool",
+    "graph, gate on, read-only tool",
+    "in process, gate on (no durability)",
+)
 
 
 async def measure(steps: int, runs: int, console: Console) -> dict[str, list[float]]:
@@ -84,8 +89,11 @@ def report(timings: dict[str, list[float]], steps: int, console: Console) -> dic
     summary: dict[str, Any] = {"steps": steps, "runs": len(timings[BASELINE]), "rows": {}}
     for name, values in timings.items():
         median, p90 = statistics.median(values), statistics.quantiles(values, n=10)[-1]
-        summary["rows"][name] = {"median_ms": round(median, 2), "p90_ms": round(p90, 2),
-                                 "ratio": round(median / baseline, 2)}  # fmt: skip
+        summary["rows"][name] = {
+            "median_ms": round(median, 2),
+            "p90_ms": round(p90, 2),
+            "ratio": round(median / baseline, 2),
+        }
         table.add_row(name, f"{median:.2f}", f"{p90:.2f}", f"{median / baseline:.2f}")
     read = summary["rows"]["graph, gate on, read-only tool"]["median_ms"]
     summary["read_step_speedup_vs_activity"] = round(baseline / read, 2)

@@ -135,8 +135,14 @@ def report(measured: dict[str, dict[str, float]], runs: int, console: Console) -
         row["approve_ratio"] = round(m["approve_seconds"] / base["approve_seconds"], 2)
         row["rss_ratio"] = round(m["parked_rss_mb"] / base["parked_rss_mb"], 2)
         summary["rows"][name] = row
-        table.add_row(name, f"{row['idle_rss_mb']}", f"{row['parked_rss_mb']}", f"{row['park_seconds']}",
-                      f"{row['approve_seconds']}", f"{row['approve_ratio']}")  # fmt: skip
+        table.add_row(
+            name,
+            f"{row['idle_rss_mb']}",
+            f"{row['parked_rss_mb']}",
+            f"{row['park_seconds']}",
+            f"{row['approve_seconds']}",
+            f"{row['approve_ratio']}",
+        )
     console.print(table)
     return summary
 

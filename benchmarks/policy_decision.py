@@ -71,8 +71,12 @@ def main(argv: list[str] | None = None) -> None:
             baseline += timed(empty, request, 100)
         p = statistics.quantiles(policy, n=100)
         b = statistics.quantiles(baseline, n=100)
-        summary[name] = {"p50_ms": round(p[49], 3), "p99_ms": round(p[98], 3), "empty_p50_ms": round(b[49], 4),
-                         "empty_p99_ms": round(b[98], 4)}  # fmt: skip
+        summary[name] = {
+            "p50_ms": round(p[49], 3),
+            "p99_ms": round(p[98], 3),
+            "empty_p50_ms": round(b[49], 4),
+            "empty_p99_ms": round(b[98], 4),
+        }
         table.add_row(name, *(f"{v}" for v in summary[name].values()))
     Console().print(table)
     save("policy_decision", summary, args)

@@ -121,26 +121,41 @@ def gate(folder: Path, registry: ToolRegistry) -> Gate:
 
 
 def _tool(name: str, next_: str, output: str = "reference") -> dict[str, Any]:
-    return {"type": "tool", "tool": name, "args": {"order_id": "order_id"}, "output": {output: f"result.{output}"},
-            "next": next_}  # fmt: skip
+    return {
+        "type": "tool",
+        "tool": name,
+        "args": {"order_id": "order_id"},
+        "output": {output: f"result.{output}"},
+        "next": next_,
+    }
 
 
 def returns_graph() -> GraphSpec:
     """A returns-shaped run: classify (model), route, order and eligibility (reads), RMA, refund
     and note (writes), reply (model) — 8 steps, 7 of them effects."""
     nodes: dict[str, Any] = {
-        "classify": {"type": "model", "tier": "edge", "prompt": "Classify this customer message: {message}",
-                     "output": {"intent": {"type": "str"}, "order_id": {"type": "str"}}, "next": "route"},
+        "classify": {
+            "type": "model",
+            "tier": "edge",
+            "prompt": "Classify this customer message: {message}",
+            "output": {"intent": {"type": "str"}, "order_id": {"type": "str"}},
+            "next": "route",
+        },
         "route": {"type": "route", "next": [{"when": "intent == 'return'", "to": "order"}, {"to": "done"}]},
         "order": _tool("bench.order", "eligible", "total"),
         "eligible": _tool("bench.policy", "rma"),
         "rma": _tool("bench.rma", "refund"),
         "refund": _tool("bench.refund", "note"),
         "note": _tool("bench.note", "reply"),
-        "reply": {"type": "model", "tier": "edge", "prompt": "Write the reply for order {order_id}",
-                  "output": {"reply": {"type": "str"}}, "next": "done"},
+        "reply": {
+            "type": "model",
+            "tier": "edge",
+            "prompt": "Write the reply for order {order_id}",
+            "output": {"reply": {"type": "str"}},
+            "next": "done",
+        },
         "done": {"type": "end", "output": ["intent", "order_id", "reply"]},
-    }  # fmt: skip
+    }
     fields = ("message", "intent", "order_id", "reference", "reply")
     state: dict[str, dict[str, Any]] = {name: {"type": "str"} for name in fields}
     state["total"] = {"type": "float", "default": 0}
@@ -153,11 +168,17 @@ RETURNS_ACTIVITIES = 7  # the model and tool steps of returns_graph()
 def parked_graph() -> GraphSpec:
     """A run that waits for a manager's approval, then reads and ends."""
     nodes = {
-        "approve": {"type": "approval", "ask": "Refund order {order_id}?", "approvers": ["manager"],
-                    "timeout": "24h", "default": "reject", "next": "order"},
+        "approve": {
+            "type": "approval",
+            "ask": "Refund order {order_id}?",
+            "approvers": ["manager"],
+            "timeout": "24h",
+            "default": "reject",
+            "next": "order",
+        },
         "order": _tool("bench.order", "done", "total"),
         "done": {"type": "end", "output": ["total"]},
-    }  # fmt: skip
+    }
     state = {"order_id": {"type": "str"}, "total": {"type": "float", "default": 0}}
     return GraphSpec.model_validate({"name": "bench-parked", "state": state, "start": "approve", "nodes": nodes})
 
@@ -165,10 +186,15 @@ def parked_graph() -> GraphSpec:
 def chain(steps: int, tool_name: str = "bench.noop") -> GraphSpec:
     """``steps`` tool steps in a row, each adding one."""
     nodes: dict[str, Any] = {
-        f"s{i}": {"type": "tool", "tool": tool_name, "args": {"n": "n"}, "output": {"n": "result.n"},
-                  "next": f"s{i + 1}"}
+        f"s{i}": {
+            "type": "tool",
+            "tool": tool_name,
+            "args": {"n": "n"},
+            "output": {"n": "result.n"},
+            "next": f"s{i + 1}",
+        }
         for i in range(steps)
-    }  # fmt: skip
+    }
     nodes[f"s{steps}"] = {"type": "end"}
     return GraphSpec.model_validate(
         {"name": "chain", "state": {"n": {"type": "int", "default": 0}}, "start": "s0", "nodes": nodes}
@@ -179,8 +205,11 @@ def spawn(address: str, task_queue: str, folder: Path, kind: str = "graph") -> s
     """A worker process (``kind`` graph: the graph worker; raw: the baseline's), once it is ready."""
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.stack", address, task_queue, str(folder), kind],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready", "the worker did not start"
     return process
 

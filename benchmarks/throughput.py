@@ -53,8 +53,9 @@ async def measure(runs: int, rounds: int, concurrency: int, console: Console) ->
         await client.execute_workflow(RawChain.run, RETURNS_ACTIVITIES, id=f"raw-{tag}-{i}", task_queue="bench-raw")
 
     async def graph(i: int) -> None:
-        handle = await start_run(client, spec, {"message": "退货 return A1002"}, run_id=f"g-{tag}-{i}",
-                                 task_queue="bench-graph")  # fmt: skip
+        handle = await start_run(
+            client, spec, {"message": "退货 return A1002"}, run_id=f"g-{tag}-{i}", task_queue="bench-graph"
+        )
         result = await handle.result()
         assert result.status == "completed" and result.output["reply"], result
 
@@ -96,8 +97,10 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     ax.bar_label(bars, labels=[f"{v:.1f}/s  (×{rows[k]['ratio']})" for k, v in zip(names, values, strict=True)])
     ax.set_xlim(0, max(values) * 1.45)
     ax.set_xlabel("completed runs per second, one worker (higher is better)")
-    ax.set_title(f"Throughput, {summary['runs']} runs × {summary['rounds']} rounds, {summary['concurrency']} at once",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"Throughput, {summary['runs']} runs × {summary['rounds']} rounds, {summary['concurrency']} at once",
+        fontsize=10,
+    )
     ax.invert_yaxis()
     stamp_figure(fig, summary)
     fig.tight_layout()

@@ -33,8 +33,12 @@ from chamberlain.server.signatures import sign
 from chamberlain.workflows import DevServer, GraphWorkflow, RunRequest
 
 SECRET = "bench-secret"
-GRAPH = {"name": "ping", "state": {"n": {"type": "int", "default": 0}}, "start": "route",
-         "nodes": {"route": {"type": "route", "next": [{"to": "done"}]}, "done": {"type": "end"}}}  # fmt: skip
+GRAPH = {
+    "name": "ping",
+    "state": {"n": {"type": "int", "default": 0}},
+    "start": "route",
+    "nodes": {"route": {"type": "route", "next": [{"to": "done"}]}, "done": {"type": "end"}},
+}
 
 
 class Ping(BaseModel):
@@ -88,8 +92,10 @@ sources:
 
             def webhook(i: int) -> Any:
                 body = json.dumps({"id": uuid.uuid4().hex, "n": i}).encode()
-                headers = {"Content-Type": "application/json",
-                           "X-Signature": sign(SECRET.encode(), body, scheme="hmac-sha256")}  # fmt: skip
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Signature": sign(SECRET.encode(), body, scheme="hmac-sha256"),
+                }
 
                 async def post() -> None:
                     response = await web.post(f"{http.url}/webhooks/bench", content=body, headers=headers)
@@ -134,8 +140,13 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     left.invert_yaxis()
     for i, n in enumerate(names):
         right.plot([summary[n]["p50_ms"], summary[n]["p99_ms"]], [i, i], marker="o", color=["#888888", "#2b6cb0"][i])
-        right.annotate(f"p50 {summary[n]['p50_ms']} / p99 {summary[n]['p99_ms']} ms", (summary[n]["p99_ms"], i),
-                       textcoords="offset points", xytext=(6, -3), fontsize=8)  # fmt: skip
+        right.annotate(
+            f"p50 {summary[n]['p50_ms']} / p99 {summary[n]['p99_ms']} ms",
+            (summary[n]["p99_ms"], i),
+            textcoords="offset points",
+            xytext=(6, -3),
+            fontsize=8,
+        )
     right.set_yticks([0, 1], ["", ""])
     right.set_ylim(1.5, -0.5)
     right.set_xlim(0, max(summary[n]["p99_ms"] for n in names) * 1.9)

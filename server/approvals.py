@@ -35,7 +35,7 @@ from chamberlain.server.auth import CurrentUser
 from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows.graph_workflow import GraphWorkflow
 from chamberlain.workflows.runs import decide
-from chamberlain.workflows.types import Decision, PendingApproval, Principal, RunRequest
+from chamberlain.workflows.types import Decision, PendingApproval, Principal, RunRequest, RunResult
 
 PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 QUERY_TIMEOUT = timedelta(seconds=3)
@@ -94,7 +94,7 @@ async def pending_for(client: Client, viewer: Principal) -> tuple[list[PendingIt
     ids = [execution.id async for execution in client.list_workflows(PENDING_QUERY)]
 
     async def one(run_id: str) -> PendingItem | None:
-        handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+        handle = client.get_workflow_handle(run_id, result_type=RunResult)
         waiting = (await handle.query(GraphWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)).pending_approval
         if waiting is None:
             return None
@@ -136,7 +136,7 @@ def approvals_router(temporal: TemporalConnection) -> APIRouter:
     @router.post("/{run_id}")
     async def decide_approval(run_id: str, body: DecisionBody, user: CurrentUser) -> dict[str, str]:
         client = await temporal.client()
-        handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+        handle = client.get_workflow_handle(run_id, result_type=RunResult)
         decision = Decision(
             step_id=body.step_id, outcome=body.outcome, approver=user, reason=body.reason, values=body.values
         )

@@ -184,10 +184,10 @@ def _json_arg(text: str, flag: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        example = f"{flag} '{{\"message\": \"hi\"}}'"
+        example = f'{flag} \'{{"message": "hi"}}\''
         raise CliError(f"{flag}: invalid JSON at column {exc.colno}: {exc.msg} — e.g. {example}") from exc
     if not isinstance(value, dict):
-        raise CliError(f"{flag}: must be a JSON object, e.g. {flag} '{{\"message\": \"hi\"}}'")
+        raise CliError(f'{flag}: must be a JSON object, e.g. {flag} \'{{"message": "hi"}}\'')
     return value
 
 
@@ -531,7 +531,10 @@ def dev(
             os.environ["CHAMBERLAIN_EMBEDDED_URL"] = model_server.base_url
             loaded = _app(app_name)  # its models now find the embedded one
         server = DevServer(
-            config.temporal_db, port=port, ui_port=ui_port, log_file=config.log("temporal"),
+            config.temporal_db,
+            port=port,
+            ui_port=ui_port,
+            log_file=config.log("temporal"),
             codec_endpoint=f"http://127.0.0.1:{http_port}/codec",  # the Temporal UI decodes through the HTTP server
         )
         os.environ["CHAMBERLAIN_PAYLOAD_KEYS"] = server.payload_keys()  # the HTTP server shares the stack's keys
@@ -541,8 +544,11 @@ def dev(
             client = await server.start()
             public = f"http://127.0.0.1:{http_port}"
             http_settings = config.model_copy(
-                update={"temporal_address": server.address, "public_url": public,
-                        "temporal_ui": f"http://127.0.0.1:{ui_port}"}
+                update={
+                    "temporal_address": server.address,
+                    "public_url": public,
+                    "temporal_ui": f"http://127.0.0.1:{ui_port}",
+                }
             )
             try:
                 http = BackgroundServer(create_app(http_settings), port=http_port).start()
@@ -563,8 +569,10 @@ def dev(
                     console.print(f"model        [bold]{model_server.base_url}[/bold]  ({EMBEDDED_MODEL})")
                 console.print(f"console      [bold]{http.url}/console[/bold]  (users in {config.users})")
                 if demo_admin:  # shown this once: only its hash is stored
-                    console.print(f"             demo admin [bold]{demo_admin.user_id}[/bold] / "
-                                  f"password [bold]{demo_admin.password}[/bold] — shown only now")
+                    console.print(
+                        f"             demo admin [bold]{demo_admin.user_id}[/bold] / "
+                        f"password [bold]{demo_admin.password}[/bold] — shown only now"
+                    )
                 console.print(f"worker       task queue [bold]{TASK_QUEUE}[/bold], app {loaded.name} — Ctrl-C stops")
                 await _until_interrupted()
 

@@ -104,17 +104,18 @@ def run_eval(options: EvalOptions, app: App, load: Callable[[Path], GraphSpec], 
         if _needs_embedded(options):
             _start_embedded(stack, work, console)
         subjects = [
-            Subject(name=label, graph=graph, models=models, policies=app.policies, store=_store(app, work),
-                    to_run=to_run)
+            Subject(
+                name=label, graph=graph, models=models, policies=app.policies, store=_store(app, work), to_run=to_run
+            )
             for label, models in _configs(options.configs, app)
         ]
         found = asyncio.run(_evaluate(options, subjects, cases, work, recording, mode, stack, console))
     return _report(options, found, console)
 
 
-def _graph_and_input(options: EvalOptions, cases: list[Case], load: Callable[[Path], GraphSpec]) -> tuple[
-    GraphSpec, ToRun
-]:
+def _graph_and_input(
+    options: EvalOptions, cases: list[Case], load: Callable[[Path], GraphSpec]
+) -> tuple[GraphSpec, ToRun]:
     """The graph, and how each case becomes a run's input: through its webhook source, or as given."""
     if not any(case.event is not None for case in cases):
         if options.graph is None:
@@ -130,8 +131,10 @@ def _graph_and_input(options: EvalOptions, cases: list[Case], load: Callable[[Pa
         try:
             inputs[case.id] = source.run_input(source.payload_model.model_validate(case.event))
         except (ValidationError, PayloadError) as exc:
-            raise CliError(f"{options.cases}: case {case.id}: its event is not a valid {source.name} payload: "
-                           f"{str(exc).splitlines()[0]} — fix the case") from exc
+            raise CliError(
+                f"{options.cases}: case {case.id}: its event is not a valid {source.name} payload: "
+                f"{str(exc).splitlines()[0]} — fix the case"
+            ) from exc
     return graph, lambda case: inputs[case.id]
 
 
@@ -215,8 +218,14 @@ def _start_embedded(stack: ExitStack, work: Path, console: Console) -> None:
 
 
 async def _evaluate(
-    options: EvalOptions, subjects: list[Subject], cases: list[Case], work: Path, recording: Recording | None,
-    mode: str, stack: ExitStack, console: Console,
+    options: EvalOptions,
+    subjects: list[Subject],
+    cases: list[Case],
+    work: Path,
+    recording: Recording | None,
+    mode: str,
+    stack: ExitStack,
+    console: Console,
 ) -> list[tuple[Summary, list[CaseResult]]]:
     client = await _client(options.address, work, stack)
     recorded = recording.outcomes() if recording is not None and mode == "replay" else None
@@ -252,8 +261,13 @@ async def _client(address: str | None, work: Path, stack: ExitStack) -> Client:
 
 @contextmanager
 def _progress(console: Console) -> Iterator[Progress]:
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         yield progress
 
@@ -299,8 +313,13 @@ def _misses(summary: Summary, scored: list[CaseResult], console: Console, limit:
     wrong = [r for r in scored if not r.correct or r.differs]
     if not wrong:
         return
-    view = Table("case", "wrong fields (got)", "differs from recording", title=f"{summary.config}: cases to look at",
-                 title_justify="left")
+    view = Table(
+        "case",
+        "wrong fields (got)",
+        "differs from recording",
+        title=f"{summary.config}: cases to look at",
+        title_justify="left",
+    )
     for r in wrong[:limit]:
         got = ", ".join(f"{name} ({_short(r.outcome.field(name))})" for name, ok in r.scores.items() if not ok)
         if r.outcome.status == "failed":
@@ -315,4 +334,3 @@ def _misses(summary: Summary, scored: list[CaseResult], console: Console, limit:
 def _short(value: Any, width: int = 40) -> str:
     text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else value
     return text if len(text) <= width else text[: width - 1] + "…"
-

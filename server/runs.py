@@ -104,8 +104,11 @@ async def list_runs(client: Client, status: str | None = None, limit: int = 50) 
     found = []
     async for execution in client.list_workflows(visibility_query(status), limit=limit):
         status_ = status_name(execution.status)
-        found.append(RunSummary(run_id=execution.id, status=status_, started_at=execution.start_time,
-                                closed_at=execution.close_time))
+        found.append(
+            RunSummary(
+                run_id=execution.id, status=status_, started_at=execution.start_time, closed_at=execution.close_time
+            )
+        )
     return found
 
 
@@ -119,7 +122,7 @@ async def show_run(client: Client, run_id: str, viewer: Principal) -> RunView:
 async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunView, RunProgress | None]:
     """:func:`show_run`, and the progress it read (a closed run's query replays its history:
     callers that need it again reuse this one)."""
-    handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+    handle = client.get_workflow_handle(run_id, result_type=RunResult)
     try:
         described = await handle.describe()
     except RPCError as exc:
@@ -162,7 +165,8 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
         node=progress.node if progress else None,
         steps=[masker.step(s) for s in progress.steps] if progress else None,
         pending_approval=PendingItem.for_viewer(run_id, pending, viewer, owner.tenant if owner else None)
-        if pending else None,
+        if pending
+        else None,
         output=masker.fields(output) if output is not None else None,
         error=masker.text(error) if error else None,
     )

@@ -1,6 +1,18 @@
 """The public surface of each layer changes only on purpose."""
 
+import inspect
+from types import ModuleType
+
+import pytest
+
 from chamberlain import agents, tools, workflows
+
+
+@pytest.mark.parametrize("layer", [agents, tools, workflows], ids=lambda m: m.__name__)
+def test_all_is_exactly_the_public_names(layer: ModuleType) -> None:
+    """As httpx's test does: what a layer's ``__init__`` offers is what ``__all__`` lists, nothing more."""
+    public = {n for n in dir(layer) if not n.startswith("_") and not inspect.ismodule(getattr(layer, n))}
+    assert set(layer.__all__) == public
 
 
 def test_agents_exports() -> None:
@@ -30,9 +42,18 @@ def test_tools_exports() -> None:
 def test_workflows_exports() -> None:
     for name in workflows.__all__:
         assert hasattr(workflows, name), name
-    assert {"GraphWorkflow", "create_worker", "start_run", "DevServer", "RunRequest", "RunResult"} <= set(
-        workflows.__all__
-    )
+    assert {
+        "GraphWorkflow",
+        "create_worker",
+        "start_run",
+        "DevServer",
+        "RunRequest",
+        "RunResult",
+        "GatedExecutor",
+        "ChamberlainPlugin",
+        "run_graph",
+        "run_gated_in_process",
+    } <= set(workflows.__all__)
 
 
 def test_layers_point_one_way() -> None:

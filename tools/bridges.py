@@ -53,9 +53,15 @@ def from_langchain(
         )
 
     return ToolAdapter(
-        name=name or tool.name, description=tool.description, input_model=schema, output_model=ToolResult, fn=run,
-        effect=effect, action=action, labels=dict(labels or {}),
-    )  # fmt: skip
+        name=name or tool.name,
+        description=tool.description,
+        input_model=schema,
+        output_model=ToolResult,
+        fn=run,
+        effect=effect,
+        action=action,
+        labels=dict(labels or {}),
+    )
 
 
 def to_langchain(adapter: ToolAdapter[Any, Any]) -> StructuredTool:
@@ -136,6 +142,12 @@ def _mcp_adapter(server: McpServer, listed: Any, declared: McpDeclaration, prefi
         return ToolResult(text=text, data=result.structured_content)
 
     return ToolAdapter(
-        name=f"{prefix}{listed.name}", description=listed.description or listed.name, input_model=model,
-        output_model=ToolResult, fn=run, effect=declared.effect, action=declared.action, labels=dict(declared.labels),
-    )  # fmt: skip
+        name=f"{prefix}{listed.name}",
+        description=listed.description or listed.name,
+        input_model=model,
+        output_model=ToolResult,
+        fn=run,
+        effect=declared.effect,
+        action=declared.action,
+        labels=dict(declared.labels),
+    )

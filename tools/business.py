@@ -162,14 +162,23 @@ def business_tools(
         """Look a customer up: name, contact details, language and tier."""
         return await crm.get_customer(args.customer_id)
 
-    @tool("crm.ticket.open", effect=Effect.WRITE, action="crm.ticket.create", compensation="crm.ticket.close",
-          resource=customer_resource)  # fmt: skip
+    @tool(
+        "crm.ticket.open",
+        effect=Effect.WRITE,
+        action="crm.ticket.create",
+        compensation="crm.ticket.close",
+        resource=customer_resource,
+    )
     async def open_ticket(args: TicketRequest, ctx: ToolContext) -> TicketView:
         """Open a support ticket for a customer, with an optional first note."""
         return await crm.open_ticket(args, ctx.idempotency_key)
 
-    @tool("erp.order.get", action="erp.order.read", labels={f: FINANCIAL for f in ("total", "paid", "refunded")},
-          resource=lambda a: order_resource(a.order_id))  # fmt: skip
+    @tool(
+        "erp.order.get",
+        action="erp.order.read",
+        labels={f: FINANCIAL for f in ("total", "paid", "refunded")},
+        resource=lambda a: order_resource(a.order_id),
+    )
     async def get_order(args: OrderQuery, ctx: ToolContext) -> OrderView:
         """Look an order up with its lines, payment and refunds."""
         return await erp.get_order(args.order_id)
@@ -179,32 +188,54 @@ def business_tools(
         """Where an order is: status, carrier and tracking, and the quantities still returnable."""
         return await erp.order_status(args.order_id)
 
-    @tool("erp.order.cancel", effect=Effect.WRITE, action="erp.order.cancel",
-          resource=lambda a: order_resource(a.order_id))  # fmt: skip
+    @tool(
+        "erp.order.cancel",
+        effect=Effect.WRITE,
+        action="erp.order.cancel",
+        resource=lambda a: order_resource(a.order_id),
+    )
     async def cancel_order(args: OrderQuery, ctx: ToolContext) -> OrderStatusView:
         """Cancel an order that has not shipped yet; refused, with the reason, once it has."""
         return await erp.cancel_order(args.order_id, ctx.idempotency_key)
 
-    @tool("erp.stock.get", action="erp.stock.read",
-          resource=lambda a: Resource("Stock", f"{a.warehouse}/{a.sku}", {"sku": a.sku, "warehouse": a.warehouse}))
+    @tool(
+        "erp.stock.get",
+        action="erp.stock.read",
+        resource=lambda a: Resource("Stock", f"{a.warehouse}/{a.sku}", {"sku": a.sku, "warehouse": a.warehouse}),
+    )
     async def get_stock(args: StockQuery, ctx: ToolContext) -> StockView:
         """How many of a product (by SKU) a warehouse has on hand; reserves nothing."""
         return await erp.get_stock(args.sku, args.warehouse)
 
-    @tool("erp.refund.create", effect=Effect.IRREVERSIBLE, action="erp.refund.create", labels={"amount": FINANCIAL},
-          resource=lambda a: order_resource(a.order_id, _pinned(a.amount, a.expected_refunded)))  # fmt: skip
+    @tool(
+        "erp.refund.create",
+        effect=Effect.IRREVERSIBLE,
+        action="erp.refund.create",
+        labels={"amount": FINANCIAL},
+        resource=lambda a: order_resource(a.order_id, _pinned(a.amount, a.expected_refunded)),
+    )
     async def refund(args: RefundRequest, ctx: ToolContext) -> RefundView:
         """Refund an amount of an order's payment, once per step."""
         return await erp.refund(args, ctx.idempotency_key)
 
-    @tool("returns.evaluate", action="returns.evaluate", labels={"refund_amount": FINANCIAL, "refunded": FINANCIAL},
-          resource=lambda a: order_resource(a.order_id))  # fmt: skip
+    @tool(
+        "returns.evaluate",
+        action="returns.evaluate",
+        labels={"refund_amount": FINANCIAL, "refunded": FINANCIAL},
+        resource=lambda a: order_resource(a.order_id),
+    )
     async def evaluate_return(args: ReturnRequest, ctx: ToolContext) -> ReturnDecision:
         """Check a return against the policy: window, promotion, category, condition, quantities."""
         return evaluate(rules, await erp.get_order(args.order_id), args, now())
 
-    @tool("returns.authorize", effect=Effect.WRITE, action="returns.rma.create", compensation="returns.cancel",
-          labels={"refund_amount": FINANCIAL}, resource=lambda a: order_resource(a.order_id))  # fmt: skip
+    @tool(
+        "returns.authorize",
+        effect=Effect.WRITE,
+        action="returns.rma.create",
+        compensation="returns.cancel",
+        labels={"refund_amount": FINANCIAL},
+        resource=lambda a: order_resource(a.order_id),
+    )
     async def authorize(args: ReturnRequest, ctx: ToolContext) -> RmaView:
         """Authorise a return the policy allows; refused with every reason otherwise."""
         if done := await erp.find_return(ctx.idempotency_key):  # a retry of this very step
@@ -212,8 +243,13 @@ def business_tools(
         decision = evaluate(rules, await erp.get_order(args.order_id), args, now())
         if not decision.eligible:
             raise ToolRejected("return not allowed: " + "; ".join(decision.reasons))
-        request = RmaRequest(order_id=args.order_id, lines=args.lines, reason=args.reason, condition=args.condition,
-                             refund_amount=decision.refund_amount)  # fmt: skip
+        request = RmaRequest(
+            order_id=args.order_id,
+            lines=args.lines,
+            reason=args.reason,
+            condition=args.condition,
+            refund_amount=decision.refund_amount,
+        )
         return await erp.authorize_return(request, ctx.idempotency_key)
 
     @tool(
@@ -230,8 +266,13 @@ def business_tools(
         digest = render_label(path, rma=rma.rma, order_id=order.id, sender=order.ship_to, recipient=order.return_to)
         return Label(rma=rma.rma, path=str(path), sha256=digest)
 
-    @tool("returns.refund", effect=Effect.IRREVERSIBLE, action="erp.refund.create", labels={"amount": FINANCIAL},
-          resource=lambda a: return_resource(a.rma, {"pinned": a.expected_refunded is not None}))  # fmt: skip
+    @tool(
+        "returns.refund",
+        effect=Effect.IRREVERSIBLE,
+        action="erp.refund.create",
+        labels={"amount": FINANCIAL},
+        resource=lambda a: return_resource(a.rma, {"pinned": a.expected_refunded is not None}),
+    )
     async def refund_return(args: ReturnRefund, ctx: ToolContext) -> RefundView:
         """Refund an authorised return's amount (the ERP's, not an argument) to the original payment, once."""
         rma = await erp.get_return(args.rma)
@@ -254,9 +295,19 @@ def business_tools(
         return await erp.receive_return(args.rma, ctx.idempotency_key)
 
     adapters: list[ToolAdapter[Any, Any]] = [
-        get_customer, open_ticket, get_order, order_status, cancel_order, get_stock, refund, evaluate_return,
-        authorize, label, refund_return, receive,
-    ]  # fmt: skip
+        get_customer,
+        open_ticket,
+        get_order,
+        order_status,
+        cancel_order,
+        get_stock,
+        refund,
+        evaluate_return,
+        authorize,
+        label,
+        refund_return,
+        receive,
+    ]
     return ToolRegistry(adapters)
 
 

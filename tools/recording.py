@@ -171,8 +171,14 @@ class RecordingTools(_Wrapped):
             if (step_id := current_step.get()) is not None:
                 run, step = self._where(step_id)
                 value = {"type": found.type, "id": found.id, "attributes": dict(found.attributes)}
-                self.recording.append("resource", run, step=step, tool=adapter.name, args=_canonical(args),
-                                      resource=json.loads(json.dumps(value, default=str)))
+                self.recording.append(
+                    "resource",
+                    run,
+                    step=step,
+                    tool=adapter.name,
+                    args=_canonical(args),
+                    resource=json.loads(json.dumps(value, default=str)),
+                )
             return found
 
         return resource

@@ -10,8 +10,9 @@ from chamberlain.workflows.audit import AuditLog
 from chamberlain.workflows.codec import EncryptionCodec, PayloadDecodeError, PayloadKeyError
 from chamberlain.workflows.converter import connect, data_converter
 from chamberlain.workflows.devserver import DevServer, temporal_binary
-from chamberlain.workflows.gate import Gate
+from chamberlain.workflows.gate import Gate, GatedExecutor
 from chamberlain.workflows.graph_workflow import GraphWorkflow
+from chamberlain.workflows.local import run_gated_in_process
 from chamberlain.workflows.plugin import ChamberlainPlugin, sandbox_runner
 from chamberlain.workflows.policy import PolicyEngine
 from chamberlain.workflows.runs import decide, execute_run, progress, run_graph, start_run
@@ -36,6 +37,7 @@ __all__ = [
     "DevServer",
     "EncryptionCodec",
     "Gate",
+    "GatedExecutor",
     "GraphActivities",
     "GraphWorkflow",
     "PayloadDecodeError",
@@ -53,6 +55,7 @@ __all__ = [
     "decide",
     "execute_run",
     "progress",
+    "run_gated_in_process",
     "run_graph",
     "sandbox_runner",
     "start_run",

@@ -224,8 +224,12 @@ class AuditLog:
                 if key not in known:
                     seq += 1
                     row = entry.model_dump(exclude={"args", "policies"})
-                    row |= {"args_digest": digest(entry.args), "policies": ",".join(entry.policies),
-                            "at": datetime.now(UTC), "prev_hash": last_hash}  # fmt: skip
+                    row |= {
+                        "args_digest": digest(entry.args),
+                        "policies": ",".join(entry.policies),
+                        "at": datetime.now(UTC),
+                        "prev_hash": last_hash,
+                    }
                     row |= {"seq": seq, "hash": _fields_hash(row)}
                     last_hash = row["hash"]
                     rows.append(row)

@@ -67,12 +67,22 @@ class DevServer:
 
     def command(self) -> list[str]:
         args = [
-            str(temporal_binary()), "server", "start-dev",
-            "--ip", "127.0.0.1", "--port", str(self.port),
-            "--db-filename", str(self.db_file),
-            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-            "--log-level", "error",
-        ]  # fmt: skip
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--log-level",
+            "error",
+        ]
         args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"] if self.ui_port else ["--headless"]
         if self.ui_port and self.codec_endpoint:
             args += ["--ui-codec-endpoint", self.codec_endpoint]

@@ -220,8 +220,10 @@ class Gate:
         a key generated once in ``folder``. Announced with a warning every time it starts."""
         log.warning(
             "DEVELOPMENT permission gate: audit log and grant key in %s; not for production "
-            "(set %s and an audit URL instead)", folder, GRANT_SECRET_ENV,
-        )  # fmt: skip
+            "(set %s and an audit URL instead)",
+            folder,
+            GRANT_SECRET_ENV,
+        )
         audit = AuditLog(f"sqlite:///{folder / 'audit.sqlite'}")
         return cls(policies or PolicyEngine.load(), audit, tools, persisted_secret(folder), development=True)
 
@@ -256,28 +258,45 @@ class Gate:
             return GateVerdict(outcome="deny", reason=str(exc), invalid=True)
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
         request = GateRequest(
-            principal=check.principal, action=adapter.policy_action, resource=resource, grant=check.grant,
-            labels=labels, approved=check.approver is not None,
+            principal=check.principal,
+            action=adapter.policy_action,
+            resource=resource,
+            grant=check.grant,
+            labels=labels,
+            approved=check.approver is not None,
             approver_roles=check.approver.roles if check.approver else [],
-        )  # fmt: skip
+        )
         decision = self.policies.decide(request)
         principal = who(check.principal)
         actor = principal + (f" approved by {who(check.approver)}" if check.approver else "")
         ticket = None
         if decision.outcome == "allow":
             ticket = Ticket(
-                resource=resource, principal=principal, signature="", actor=actor, policies=decision.policies,
-                attempt=check.attempt, read_only=adapter.effect is Effect.READ,
-            )  # fmt: skip
+                resource=resource,
+                principal=principal,
+                signature="",
+                actor=actor,
+                policies=decision.policies,
+                attempt=check.attempt,
+                read_only=adapter.effect is Effect.READ,
+            )
             ticket.signature = self._sign("ticket", call, resource, principal, ticket.signed_fields())
         else:
             await self.record(
                 AuditEntry(
-                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=check.attempt, kind="decision",
-                    principal=actor, action=request.action, resource=_named(resource), args=call.args,
-                    decision=decision.outcome, policies=decision.policies, **money(resource.attributes),
+                    run_id=call.step.run_id,
+                    step_id=call.step.step_id,
+                    attempt=check.attempt,
+                    kind="decision",
+                    principal=actor,
+                    action=request.action,
+                    resource=_named(resource),
+                    args=call.args,
+                    decision=decision.outcome,
+                    policies=decision.policies,
+                    **money(resource.attributes),
                 )
-            )  # fmt: skip
+            )
         seal = self._sign("seal", call, resource)
         return GateVerdict(**decision.model_dump(), resource=resource, seal=seal, ticket=ticket)
 
@@ -302,12 +321,19 @@ class Gate:
             acted = reply is not None and reply.error is None
             await self.record(
                 AuditEntry(
-                    run_id=call.step.run_id, step_id=call.step.step_id, attempt=admitted.attempt,
-                    kind="effect" if acted else "decision", principal=admitted.actor or admitted.principal,
-                    action=self.tools[call.tool].policy_action, resource=_named(admitted.resource), args=call.args,
-                    decision="allow", policies=admitted.policies, **money(admitted.resource.attributes),
+                    run_id=call.step.run_id,
+                    step_id=call.step.step_id,
+                    attempt=admitted.attempt,
+                    kind="effect" if acted else "decision",
+                    principal=admitted.actor or admitted.principal,
+                    action=self.tools[call.tool].policy_action,
+                    resource=_named(admitted.resource),
+                    args=call.args,
+                    decision="allow",
+                    policies=admitted.policies,
+                    **money(admitted.resource.attributes),
                 )
-            )  # fmt: skip
+            )
         return reply
 
     def model_permit(self, principal: Principal | None) -> Permit:
@@ -316,18 +342,27 @@ class Gate:
 
         async def permit(model: RegisteredModel, call: ModelCall) -> str | Masking | None:
             request = GateRequest(
-                principal=principal, action=MODEL_ACTION, resource=ResourceRef(type="Model", id=model.name),
-                labels=call.labels, tier=model.tier.value, trusted=sorted(model.trust),
-            )  # fmt: skip
+                principal=principal,
+                action=MODEL_ACTION,
+                resource=ResourceRef(type="Model", id=model.name),
+                labels=call.labels,
+                tier=model.tier.value,
+                trusted=sorted(model.trust),
+            )
             decision = self.policies.decide(request)
             await self.record(
                 AuditEntry(
-                    run_id=call.step.run_id, step_id=model_step_id(call), kind="decision",
-                    principal=who(principal), action=MODEL_ACTION, resource=f'Model::"{model.name}"',
-                    args={"labels": call.labels, "masked": sorted(decision.masks)}, decision=decision.outcome,
+                    run_id=call.step.run_id,
+                    step_id=model_step_id(call),
+                    kind="decision",
+                    principal=who(principal),
+                    action=MODEL_ACTION,
+                    resource=f'Model::"{model.name}"',
+                    args={"labels": call.labels, "masked": sorted(decision.masks)},
+                    decision=decision.outcome,
                     policies=decision.policies,
                 )
-            )  # fmt: skip
+            )
             if decision.outcome == "mask":
                 return Masking(decision.masks, key=self._pseudonym_key)
             return None if decision.outcome == "allow" else f"denied by policy ({decision.reason})"

@@ -170,14 +170,21 @@ class GraphWorkflow:
         assert outcome.usage and outcome.model
         principal = request.principal
         entry = UsageEntry(
-            step_id=ctx.step_id, run_id=ctx.run_id, principal=principal.id if principal else None,
-            department=principal.department if principal else None, model=outcome.model,
-            input_tokens=outcome.usage.input_tokens, output_tokens=outcome.usage.output_tokens, cost=outcome.cost,
-        )  # fmt: skip
+            step_id=ctx.step_id,
+            run_id=ctx.run_id,
+            principal=principal.id if principal else None,
+            department=principal.department if principal else None,
+            model=outcome.model,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost=outcome.cost,
+        )
         spend = await workflow.execute_activity_method(
-            GraphActivities.record_usage, entry, activity_id=f"{ctx.node}/{ctx.visit}/usage",
+            GraphActivities.record_usage,
+            entry,
+            activity_id=f"{ctx.node}/{ctx.visit}/usage",
             start_to_close_timeout=timedelta(seconds=30),
-        )  # fmt: skip
+        )
         return spend.exceeded
 
     async def _over_budget(self, plan: GraphPlan, cursor: Cursor, excess: str, ctx: StepContext) -> None:
@@ -310,9 +317,13 @@ class GraphWorkflow:
             answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
         else:
             answer = ApprovalDecision(
-                step_id=decision.step_id, outcome=decision.outcome, approver=decision.approver.id,
-                reason=decision.reason, values=decision.values, decided_by=decision.approver,
-            )  # fmt: skip
+                step_id=decision.step_id,
+                outcome=decision.outcome,
+                approver=decision.approver.id,
+                reason=decision.reason,
+                values=decision.values,
+                decided_by=decision.approver,
+            )
         await self._audit_approval(request, answer)
         # No `finally`: a cancelled run ends here anyway (the console lists running runs only), and
         # workflow calls in a `finally` would run when the SDK tears a cached run down.
@@ -324,12 +335,16 @@ class GraphWorkflow:
     async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
         entry = AuditEntry(
-            run_id=request.step.run_id, step_id=request.step.step_id,
-            attempt=self._approvals[answer.step_id] + 1, kind="approval",
-            principal=who(self._approver) if self._approver else "timeout", action="approval",
-            resource=f'Step::"{request.step.node}"', args={"ask": request.ask, "reason": answer.reason},
+            run_id=request.step.run_id,
+            step_id=request.step.step_id,
+            attempt=self._approvals[answer.step_id] + 1,
+            kind="approval",
+            principal=who(self._approver) if self._approver else "timeout",
+            action="approval",
+            resource=f'Step::"{request.step.node}"',
+            args={"ask": request.ask, "reason": answer.reason},
             decision=answer.outcome,
-        )  # fmt: skip
+        )
         self._approvals[answer.step_id] += 1
         await workflow.execute_local_activity_method(
             GraphActivities.audit, entry, start_to_close_timeout=timedelta(seconds=30)

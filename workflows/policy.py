@@ -110,9 +110,11 @@ class PolicyEngine:
                 if hypothetical.decision == cedarpy.Decision.Allow:
                     approvers = sorted({r for p in hypothetical.diagnostics.reasons for r in self._meta[p].approvers})
                     return GateDecision(
-                        outcome="needs_approval", policies=self._names(hypothetical), approvers=approvers,
+                        outcome="needs_approval",
+                        policies=self._names(hypothetical),
+                        approvers=approvers,
                         reason=f"{request.action} needs approval by {', '.join(approvers)}",
-                    )  # fmt: skip
+                    )
         return GateDecision(outcome="deny", reason=f"no policy permits {request.action} on {request.resource.type}")
 
     def _masked(self, request: GateRequest, masks: dict[str, str]) -> GateDecision | None:
@@ -146,12 +148,23 @@ class PolicyEngine:
         context.update(_money(attributes))
         acts_for = {"customer": principal.customer} if principal.customer else {}  # `principal has customer`
         entities = [
-            {"uid": {"type": kind, "id": principal.id}, "parents": [],
-             "attrs": {"roles": principal.roles, "department": principal.department or "",
-                       "tenant": principal.tenant or "", "clearance": principal.clearance, **acts_for}},
-            {"uid": {"type": request.resource.type, "id": request.resource.id}, "parents": [],
-             "attrs": {k: v for k, v in attributes.items() if isinstance(v, str | bool | int)}},
-        ]  # fmt: skip
+            {
+                "uid": {"type": kind, "id": principal.id},
+                "parents": [],
+                "attrs": {
+                    "roles": principal.roles,
+                    "department": principal.department or "",
+                    "tenant": principal.tenant or "",
+                    "clearance": principal.clearance,
+                    **acts_for,
+                },
+            },
+            {
+                "uid": {"type": request.resource.type, "id": request.resource.id},
+                "parents": [],
+                "attrs": {k: v for k, v in attributes.items() if isinstance(v, str | bool | int)},
+            },
+        ]
         cedar_request = {
             "principal": {"type": kind, "id": principal.id},
             "action": {"type": "Action", "id": request.action},

@@ -219,9 +219,7 @@ class RunIndex:
                 .values(pending_approval=False)
             )
             if run_ids:
-                session.execute(
-                    update(RunRow).where(col(RunRow.run_id).in_(run_ids)).values(pending_approval=True)
-                )
+                session.execute(update(RunRow).where(col(RunRow.run_id).in_(run_ids)).values(pending_approval=True))
             session.commit()
 
     def known(self, run_ids: list[str]) -> set[str]:

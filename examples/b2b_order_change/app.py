@@ -85,8 +85,15 @@ def prepare() -> EmbeddedErp:
             total = sum(q * p for _, q, p in lines)
             ship_to = CUSTOMERS[customer]
             session.add(
-                Order(id=order_id, customer_id=customer, placed_at=placed, status=status, total=total, warehouse="SH1",
-                      ship_to=ship_to)
+                Order(
+                    id=order_id,
+                    customer_id=customer,
+                    placed_at=placed,
+                    status=status,
+                    total=total,
+                    warehouse="SH1",
+                    ship_to=ship_to,
+                )
             )
             session.flush()
             for line_no, (sku, quantity, price) in enumerate(lines, 1):
@@ -147,8 +154,11 @@ def _change(erp: EmbeddedErp, args: LineChange, key: str) -> ChangeView:
             raise ToolRejected(f"order {args.order_id} is {order.status}: only an order not yet shipped can change")
         pinned = session.execute(
             update(OrderLine)
-            .where(col(OrderLine.order_id) == args.order_id, col(OrderLine.line_no) == args.line_no,
-                   col(OrderLine.quantity) == args.expected_quantity)
+            .where(
+                col(OrderLine.order_id) == args.order_id,
+                col(OrderLine.line_no) == args.line_no,
+                col(OrderLine.quantity) == args.expected_quantity,
+            )
             .values(quantity=args.quantity)
         )
         if pinned.rowcount == 0:  # type: ignore[attr-defined]
@@ -160,16 +170,23 @@ def _change(erp: EmbeddedErp, args: LineChange, key: str) -> ChangeView:
         more = args.quantity - args.expected_quantity
         taken = session.execute(
             update(Inventory)
-            .where(col(Inventory.sku) == line.sku, col(Inventory.warehouse) == order.warehouse,
-                   col(Inventory.on_hand) >= max(more, 0))
+            .where(
+                col(Inventory.sku) == line.sku,
+                col(Inventory.warehouse) == order.warehouse,
+                col(Inventory.on_hand) >= max(more, 0),
+            )
             .values(on_hand=col(Inventory.on_hand) - more)
         )
         if taken.rowcount == 0:  # type: ignore[attr-defined]
             session.rollback()
             raise ToolRejected(f"warehouse {order.warehouse} no longer has {more} more of {line.sku}")
         record = OrderChangeRecord(
-            order_id=args.order_id, line_no=args.line_no, old_quantity=args.expected_quantity,
-            new_quantity=args.quantity, idempotency_key=key, created_at=datetime.now(UTC),
+            order_id=args.order_id,
+            line_no=args.line_no,
+            old_quantity=args.expected_quantity,
+            new_quantity=args.quantity,
+            idempotency_key=key,
+            created_at=datetime.now(UTC),
         )
         session.add(record)
         try:
@@ -183,8 +200,11 @@ def _change(erp: EmbeddedErp, args: LineChange, key: str) -> ChangeView:
 
 def _view(record: OrderChangeRecord) -> ChangeView:
     return ChangeView(
-        change_id=f"OC{record.id:06d}", order_id=record.order_id, line_no=record.line_no,
-        old_quantity=record.old_quantity, new_quantity=record.new_quantity,
+        change_id=f"OC{record.id:06d}",
+        order_id=record.order_id,
+        line_no=record.line_no,
+        old_quantity=record.old_quantity,
+        new_quantity=record.new_quantity,
     )
 
 

@@ -138,4 +138,3 @@ def _plain(facts: dict[str, object]) -> str:
     if facts["enough"]:
         return f"{head} units — we have the stock. Please confirm the change."
     return f"{head} units — only {facts['available']} in stock, so we cannot make this change now."
-

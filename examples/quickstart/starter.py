@@ -61,9 +61,13 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
         for customer, message in MESSAGES:
             principal = Principal(id=customer, kind="user", roles=["customer"])
             handle = await start_run(
-                client, spec, {"message": message}, run_id=f"quickstart-{uuid.uuid4().hex[:8]}",
-                principal=principal, task_queue=task_queue,
-            )  # fmt: skip
+                client,
+                spec,
+                {"message": message},
+                run_id=f"quickstart-{uuid.uuid4().hex[:8]}",
+                principal=principal,
+                task_queue=task_queue,
+            )
             started.add(handle.id)
             result_task = asyncio.ensure_future(handle.result())
             while not result_task.done():

@@ -33,8 +33,12 @@ def mount_console(app: FastAPI, temporal: TemporalConnection, settings: ServerSe
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ConsoleError)
         visitor = sessions.visitor(request)
-        context = {"message": exc.message, "status": exc.status, "user": visitor.user if visitor else None,
-                   "csrf": visitor.csrf if visitor else ""}
+        context = {
+            "message": exc.message,
+            "status": exc.status,
+            "user": visitor.user if visitor else None,
+            "csrf": visitor.csrf if visitor else "",
+        }
         return TEMPLATES.TemplateResponse(request, "error.html", context, status_code=exc.status)
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:

@@ -51,9 +51,7 @@ def columns(
                 )
         if i % max(len(labels) // 6, 1) == 0:
             parts.append(f'<text x="{left + i * step:.1f}" y="{height - 10}" class="tick">{escape(label)}</text>')
-    legend = "".join(
-        f'<tspan fill="{color_of(name, j)}">■</tspan> {escape(name)}  ' for j, name in enumerate(series)
-    )
+    legend = "".join(f'<tspan fill="{color_of(name, j)}">■</tspan> {escape(name)}  ' for j, name in enumerate(series))
     parts.append(f'<text x="{width - 8}" y="14" text-anchor="end" class="legend">{legend}</text>')
     return _svg(width, height, title, parts)
 

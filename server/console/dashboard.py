@@ -154,4 +154,3 @@ def _models(usage: UsageLedger, since: datetime, run_ids: set[str] | None) -> li
     with Session(usage.engine) as session:
         found = session.exec(query.group_by(UsageRecord.model)).all()
     return sorted((Spend(m, int(n), int(t or 0), float(c or 0)) for m, n, t, c in found), key=lambda s: -s.cost)
-

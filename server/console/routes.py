@@ -33,7 +33,7 @@ from chamberlain.server.console.timeline import AuditReader, timeline
 from chamberlain.server.runs import RunNotFound, show_run
 from chamberlain.server.settings import ServerSettings
 from chamberlain.server.temporal import TemporalConnection
-from chamberlain.workflows import Decision, GraphWorkflow, decide
+from chamberlain.workflows import Decision, RunResult, decide
 from chamberlain.workflows.run_index import STATUSES, IndexFeed, run_filter
 from chamberlain.workflows.usage import UsageLedger
 
@@ -69,8 +69,13 @@ def console_router(
         return visitor.user, form
 
     def page(request: Request, name: str, visitor: Visitor, status: int = 200, **context: object) -> HTMLResponse:
-        context |= {"user": visitor.user, "csrf": visitor.csrf, "may": may, "may_decide": may_decide,
-                    "temporal_ui": settings.temporal_ui}
+        context |= {
+            "user": visitor.user,
+            "csrf": visitor.csrf,
+            "may": may,
+            "may_decide": may_decide,
+            "temporal_ui": settings.temporal_ui,
+        }
         return TEMPLATES.TemplateResponse(request, name, context, status_code=status)
 
     @router.get("")
@@ -167,8 +172,13 @@ def console_router(
             while not await request.is_disconnected():
                 current = await _timeline(run_id, user)
                 html = TEMPLATES.get_template("_timeline.html").render(
-                    t=current, user=user, csrf=visitor.csrf, may=may, may_decide=may_decide,
-                    user_principal=user.principal(), temporal_ui=settings.temporal_ui,
+                    t=current,
+                    user=user,
+                    csrf=visitor.csrf,
+                    may=may,
+                    may_decide=may_decide,
+                    user_principal=user.principal(),
+                    temporal_ui=settings.temporal_ui,
                 )
                 if html != last:
                     yield "event: timeline\n" + "".join(f"data: {line}\n" for line in html.splitlines()) + "\n"
@@ -282,7 +292,7 @@ def console_router(
         results = []
         for item in items:
             run_id, _, step_id = item.partition("|")
-            handle = client.get_workflow_handle_for(GraphWorkflow.run, run_id)
+            handle = client.get_workflow_handle(run_id, result_type=RunResult)
             decision = Decision(step_id=step_id, outcome=outcome, approver=user.principal(), reason=reason)
             try:
                 await check_tenant(client, run_id, decision.approver)

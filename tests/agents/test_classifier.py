@@ -44,13 +44,18 @@ def spec(min_margin: float) -> GraphSpec:
             "start": "intent",
             "nodes": {
                 "intent": {
-                    "type": "classify", "input": "message", "write": "intent", "classes": CLASSES,
-                    "min_margin": min_margin, "cascade": ["edge"], "next": "done",
+                    "type": "classify",
+                    "input": "message",
+                    "write": "intent",
+                    "classes": CLASSES,
+                    "min_margin": min_margin,
+                    "cascade": ["edge"],
+                    "next": "done",
                 },
                 "done": {"type": "end"},
             },
         }
-    )  # fmt: skip
+    )
 
 
 async def test_a_low_margin_escalates_to_the_cascade() -> None:

@@ -18,8 +18,9 @@ SENSITIVE = {"pii": [EMAIL, CARD]}
 
 def test_each_label_is_masked_in_its_own_style_and_pseudonyms_come_back() -> None:
     masking = Masking({"pii": "pseudonym"}, key=b"k")
-    messages, restore = masking.apply([SystemMessage("Be brief."), HumanMessage(f"Mail {EMAIL} about {CARD}.")],
-                                      SENSITIVE)  # fmt: skip
+    messages, restore = masking.apply(
+        [SystemMessage("Be brief."), HumanMessage(f"Mail {EMAIL} about {CARD}.")], SENSITIVE
+    )
     text = messages[1].text
     assert EMAIL not in text and CARD not in text and text.count("PII_") == 2
     assert masking.mask(EMAIL, "pii") == masking.mask(EMAIL, "pii") != masking.mask(CARD, "pii")
@@ -54,12 +55,17 @@ def spec() -> GraphSpec:
             "state": {"message": {"labels": ["pii"]}, "intent": {}, "summary": {}, "urgent": {"type": "bool"}},
             "start": "read",
             "nodes": {
-                "read": {"type": "model", "model": "m", "prompt": "{message}", "next": "done", "output": {
-                    "intent": {"enum": ["refund", "other"]}, "summary": {}, "urgent": {"type": "bool"}}},
+                "read": {
+                    "type": "model",
+                    "model": "m",
+                    "prompt": "{message}",
+                    "next": "done",
+                    "output": {"intent": {"enum": ["refund", "other"]}, "summary": {}, "urgent": {"type": "bool"}},
+                },
                 "done": {"type": "end"},
             },
         }
-    )  # fmt: skip
+    )
 
 
 async def test_a_model_output_carries_its_input_labels_unless_it_is_a_choice() -> None:
@@ -67,8 +73,9 @@ async def test_a_model_output_carries_its_input_labels_unless_it_is_a_choice() -
     models = ModelRegistry()
     models.register("m", ScriptedChatModel(replies=[json.dumps(reply)]), Tier.EDGE, trust=["pii"])
     trace: list = []
-    await run_in_process(spec(), {"message": f"I am {EMAIL}, refund!"}, models=models, tools=ToolRegistry(),
-                         trace=trace)  # fmt: skip
+    await run_in_process(
+        spec(), {"message": f"I am {EMAIL}, refund!"}, models=models, tools=ToolRegistry(), trace=trace
+    )
     assert trace[0].labels == {"intent": [], "summary": ["pii"], "urgent": []}
     plan = GraphPlan(spec())
     labels = plan.merge_labels(plan.initial_labels(plan.initial_state({"message": f"I am {EMAIL}"})), trace[0])

@@ -41,8 +41,12 @@ def value(draw: st.DrawFn) -> tuple[str, str]:
         digits = draw(MOBILE)
         return draw(st.sampled_from(PHONE_FORMATS))(digits), draw(st.sampled_from(PHONE_FORMATS))(digits)
     kinds = {
-        "zh_name": ZH_NAME, "en_name": EN_NAME, "ar_name": AR_NAME,
-        "email": EMAIL, "zh_address": ZH_ADDRESS, "en_address": EN_ADDRESS,
+        "zh_name": ZH_NAME,
+        "en_name": EN_NAME,
+        "ar_name": AR_NAME,
+        "email": EMAIL,
+        "zh_address": ZH_ADDRESS,
+        "en_address": EN_ADDRESS,
     }
     held = draw(kinds[kind])
     return held, held

@@ -93,8 +93,10 @@ def test_an_irreversible_tool_without_approval_or_policy_bound_fails_the_load(
 
 
 def test_an_approval_node_or_a_bounding_policy_satisfies_it(tmp_path: Path, tools: ToolRegistry) -> None:
-    approved = REFUND.replace("    next: pay\n", "    next: check\n  check:\n    type: approval\n"
-                              "    ask: refund?\n    approvers: [manager]\n    next: pay\n")  # fmt: skip
+    approved = REFUND.replace(
+        "    next: pay\n",
+        "    next: check\n  check:\n    type: approval\n    ask: refund?\n    approvers: [manager]\n    next: pay\n",
+    )
     load(tmp_path, approved, tools)
     assert "erp.refund.create" in PolicyEngine.load().bounded  # support-refunds-up-to-200-cny has a condition
     load(tmp_path, REFUND, tools, bounded=PolicyEngine.load().bounded)
@@ -177,7 +179,7 @@ def approval_then_wire(**approval: str) -> str:
     return (
         "name: pay\nstate: {}\nmax_steps: 20\nstart: check\nnodes:\n  check:\n    type: approval\n    ask: Pay?\n"
         f"    approvers: [manager]\n{keys}"
-        "  pay:\n    type: tool\n    tool: bank.wire\n    args: {to: \"'x'\", amount: \"1\"}\n    next: done\n"
+        '  pay:\n    type: tool\n    tool: bank.wire\n    args: {to: "\'x\'", amount: "1"}\n    next: done\n'
         "  done: {type: end}\n"
     )
 
@@ -209,7 +211,7 @@ def test_an_approval_with_default_reject_right_before_the_wire_is_safe() -> None
 
 
 def test_one_approval_does_not_cover_a_loop_of_wires() -> None:
-    """"Send a greeting card?" once, then five wires: the loop re-arms the need for approval."""
+    """ "Send a greeting card?" once, then five wires: the loop re-arms the need for approval."""
     assert [f.split(" — ")[0] for f in unsafe(CARD)] == [
         "g.yaml:16: node 'send' calls irreversible tool 'bank.wire' on a path with no approval since the start or "
         "its last call (card → send → again → send), and no policy bounds bank.wire.send"

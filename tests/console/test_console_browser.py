@@ -240,8 +240,10 @@ async def test_a_form_without_its_csrf_token_is_refused(
         await page.goto(f"{console}/console/runs/{handle.id}")
         strip = "document.querySelectorAll('input[name=csrf]').forEach(e => e.remove())"
         # and again whenever the live timeline re-renders the forms (a server-sent event may land after the first strip)
-        await page.evaluate(f"{{ const strip = () => {strip}; strip(); "
-                            "new MutationObserver(strip).observe(document.body, {childList: true, subtree: true}); }")
+        await page.evaluate(
+            f"{{ const strip = () => {strip}; strip(); "
+            "new MutationObserver(strip).observe(document.body, {childList: true, subtree: true}); }"
+        )
         await page.click("#cancel")
         await expect(page.locator(".error")).to_contain_text("CSRF token is missing")
         await screenshot(page, "csrf-refused")

@@ -38,17 +38,29 @@ async def test_the_dashboard_charts_real_runs(
     models, _ = chat_models()
     tools = toolbox.tools()
     worker = create_worker(
-        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index,
+        client,
+        models=models,
+        tools=tools,
+        gate=gate_for_tests(tools),
+        task_queue=task_queue,
+        run_index=index,
         usage=ledger_,
     )
     with console_server(dev_server.address, tmp_path, ledger, runs=runs, usage=usage, budgets=budgets) as console:
         async with worker:
             for _ in range(2):
-                chat = await start_run(client, graph("chat"), {"history": ["Where is A1?"]}, run_id=run_id(),
-                                       principal=ALICE, task_queue=task_queue)
+                chat = await start_run(
+                    client,
+                    graph("chat"),
+                    {"history": ["Where is A1?"]},
+                    run_id=run_id(),
+                    principal=ALICE,
+                    task_queue=task_queue,
+                )
                 await chat.result()
-            parked = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=ALICE,
-                                     task_queue=task_queue)
+            parked = await start_run(
+                client, graph("approval"), {}, run_id=run_id(), principal=ALICE, task_queue=task_queue
+            )
             pending = await wait_for_approval(parked)
             maria = Principal(id="maria", roles=["manager"])
             await decide(parked, Decision(step_id=pending.step_id, outcome="approve", approver=maria))
@@ -77,15 +89,42 @@ def test_a_tenant_viewer_sees_only_their_runs_and_no_budgets(tmp_path: Path) -> 
     index = RunIndex(f"sqlite:///{tmp_path / 'runs.sqlite'}")
     now = datetime.now(UTC)
     index.add(
-        RunRow(run_id="ours", tenant="acme", graph="refund", department="support", started_at=now, cost=0.5,
-               input_tokens=100, status="completed", closed_at=now + timedelta(seconds=4)),
-        RunRow(run_id="theirs", tenant="other-co", graph="secret-graph", department="board", started_at=now,
-               cost=9.0, status="completed", closed_at=now + timedelta(seconds=2)),
+        RunRow(
+            run_id="ours",
+            tenant="acme",
+            graph="refund",
+            department="support",
+            started_at=now,
+            cost=0.5,
+            input_tokens=100,
+            status="completed",
+            closed_at=now + timedelta(seconds=4),
+        ),
+        RunRow(
+            run_id="theirs",
+            tenant="other-co",
+            graph="secret-graph",
+            department="board",
+            started_at=now,
+            cost=9.0,
+            status="completed",
+            closed_at=now + timedelta(seconds=2),
+        ),
     )
     usage = UsageLedger(f"sqlite:///{tmp_path / 'usage.sqlite'}", {"board": 10.0})
     for run in ("ours", "theirs"):
-        usage.record(UsageEntry(step_id=f"{run}/a/1", run_id=run, principal=None, department=None,
-                                model=f"model-of-{run}", input_tokens=1, output_tokens=1, cost=0.1))
+        usage.record(
+            UsageEntry(
+                step_id=f"{run}/a/1",
+                run_id=run,
+                principal=None,
+                department=None,
+                model=f"model-of-{run}",
+                input_tokens=1,
+                output_tokens=1,
+                cost=0.1,
+            )
+        )
     audit = AuditReader(f"sqlite:///{tmp_path / 'no-audit-yet.sqlite'}")  # none written yet: empty, not an error
     acme = build(index, audit, usage, Principal(id="ann", tenant="acme"), hours=24)
     assert acme.runs == 1 and [s.name for s in acme.by_graph] == ["refund"]

@@ -57,8 +57,9 @@ def test_filters_and_pages_cover_each_run_once(database_url: str) -> None:
         after = page.after
     expected = [f"r{i:03d}" for i in reversed(range(40)) if i % 2 and i % 3 == 0]
     assert seen == expected  # newest first, no run twice, none missed
-    window = RunFilter(department="sales", started_after=T0 + timedelta(minutes=10),
-                       started_before=T0 + timedelta(minutes=20))
+    window = RunFilter(
+        department="sales", started_after=T0 + timedelta(minutes=10), started_before=T0 + timedelta(minutes=20)
+    )
     assert [r.run_id for r in index.page(window).rows] == ["r016", "r012"]
     assert {r.tenant for r in index.page(RunFilter(tenant="other-co"), limit=100).rows} == {"other-co"}
     assert index.page(RunFilter(status="failed", tenant="other-co")).rows[0].run_id == "r045"
@@ -93,14 +94,22 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
     customer = Principal(id=CUSTOMER, roles=["customer"], department="support", tenant="acme")
     models, _ = chat_models()
     tools = toolbox.tools()
-    worker = create_worker(client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue,
-                           run_index=index)
+    worker = create_worker(
+        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index
+    )
     async with worker:
-        chat = await start_run(client, graph("chat"), {"history": ["Where is my order A1?"]},
-                               run_id=run_id(), principal=customer, task_queue=task_queue)
+        chat = await start_run(
+            client,
+            graph("chat"),
+            {"history": ["Where is my order A1?"]},
+            run_id=run_id(),
+            principal=customer,
+            task_queue=task_queue,
+        )
         await chat.result()
-        parked = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=customer,
-                                 task_queue=task_queue)
+        parked = await start_run(
+            client, graph("approval"), {}, run_id=run_id(), principal=customer, task_queue=task_queue
+        )
         pending = await wait_for_approval(parked)
         await synced(client, index, parked.id, lambda row: row.pending_approval)
 
@@ -111,14 +120,16 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
         assert row.steps == 2 and row.tokens > 0  # two model calls, each counted once
         assert row.duration is not None and row.duration > timedelta(0)
 
-        settings = ServerSettings(temporal_address=dev_server.address, users=users_file(tmp_path), data=tmp_path,
-                                  runs=index.url)
+        settings = ServerSettings(
+            temporal_address=dev_server.address, users=users_file(tmp_path), data=tmp_path, runs=index.url
+        )
         server = ThreadedServer(create_app(settings)).start()
         try:
             async with httpx.AsyncClient(base_url=server.url) as http:
                 maria = {"Authorization": "Bearer tok-maria"}
-                found = (await http.get("/runs", params={"principal": CUSTOMER, "graph": "approval"},
-                                        headers=maria)).json()
+                found = (
+                    await http.get("/runs", params={"principal": CUSTOMER, "graph": "approval"}, headers=maria)
+                ).json()
                 assert [r["run_id"] for r in found] == [parked.id] and found[0]["pending_approval"] is True
                 first = await http.get("/runs", params={"department": "support", "limit": 1}, headers=maria)
                 assert len(first.json()) == 1 and 'rel="next"' in first.headers["link"]
@@ -130,8 +141,14 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
         finally:
             server.stop()
 
-        await decide(parked, Decision(step_id=pending.step_id, outcome="approve",
-                                      approver=Principal(id="maria", roles=["manager"], tenant="acme")))
+        await decide(
+            parked,
+            Decision(
+                step_id=pending.step_id,
+                outcome="approve",
+                approver=Principal(id="maria", roles=["manager"], tenant="acme"),
+            ),
+        )
         await parked.result()
         await synced(client, index, parked.id, lambda row: row.status == "completed" and not row.pending_approval)
 

@@ -66,9 +66,14 @@ def echoing_models(prompts: list[str] | None = None) -> ModelRegistry:
 async def worker(client: Client, task_queue: str, models: ModelRegistry | None = None) -> AsyncIterator[None]:
     tools = app.tools()
     async with create_worker(
-        client, models=models or echoing_models(), tools=tools, gate=app.gate(tools), task_queue=task_queue,
-        workflows=[OrderChangeWorkflow], activities=[notify_customer],
-    ):  # fmt: skip
+        client,
+        models=models or echoing_models(),
+        tools=tools,
+        gate=app.gate(tools),
+        task_queue=task_queue,
+        workflows=[OrderChangeWorkflow],
+        activities=[notify_customer],
+    ):
         yield
 
 

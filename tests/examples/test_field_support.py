@@ -135,9 +135,6 @@ async def expert_answers(handle: WorkflowHandle[GraphWorkflow, RunResult], answe
     raise AssertionError("no handoff to an expert")
 
 
-
-
-
 async def test_answers_with_citations_from_what_the_asker_may_read(client: Client, tmp_path: Path) -> None:
     registry, small_calls, large_calls = models(quoting, vague)
     async with support(client, registry, tmp_path) as run:

@@ -109,9 +109,7 @@ def model() -> Model:
 
 
 @pytest.fixture
-async def runs(
-    client: Client, task_queue: str, shop: Shop, model: Model, tmp_path: Path
-) -> AsyncIterator[Runs]:
+async def runs(client: Client, task_queue: str, shop: Shop, model: Model, tmp_path: Path) -> AsyncIterator[Runs]:
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     gate = Gate(PolicyEngine.load(promo.POLICIES), audit, shop.tools, SECRET)
     async with create_worker(client, models=model.registry(), tools=shop.tools, gate=gate, task_queue=task_queue):
@@ -125,9 +123,7 @@ class Runs:
     shop: Shop
     model: Model
 
-    async def start(
-        self, message: str, customer: str, **extracted: Any
-    ) -> WorkflowHandle[GraphWorkflow, RunResult]:
+    async def start(self, message: str, customer: str, **extracted: Any) -> WorkflowHandle[GraphWorkflow, RunResult]:
         self.model.extractions[message] = understanding(**extracted)
         spec = load_graph(GRAPH, tools=self.shop.tools)
         principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"], customer=customer)
@@ -328,7 +324,6 @@ ON_THE_EMBEDDED_MODEL = ["return-2", "no-order-2", "adv-not-theirs-1", "adv-inje
 
 
 @pytest.mark.timeout(900)  # four runs of two model calls each, on two shared cores
-
 async def test_shipped_cases_on_the_embedded_model_never_do_what_they_must_not(
     client: Client, task_queue: str, tmp_path: Path, embedded_model: EmbeddedModelServer
 ) -> None:

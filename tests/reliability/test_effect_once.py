@@ -24,27 +24,46 @@ from tests.support.workers import audit_log
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).parents[2]
 
-REFUND = GraphSpec.model_validate({
-    "name": "refund-once",
-    "state": {"order_id": {"type": "str", "default": "A1005"}, "total": {"type": "float", "default": 0},
-              "refund_id": {"type": "str"}},
-    "start": "lookup",
-    "nodes": {
-        "lookup": {"type": "tool", "tool": "erp.order", "args": {"order_id": "order_id"},
-                   "output": {"total": "result.total"}, "next": "refund"},
-        "refund": {"type": "tool", "tool": "erp.refund", "args": {"order_id": "order_id", "amount": "total"},
-                   "output": {"refund_id": "result.refund_id"}, "timeout": "3s",
-                   "retry": {"max_attempts": 5, "initial_interval": "200ms"}, "next": "done"},
-        "done": {"type": "end", "output": ["refund_id"]},
-    },
-})  # fmt: skip
+REFUND = GraphSpec.model_validate(
+    {
+        "name": "refund-once",
+        "state": {
+            "order_id": {"type": "str", "default": "A1005"},
+            "total": {"type": "float", "default": 0},
+            "refund_id": {"type": "str"},
+        },
+        "start": "lookup",
+        "nodes": {
+            "lookup": {
+                "type": "tool",
+                "tool": "erp.order",
+                "args": {"order_id": "order_id"},
+                "output": {"total": "result.total"},
+                "next": "refund",
+            },
+            "refund": {
+                "type": "tool",
+                "tool": "erp.refund",
+                "args": {"order_id": "order_id", "amount": "total"},
+                "output": {"refund_id": "result.refund_id"},
+                "timeout": "3s",
+                "retry": {"max_attempts": 5, "initial_interval": "200ms"},
+                "next": "done",
+            },
+            "done": {"type": "end", "output": ["refund_id"]},
+        },
+    }
+)
 
 
 def spawn(address: str, task_queue: str, *mode: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.worker_process", address, task_queue, *mode],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
 

@@ -11,8 +11,17 @@ from chamberlain.workflows.audit import AuditEntry, AuditLog, AuditLogError, Gro
 
 
 def entry(i: int, attempt: int = 1) -> AuditEntry:
-    return AuditEntry(run_id="r", step_id=f"r/step-{i}/1", attempt=attempt, kind="effect", principal="User::李雷",
-                      action="erp.refund.create", resource='Order::"A1"', decision="allow", amount=10.0)  # fmt: skip
+    return AuditEntry(
+        run_id="r",
+        step_id=f"r/step-{i}/1",
+        attempt=attempt,
+        kind="effect",
+        principal="User::李雷",
+        action="erp.refund.create",
+        resource='Order::"A1"',
+        decision="allow",
+        amount=10.0,
+    )
 
 
 async def test_concurrent_appends_share_commits_and_chain(database_url: str) -> None:
@@ -36,8 +45,10 @@ async def test_a_failed_commit_fails_every_caller_of_its_batch_and_the_next_succ
     assert all(isinstance(r, AuditLogError) and "lost its head" in str(r) for r in results)
     assert [r.seq for r in log.records()] == [1]  # nothing half-written
     with log.engine.begin() as connection:
-        connection.execute(text("INSERT INTO audit_head (id, records, last_hash) VALUES (1, 1, :h)"),
-                           {"h": next(iter(log.records())).hash})  # fmt: skip
+        connection.execute(
+            text("INSERT INTO audit_head (id, records, last_hash) VALUES (1, 1, :h)"),
+            {"h": next(iter(log.records())).hash},
+        )
     assert (await commits.append(entry(1))).seq == 2 and log.verify() is None
 
 

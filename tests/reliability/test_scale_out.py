@@ -75,25 +75,40 @@ async def stuck(client: Client, handles: list[Any]) -> str:
 def spawn(address: str, task_queue: str, env: dict[str, str]) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.worker_process", address, task_queue],
-        cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None and process.stdout.readline().strip() == "ready"
     return process
 
 
 async def test_two_workers_two_servers_one_worker_killed_one_run_per_event(
-    client: Client, dev_server: DevServer, task_queue: str, tmp_path: Path, postgres: str,
+    client: Client,
+    dev_server: DevServer,
+    task_queue: str,
+    tmp_path: Path,
+    postgres: str,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.setenv("SCALE_HUB_SECRET", SECRET.decode())
     monkeypatch.setenv("CHAMBERLAIN_TEST_AUDIT", postgres)
     hooks = sources(tmp_path, task_queue)
     servers = [
-        ThreadedServer(create_app(ServerSettings(
-            temporal_address=dev_server.address, webhooks=hooks, data=tmp_path / name, audit=postgres, runs=postgres,
-        ))).start()
+        ThreadedServer(
+            create_app(
+                ServerSettings(
+                    temporal_address=dev_server.address,
+                    webhooks=hooks,
+                    data=tmp_path / name,
+                    audit=postgres,
+                    runs=postgres,
+                )
+            )
+        ).start()
         for name in ("a", "b")
-    ]  # fmt: skip
+    ]
     workers = [spawn(dev_server.address, task_queue, {"CHAMBERLAIN_TEST_AUDIT": postgres}) for _ in range(2)]
     run_ids: dict[str, set[str]] = {}
     try:

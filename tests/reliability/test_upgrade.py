@@ -22,8 +22,9 @@ from tests.support.workers import gate_for_tests
 
 
 def refund_call() -> ToolCall:
-    return ToolCall(step=StepContext(run_id="r", node="refund", visit=1), tool="erp.refund",
-                    args={"order_id": "A1", "amount": 10.0})  # fmt: skip
+    return ToolCall(
+        step=StepContext(run_id="r", node="refund", visit=1), tool="erp.refund", args={"order_id": "A1", "amount": 10.0}
+    )
 
 
 async def test_a_ticket_issued_before_the_upgrade_still_acts_once(tmp_path: Path) -> None:
@@ -32,8 +33,11 @@ async def test_a_ticket_issued_before_the_upgrade_still_acts_once(tmp_path: Path
     call = refund_call()
     verdict = await gate.check(GateCheck(call=call, principal=None, grant=None))
     assert verdict.ticket is not None and verdict.resource is not None
-    old = Ticket(resource=verdict.resource, principal="anonymous",
-                 signature=gate._sign("ticket", call, verdict.resource, "anonymous"))  # as old code signed it
+    old = Ticket(
+        resource=verdict.resource,
+        principal="anonymous",
+        signature=gate._sign("ticket", call, verdict.resource, "anonymous"),
+    )  # as old code signed it
     reply = await gate.act(call, old, attempt=1)
     again = await gate.act(call, old, attempt=2)  # a retry on the new worker
     assert reply.error is None and again.error is None
@@ -47,7 +51,12 @@ async def test_a_new_ticket_cannot_pass_for_an_old_one_or_change_what_it_carries
     verdict = await gate.check(GateCheck(call=call, principal=None, grant=None))
     ticket = verdict.ticket
     assert ticket is not None and ticket.actor == "anonymous" and not ticket.read_only
-    for change in ({"actor": ""}, {"actor": "User::boss"}, {"policies": ["made-up"]}, {"attempt": 2},
-                   {"read_only": True}):  # fmt: skip
+    for change in (
+        {"actor": ""},
+        {"actor": "User::boss"},
+        {"policies": ["made-up"]},
+        {"attempt": 2},
+        {"read_only": True},
+    ):
         with pytest.raises(NoValidTicket):
             gate.admit(call, ticket.model_copy(update=change))

@@ -88,8 +88,9 @@ async def test_decisions_go_through_the_update_with_the_callers_identity(
 
 async def test_the_cli_decides_through_the_api(client: Client, api: str, task_queue: str) -> None:
     async with graph_worker(client, task_queue):
-        handle = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=Principal(id="alice"),
-                                 task_queue=task_queue)  # fmt: skip
+        handle = await start_run(
+            client, graph("approval"), {}, run_id=run_id(), principal=Principal(id="alice"), task_queue=task_queue
+        )
         pending = await listed(api, handle.id)
         cli = [sys.executable, "-c", "from server.cli import main; main()"]
         command = [*cli, "approve", handle.id, str(pending["step_id"]), "--reject", "--reason", "no", "--url", api]

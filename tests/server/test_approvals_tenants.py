@@ -36,10 +36,16 @@ USERS = {"mgr_acme": "acme", "mgr_globex": "globex", "mgr_none": None}
 def api(dev_server: DevServer, tmp_path: Path) -> Iterator[str]:
     secret = hash_password(PASSWORD)
     users = [
-        {"id": name, "roles": ["manager"], "tenant": tenant, "console_role": "approver",
-         "token_sha256": token_digest(f"tok-{name}"), "password_argon2": secret}
+        {
+            "id": name,
+            "roles": ["manager"],
+            "tenant": tenant,
+            "console_role": "approver",
+            "token_sha256": token_digest(f"tok-{name}"),
+            "password_argon2": secret,
+        }
         for name, tenant in USERS.items()
-    ]  # fmt: skip
+    ]
     (tmp_path / "users.yaml").write_text(yaml.safe_dump({"users": users}))
     settings = ServerSettings(temporal_address=dev_server.address, users=tmp_path / "users.yaml", data=tmp_path / "d")
     server = ThreadedServer(create_app(settings)).start()
@@ -84,9 +90,10 @@ async def test_an_approver_of_another_tenant_neither_lists_nor_decides(
             mine = (await http.get("/api/approvals", headers=bearer(outsider))).json()
             assert [item for item in mine if item["run_id"] == globex.id] == []
             refused = await http.post(
-                f"/api/approvals/{quote(globex.id, safe='')}", json={"step_id": step, "outcome": "approve"},
+                f"/api/approvals/{quote(globex.id, safe='')}",
+                json={"step_id": step, "outcome": "approve"},
                 headers=bearer(outsider),
-            )  # fmt: skip
+            )
             assert refused.status_code == 404, refused.text
 
         console = await console_client(api, "mgr_acme")
@@ -101,17 +108,19 @@ async def test_an_approver_of_another_tenant_neither_lists_nor_decides(
         assert posted.status_code == 403 and "refused: no such run" in posted.text
 
         # straight to Temporal, around the API: the workflow's validator refuses it too
-        forged = Decision(step_id=step, outcome="approve", approver=Principal(id="mgr_acme", roles=["manager"],
-                                                                              tenant="acme"))  # fmt: skip
+        forged = Decision(
+            step_id=step, outcome="approve", approver=Principal(id="mgr_acme", roles=["manager"], tenant="acme")
+        )
         with pytest.raises(WorkflowUpdateFailedError) as refused_update:
             await decide(globex, forged)
         assert "not of the run's tenant globex" in str(refused_update.value.cause)
         assert (await progress(globex)).pending_approval is not None  # nothing decided
 
         approved = await http.post(
-            f"/api/approvals/{quote(globex.id, safe='')}", json={"step_id": step, "outcome": "approve"},
+            f"/api/approvals/{quote(globex.id, safe='')}",
+            json={"step_id": step, "outcome": "approve"},
             headers=bearer("mgr_globex"),
-        )  # fmt: skip
+        )
         assert approved.status_code == 200, approved.text
         assert (await globex.result()).status == "completed"
 

@@ -65,8 +65,9 @@ def test_webhook_sign_prints_headers_that_verify(tmp_path: Path) -> None:
     event = tmp_path / "event.json"
     event.write_bytes(b'{"limit": 1, "customer": "c"}')
     secret = "whsec_" + base64.b64encode(b"s3cr3t-for-the-cli-test-0123456789").decode()
-    done = chamberlain("webhook", "sign", "hub", str(event), "--sources", str(sources), "--event-id", "e-1",
-                       CLI_TEST_SECRET=secret)  # fmt: skip
+    done = chamberlain(
+        "webhook", "sign", "hub", str(event), "--sources", str(sources), "--event-id", "e-1", CLI_TEST_SECRET=secret
+    )
     assert done.returncode == 0, done.stderr
     headers = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert headers["webhook-id"] == "e-1" and headers["Content-Type"] == "application/json"
@@ -119,8 +120,15 @@ def test_audit_verify_reads_the_data_folder_and_refuses_a_log_that_is_not_there(
 
     data = tmp_path / "data"
     log = AuditLog(f"sqlite:///{data / 'audit.sqlite'}")
-    entry = AuditEntry(run_id="r", step_id="r/a/1", kind="decision", principal="User::ann", action="a",
-                       resource='Order::"A1"', decision="allow")
+    entry = AuditEntry(
+        run_id="r",
+        step_id="r/a/1",
+        kind="decision",
+        principal="User::ann",
+        action="a",
+        resource='Order::"A1"',
+        decision="allow",
+    )
     log.append(entry)
     done = chamberlain("audit", "verify", CHAMBERLAIN_DATA=str(data), CHAMBERLAIN_AUDIT="", cwd=tmp_path)
     assert done.returncode == 0 and "1 records, chain intact" in done.stdout, done.stderr

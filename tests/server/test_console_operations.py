@@ -47,8 +47,9 @@ async def test_a_run_again_with_edited_input_is_a_new_linked_run_for_the_same_pr
     console: str, client: Client, task_queue: str, tmp_path: Path, ledger: Path
 ) -> None:
     async with graph_worker(client, task_queue):
-        first = await start_run(client, graph("slow_chain"), {"seconds": 0.05}, run_id=run_id(), principal=ALICE,
-                                task_queue=task_queue)
+        first = await start_run(
+            client, graph("slow_chain"), {"seconds": 0.05}, run_id=run_id(), principal=ALICE, task_queue=task_queue
+        )
         await first.result()
         page = f"/console/runs/{first.id}"
         olga, _ = await signed_in(console, "olga")
@@ -75,8 +76,9 @@ async def test_a_run_again_with_edited_input_is_a_new_linked_run_for_the_same_pr
             link = RunIndex(f"sqlite:///{tmp_path / 'data' / 'runs.sqlite'}").get(new_id)
             assert link is not None and link.rerun_of == first.id
 
-            running = await start_run(client, graph("slow_chain"), {"seconds": 2}, run_id=run_id(), principal=ALICE,
-                                      task_queue=task_queue)
+            running = await start_run(
+                client, graph("slow_chain"), {"seconds": 2}, run_id=run_id(), principal=ALICE, task_queue=task_queue
+            )
             busy = await olga.post(f"/console/runs/{running.id}/rerun", data={"csrf": csrf, "changes": "{}"})
             assert busy.status_code == 409 and "still running" in busy.text
             await running.cancel()
@@ -91,10 +93,15 @@ async def test_bulk_cancel_touches_only_the_runs_its_filter_matches(
     returns = Principal(id="alice", roles=["customer"], department=f"退货-{uuid.uuid4().hex[:6]}")  # this test's own
     async with graph_worker(client, task_queue):
         slow = {"seconds": 3.0}
-        ours = [await start_run(client, graph("slow_chain"), slow, run_id=run_id(), principal=returns,
-                                task_queue=task_queue) for _ in range(2)]
-        theirs = await start_run(client, graph("slow_chain"), slow, run_id=run_id(), principal=BOB,
-                                 task_queue=task_queue)
+        ours = [
+            await start_run(
+                client, graph("slow_chain"), slow, run_id=run_id(), principal=returns, task_queue=task_queue
+            )
+            for _ in range(2)
+        ]
+        theirs = await start_run(
+            client, graph("slow_chain"), slow, run_id=run_id(), principal=BOB, task_queue=task_queue
+        )
         olga, _ = await signed_in(console, "olga")
         try:
             for _ in range(100):  # until the index lists all three as running

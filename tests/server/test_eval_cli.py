@@ -42,9 +42,24 @@ async def test_eval_records_replays_with_another_model_and_exits_on_thresholds(
     tape, report, png = tmp_path / "tape.jsonl", tmp_path / "live.json", tmp_path / "chart.png"
     common = ["--graph", GRAPH, "--address", dev_server.address, "--app", APP]
     live = await asyncio.to_thread(
-        chamberlain, "eval", str(cases), *common, "--models", f"{APP}:reader", "--record", str(tape),
-        "--json", str(report), "--chart", str(png), "--min-accuracy", "1.0", "--min-field", "intent=1",
-        "--work", str(tmp_path / "live"),
+        chamberlain,
+        "eval",
+        str(cases),
+        *common,
+        "--models",
+        f"{APP}:reader",
+        "--record",
+        str(tape),
+        "--json",
+        str(report),
+        "--chart",
+        str(png),
+        "--min-accuracy",
+        "1.0",
+        "--min-field",
+        "intent=1",
+        "--work",
+        str(tmp_path / "live"),
     )
     assert live.returncode == 0, live.stdout + live.stderr
     assert "accuracy (all fields)" in live.stdout and "100%" in live.stdout
@@ -53,17 +68,32 @@ async def test_eval_records_replays_with_another_model_and_exits_on_thresholds(
     assert summary["accuracy"] == 1.0 and summary["escalation_rate"] == 0.3333 and summary["cases"] == 3
     assert summary["tokens_per_case"] > 0 and summary["latency_p95"] >= summary["latency_p50"] > 0
     assert {r["case"]: r["outcome"]["end"] for r in found["cases"]["reader"]} == {
-        "small": "done", "large": "done", "late": "declined"
+        "small": "done",
+        "large": "done",
+        "late": "declined",
     }
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
     assert {json.loads(line)["kind"] for line in tape.read_text(encoding="utf-8").splitlines()} == {
-        "call", "resource", "outcome"
+        "call",
+        "resource",
+        "outcome",
     }
 
     compared = tmp_path / "compared.json"
     shadow = await asyncio.to_thread(
-        chamberlain, "eval", str(cases), *common, "--compare", f"{APP}:reader", f"{APP}:misreader",
-        "--replay", str(tape), "--json", str(compared), "--min-accuracy", "0.9",
+        chamberlain,
+        "eval",
+        str(cases),
+        *common,
+        "--compare",
+        f"{APP}:reader",
+        f"{APP}:misreader",
+        "--replay",
+        str(tape),
+        "--json",
+        str(compared),
+        "--min-accuracy",
+        "0.9",
     )
     assert shadow.returncode == 1, shadow.stdout + shadow.stderr
     assert "below threshold misreader: accuracy 0.3333 is below 0.9" in " ".join(shadow.stdout.split())
@@ -90,8 +120,9 @@ def test_eval_mistakes_are_one_line_naming_the_file_line_or_flag(tmp_path: Path)
     done = chamberlain("eval", str(good), "--graph", GRAPH, "--min-field", "intent")
     assert done.returncode == 1 and "--min-field 'intent': write FIELD=SHARE" in done.stderr
     (tmp_path / "tape.jsonl").write_text("")
-    done = chamberlain("eval", str(good), "--graph", GRAPH, "--models", f"{APP}:reader", "--record",
-                       str(tmp_path / "tape.jsonl"))
+    done = chamberlain(
+        "eval", str(good), "--graph", GRAPH, "--models", f"{APP}:reader", "--record", str(tmp_path / "tape.jsonl")
+    )
     assert done.returncode == 1 and "exists — remove it or record to a new file" in done.stderr
     done = chamberlain("eval", str(good), "--models", f"{APP}:reader")
     assert done.returncode == 1 and "--graph: the cases give the graph's input directly" in done.stderr
@@ -109,8 +140,19 @@ async def test_eval_runs_shipped_promo_cases_on_the_embedded_model(
     scenario's policies and a fresh seeded store per case, on SmolLM2-135M."""
     report = tmp_path / "promo.json"
     done = await asyncio.to_thread(
-        chamberlain, "eval", "examples/promo_returns/cases.jsonl", "--app", "chamberlain.examples.promo_returns.app",
-        "--limit", "2", "--address", dev_server.address, "--json", str(report), "--work", str(tmp_path / "work"),
+        chamberlain,
+        "eval",
+        "examples/promo_returns/cases.jsonl",
+        "--app",
+        "chamberlain.examples.promo_returns.app",
+        "--limit",
+        "2",
+        "--address",
+        dev_server.address,
+        "--json",
+        str(report),
+        "--work",
+        str(tmp_path / "work"),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(report.read_text(encoding="utf-8"))

@@ -390,8 +390,17 @@ async def test_temporal_down_answers_503_and_the_redelivery_succeeds(env: None, 
         server.stop()
 
 
-GARBAGE_HEADERS = ["Content-Type", "X-Hub-Signature-256", "Stripe-Signature", "webhook-id", "webhook-timestamp",
-                   "webhook-signature", "X-Event-Id", "Content-Encoding", "X-Other"]
+GARBAGE_HEADERS = [
+    "Content-Type",
+    "X-Hub-Signature-256",
+    "Stripe-Signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "X-Event-Id",
+    "Content-Encoding",
+    "X-Other",
+]
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["id", "limit", "customer"]), inner),
@@ -545,7 +554,10 @@ async def test_webhook_statistics_need_a_signed_in_operator_or_admin(
     (tmp_path / "users.yaml").write_text(yaml.safe_dump({"users": users}))
     sources = write_sources(tmp_path, task_queue)
     settings_ = ServerSettings(
-        temporal_address=dev_server.address, webhooks=sources, users=tmp_path / "users.yaml", public_url="http://console"
+        temporal_address=dev_server.address,
+        webhooks=sources,
+        users=tmp_path / "users.yaml",
+        public_url="http://console",
     )
     server = ThreadedServer(create_app(settings_)).start()
     try:

@@ -101,16 +101,46 @@ def cases(orders: dict[str, tuple[str, str, float]]) -> list[dict[str, Any]]:
         return {"id": f"helpdesk:{customer}", "kind": "service", "roles": ["helpdesk"], "customer": customer}
 
     return [
-        {"id": "small", "lang": "zh", "input": {"message": f"订单 {small} 还没拆封 (still sealed)，想退货",
-                                                 "customer_id": c1}, "principal": principal(c1),
-         "expect": {"intent": "return", "order_id": small, "decision": "done", "escalate": False,
-                    "refund_total": r1, "must_not": ["erp.order.cancel"]}},
-        {"id": "large", "lang": "en", "input": {"message": f"I was charged twice, return order {large} please",
-                                                 "customer_id": c2}, "principal": principal(c2),
-         "expect": {"intent": "return", "order_id": large, "decision": "done", "escalate": True,
-                    "refund_total": r2, "lines": [{"line_no": 1, "quantity": 1}]}},
-        {"id": "late", "lang": "en", "input": {"message": f"Can I still return order {late}?", "customer_id": c3},
-         "principal": principal(c3),
-         "expect": {"intent": "return", "order_id": late, "decision": "declined", "escalate": False,
-                    "refund_total": 0, "must_not": ["returns.refund", "erp.refund.create"]}},
+        {
+            "id": "small",
+            "lang": "zh",
+            "input": {"message": f"订单 {small} 还没拆封 (still sealed)，想退货", "customer_id": c1},
+            "principal": principal(c1),
+            "expect": {
+                "intent": "return",
+                "order_id": small,
+                "decision": "done",
+                "escalate": False,
+                "refund_total": r1,
+                "must_not": ["erp.order.cancel"],
+            },
+        },
+        {
+            "id": "large",
+            "lang": "en",
+            "input": {"message": f"I was charged twice, return order {large} please", "customer_id": c2},
+            "principal": principal(c2),
+            "expect": {
+                "intent": "return",
+                "order_id": large,
+                "decision": "done",
+                "escalate": True,
+                "refund_total": r2,
+                "lines": [{"line_no": 1, "quantity": 1}],
+            },
+        },
+        {
+            "id": "late",
+            "lang": "en",
+            "input": {"message": f"Can I still return order {late}?", "customer_id": c3},
+            "principal": principal(c3),
+            "expect": {
+                "intent": "return",
+                "order_id": late,
+                "decision": "declined",
+                "escalate": False,
+                "refund_total": 0,
+                "must_not": ["returns.refund", "erp.refund.create"],
+            },
+        },
     ]

@@ -27,9 +27,12 @@ class Forger:
         current_ticket.set(forgery.ticket)  # as GatedExecutor does: the ticket interceptor sends it along
         try:
             reply = await workflow.execute_activity(
-                "chamberlain.tool_step", forgery.call, result_type=ToolReply,
-                start_to_close_timeout=timedelta(seconds=10), retry_policy=RetryPolicy(maximum_attempts=1),
-            )  # fmt: skip
+                "chamberlain.tool_step",
+                forgery.call,
+                result_type=ToolReply,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
         except ActivityError as exc:
             cause = exc.cause
             return f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause)

@@ -25,8 +25,11 @@ def exchange_rate(currency: str) -> str:
 async def test_a_langchain_tool_becomes_an_adapter_with_declared_facts() -> None:
     adapter = from_langchain(exchange_rate, action="finance.rate.read", labels={"text": ("financial",)})
     assert (adapter.name, adapter.action, adapter.effect, adapter.labels) == (
-        "exchange_rate", "finance.rate.read", Effect.READ, {"text": ("financial",)},
-    )  # fmt: skip
+        "exchange_rate",
+        "finance.rate.read",
+        Effect.READ,
+        {"text": ("financial",)},
+    )
     assert (await adapter.invoke({"currency": "HKD"}, CTX))["text"] == "0.93"
     with pytest.raises(ToolInputInvalid, match="exchange_rate: currency: Field required"):
         await adapter.invoke({}, CTX)

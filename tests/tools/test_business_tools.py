@@ -55,6 +55,7 @@ async def test_each_adapter_declares_its_action_effect_and_labels(registry: Tool
     assert {name: (a.action, a.effect, set(a.labels)) for name, a in registry.items()} == EXPECTED
     assert registry["crm.customer.get"].labels["phone"] == ("pii",)
 
+
 async def test_resources_name_their_owner_and_money_from_the_system_of_record(registry: ToolRegistry) -> None:
     order = await registry.invoke("erp.order.get", {"order_id": "A1003"}, ctx("k"))
     money = {"owner": order["customer_id"], "currency": order["currency"], "total": order["total"], "refunded": 0.0}
@@ -66,8 +67,9 @@ async def test_resources_name_their_owner_and_money_from_the_system_of_record(re
     assert dict((await registry["erp.order.get"].resource_of({"order_id": "A1003"})).attributes) == money
     # an order the ERP does not know names no owner (policy refuses it to a customer); the tool says why
     assert dict((await refund.resource_of({"order_id": "A9999", "amount": 5})).attributes) == {
-        "amount": 5, "pinned": False,
-    }  # fmt: skip
+        "amount": 5,
+        "pinned": False,
+    }
     owner = order["customer_id"]
     other = next(c for c in (f"C{10000 + i}" for i in range(30)) if c != owner)
     ticket = registry["crm.ticket.open"]
@@ -114,8 +116,10 @@ async def test_a_return_from_evaluation_to_restock(registry: ToolRegistry) -> No
     assert Path(label["path"]).read_bytes().startswith(b"%PDF")
     resource = await registry["returns.refund"].resource_of({"rma": rma["rma"], "expected_refunded": 0})
     assert (resource.type, resource.attributes["owner"], resource.attributes["amount"]) == (
-        "Return", order["customer_id"], rma["refund_amount"],
-    )  # fmt: skip
+        "Return",
+        order["customer_id"],
+        rma["refund_amount"],
+    )
     assert resource.attributes["pinned"] is True and resource.attributes["refunded"] == decision["refunded"] == 0
     pinned = {"rma": rma["rma"], "expected_refunded": decision["refunded"]}
     refund = await registry.invoke("returns.refund", pinned, ctx("r/f/1"))

@@ -82,8 +82,13 @@ async def test_returns_authorize_once_restock_once_and_refuse_over_returns(syste
     erp, _ = systems
     order = await erp.get_order("A1013")
     line = order.lines[0]
-    request = RmaRequest(order_id=order.id, lines=[ReturnLine(line_no=line.line_no, quantity=1)], reason="broken",
-                         condition="damaged_on_arrival", refund_amount=line.unit_price)  # fmt: skip
+    request = RmaRequest(
+        order_id=order.id,
+        lines=[ReturnLine(line_no=line.line_no, quantity=1)],
+        reason="broken",
+        condition="damaged_on_arrival",
+        refund_amount=line.unit_price,
+    )
     rma = await erp.authorize_return(request, "run-3/authorize/1")
     assert await erp.authorize_return(request, "run-3/authorize/1") == rma
     with pytest.raises(ToolRejected, match=f"line {line.line_no} of order {order.id} cannot return"):

@@ -22,9 +22,18 @@ KEY = b"checkpoint-key"
 
 
 def entry(i: int, attempt: int = 1) -> AuditEntry:
-    return AuditEntry(run_id="r", step_id=f"r/refund/{i}", attempt=attempt, kind="decision", principal="User::li",
-                      action="erp.refund.create", resource='Order::"A1"', args={"amount": i}, decision="allow",
-                      policies=["support-refunds-up-to-200-cny"])  # fmt: skip
+    return AuditEntry(
+        run_id="r",
+        step_id=f"r/refund/{i}",
+        attempt=attempt,
+        kind="decision",
+        principal="User::li",
+        action="erp.refund.create",
+        resource='Order::"A1"',
+        args={"amount": i},
+        decision="allow",
+        policies=["support-refunds-up-to-200-cny"],
+    )
 
 
 def filled(url: str, n: int) -> AuditLog:

@@ -81,9 +81,12 @@ async def child_result(client: Client, workflow_id: str) -> RunResult:
 
 def case(followup_id: str = "followup") -> ReturnCase:
     return ReturnCase(
-        message="王小明, A1042 arrived broken", customer=CUSTOMER, answer=answer_graph(),
-        followup=answer_graph(), followup_id=followup_id,
-    )  # fmt: skip
+        message="王小明, A1042 arrived broken",
+        customer=CUSTOMER,
+        answer=answer_graph(),
+        followup=answer_graph(),
+        followup_id=followup_id,
+    )
 
 
 async def test_a_business_workflow_chains_its_activity_a_signal_and_two_graphs(

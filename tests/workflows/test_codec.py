@@ -35,8 +35,9 @@ def plain(text: str) -> Payload:
 async def test_history_holds_no_customer_data(client: Client, tmp_path: Path, task_queue: str) -> None:
     tools = toolbox.tools()
     rid = run_id()
-    async with create_worker(client, models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path),
-                             task_queue=task_queue):  # fmt: skip
+    async with create_worker(
+        client, models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path), task_queue=task_queue
+    ):
         result = await execute_run(
             client, answer_graph(), {"message": MESSAGE}, run_id=rid, principal=CUSTOMER, task_queue=task_queue
         )
@@ -94,10 +95,12 @@ def test_the_dev_key_file_is_private_and_kept(tmp_path: Path) -> None:
 def codec_server() -> Iterator[tuple[str, EncryptionCodec]]:
     codec = EncryptionCodec.parse(new_key("k1"))
     app = FastAPI()
-    app.state.users = UserDirectory(users=[
-        User(id="olga", roles=["operator"], token_sha256=token_digest("olga-token")),
-        User(id="carl", roles=["customer"], token_sha256=token_digest("carl-token")),
-    ])  # fmt: skip
+    app.state.users = UserDirectory(
+        users=[
+            User(id="olga", roles=["operator"], token_sha256=token_digest("olga-token")),
+            User(id="carl", roles=["customer"], token_sha256=token_digest("carl-token")),
+        ]
+    )
     app.include_router(codec_router(codec, ui_origins=["http://127.0.0.1:8233"]))
     server = BackgroundServer(app).start()
     yield server.url, codec
@@ -112,7 +115,9 @@ async def test_the_decode_endpoint_serves_operators_only(codec_server: tuple[str
         forged = await http.post("/codec/decode", json=body, headers={"Authorization": "Bearer olga-token-x"})
         customer = await http.post("/codec/decode", json=body, headers={"Authorization": "Bearer carl-token"})
         operator = await http.post(
-            "/codec/decode", json=body, headers={"Authorization": "Bearer olga-token", "Origin": "http://127.0.0.1:8233"}
+            "/codec/decode",
+            json=body,
+            headers={"Authorization": "Bearer olga-token", "Origin": "http://127.0.0.1:8233"},
         )
         preflight = await http.options("/codec/decode", headers={"Origin": "http://127.0.0.1:8233"})
         elsewhere = await http.options("/codec/decode", headers={"Origin": "http://evil.example"})

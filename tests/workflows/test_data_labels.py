@@ -33,16 +33,31 @@ def greeting_graph() -> GraphSpec:
             "state": {"customer_id": {}, "customer": {"type": "dict"}, "contact": {}, "reply": {}},
             "start": "lookup",
             "nodes": {
-                "lookup": {"type": "tool", "tool": "crm.customer.get", "args": {"customer_id": "customer_id"},
-                           "output": {"customer": "result"}, "next": "contact"},
-                "contact": {"type": "model", "model": "private-model", "prompt": "Email of {customer}?",
-                            "output": {"contact": {"type": "str"}}, "next": "draft"},
-                "draft": {"type": "model", "model": "external-model", "write": "reply", "next": "done",
-                          "prompt": "Write a two-line greeting to {customer}; we will email {contact}."},
+                "lookup": {
+                    "type": "tool",
+                    "tool": "crm.customer.get",
+                    "args": {"customer_id": "customer_id"},
+                    "output": {"customer": "result"},
+                    "next": "contact",
+                },
+                "contact": {
+                    "type": "model",
+                    "model": "private-model",
+                    "prompt": "Email of {customer}?",
+                    "output": {"contact": {"type": "str"}},
+                    "next": "draft",
+                },
+                "draft": {
+                    "type": "model",
+                    "model": "external-model",
+                    "write": "reply",
+                    "next": "done",
+                    "prompt": "Write a two-line greeting to {customer}; we will email {contact}.",
+                },
                 "done": {"type": "end"},
             },
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -62,8 +77,9 @@ def external() -> Iterator[FakeModelServer]:
 
 def models(external: FakeModelServer, email: str) -> ModelRegistry:
     registry = ModelRegistry()
-    registry.register("private-model", ScriptedChatModel(replies=[f'{{"contact": "{email}"}}']), Tier.PRIVATE,
-                      trust=["pii"])  # fmt: skip
+    registry.register(
+        "private-model", ScriptedChatModel(replies=[f'{{"contact": "{email}"}}']), Tier.PRIVATE, trust=["pii"]
+    )
     client = PrivateChatModel(base_url=external.base_url, model="external-model", timeout=5)
     registry.register("external-model", client, Tier.EXTERNAL)
     return registry
@@ -79,10 +95,12 @@ async def test_crm_personal_data_reaches_an_external_model_only_masked(
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
     rid = run_id()
-    async with create_worker(client, models=models(external, customer.email), tools=tools, task_queue=task_queue,
-                             gate=gate):  # fmt: skip
-        handle = await start_run(client, greeting_graph(), {"customer_id": "C10001"}, run_id=rid,
-                                 task_queue=task_queue, principal=SUPPORT)  # fmt: skip
+    async with create_worker(
+        client, models=models(external, customer.email), tools=tools, task_queue=task_queue, gate=gate
+    ):
+        handle = await start_run(
+            client, greeting_graph(), {"customer_id": "C10001"}, run_id=rid, task_queue=task_queue, principal=SUPPORT
+        )
         result = await handle.result()
         steps = {s.node: s for s in (await progress(handle)).steps}
     assert result.status == "completed" and result.output["reply"] == "Dear customer, thank you for writing."
@@ -105,8 +123,13 @@ async def test_in_process_the_same_gate_masks_personal_data_for_an_external_mode
     tools = business_tools(EmbeddedErp(crm.engine), crm, today=REFERENCE_DAY)
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
-    result = await run_gated_in_process(greeting_graph(), {"customer_id": "C10001"}, gate=gate,
-                                        models=models(external, customer.email), principal=SUPPORT)  # fmt: skip
+    result = await run_gated_in_process(
+        greeting_graph(),
+        {"customer_id": "C10001"},
+        gate=gate,
+        models=models(external, customer.email),
+        principal=SUPPORT,
+    )
     assert result.output["reply"] == "Dear customer, thank you for writing."
     sent = external.received_text()
     assert [v for v in (customer.name, customer.email, customer.phone) if v in sent] == [] and "PII_" in sent
@@ -121,6 +144,7 @@ async def test_without_a_gate_personal_data_is_never_sent_to_an_untrusted_model(
     customer = await crm.get_customer("C10001")
     tools = business_tools(EmbeddedErp(crm.engine), crm, today=REFERENCE_DAY)
     with pytest.raises(ModelOutputInvalid, match="external-model: skipped, may not receive data labelled pii"):
-        await run_in_process(greeting_graph(), {"customer_id": "C10001"}, models=models(external, customer.email),
-                             tools=tools)  # fmt: skip
+        await run_in_process(
+            greeting_graph(), {"customer_id": "C10001"}, models=models(external, customer.email), tools=tools
+        )
     assert external.received == []

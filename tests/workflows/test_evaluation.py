@@ -60,17 +60,32 @@ def test_case_file_errors_name_the_line_and_field(tmp_path: Path) -> None:
 
 def test_fields_are_scored_as_a_person_reads_them() -> None:
     case = Case(
-        id="c", input={}, expect={
-            "order_id": None, "lines": [{"line_no": 2, "quantity": 1}, {"line_no": 1, "quantity": 2}],
-            "refund_total": 129.0, "escalate": True, "decision": "done", "intent": "Return",
-            "must_not": ["erp.order.cancel"], "effects": ["returns.refund"],
+        id="c",
+        input={},
+        expect={
+            "order_id": None,
+            "lines": [{"line_no": 2, "quantity": 1}, {"line_no": 1, "quantity": 2}],
+            "refund_total": 129.0,
+            "escalate": True,
+            "decision": "done",
+            "intent": "Return",
+            "must_not": ["erp.order.cancel"],
+            "effects": ["returns.refund"],
         },
     )
     outcome = Outcome(
-        case="c", status="completed", end="done", escalations=["manager"], refund_total=129.004,
-        effects=["returns.rma.create", "erp.refund.create"], tools=["returns.authorize", "returns.refund"],
-        state={"order_id": "none", "intent": "return", "lines": [{"line_no": 1, "quantity": 2},
-                                                                   {"line_no": 2, "quantity": 1}]},
+        case="c",
+        status="completed",
+        end="done",
+        escalations=["manager"],
+        refund_total=129.004,
+        effects=["returns.rma.create", "erp.refund.create"],
+        tools=["returns.authorize", "returns.refund"],
+        state={
+            "order_id": "none",
+            "intent": "return",
+            "lines": [{"line_no": 1, "quantity": 2}, {"line_no": 2, "quantity": 1}],
+        },
     )
     assert all(score(case, outcome).values()), score(case, outcome)
     cancelled = outcome.model_copy(update={"effects": ["erp.order.cancel"], "tools": [], "escalations": []})
@@ -87,8 +102,18 @@ def test_mcnemar_exact_and_thresholds() -> None:
     assert mcnemar_exact(3, 3) == 1.0
     assert mcnemar_exact(2, 10) == pytest.approx(2 * sum(__import__("math").comb(12, k) for k in range(3)) / 4096)
     summary = Summary(
-        config="a", cases=10, accuracy=0.8, fields={"intent": 0.9}, by_lang={}, escalation_rate=0.3, denials=0,
-        failed=0, latency_p50=1.0, latency_p95=2.5, tokens_per_case=100, cost_per_case=0.0,
+        config="a",
+        cases=10,
+        accuracy=0.8,
+        fields={"intent": 0.9},
+        by_lang={},
+        escalation_rate=0.3,
+        denials=0,
+        failed=0,
+        latency_p50=1.0,
+        latency_p95=2.5,
+        tokens_per_case=100,
+        cost_per_case=0.0,
     )
     assert below(summary, {"min_accuracy": 0.8, "min_intent": 0.9, "max_p95": 2.5}) == []
     misses = below(summary, {"min_accuracy": 0.85, "max_escalation_rate": 0.2, "min_order_id": 0.5})
@@ -181,9 +206,7 @@ def erp_writes(folder: Path) -> tuple[int, int, list[str]]:
     return refunds, rmas, cancelled
 
 
-async def test_a_replay_with_another_model_writes_nothing_and_says_what_changed(
-    client: Client, tmp_path: Path
-) -> None:
+async def test_a_replay_with_another_model_writes_nothing_and_says_what_changed(client: Client, tmp_path: Path) -> None:
     store = sqlite_store(shop.evaluation_tools, tmp_path / "template")
     (tmp_path / "pick").mkdir()
     picking = store(tmp_path / "pick")
@@ -196,8 +219,9 @@ async def test_a_replay_with_another_model_writes_nothing_and_says_what_changed(
         return Subject(name=name, graph=graph, models=models, policies=policies, store=store)  # type: ignore[arg-type]
 
     tape = tmp_path / "tape.jsonl"
-    recorded = await evaluate(client, subject("recorded", shop.reader()), cases, tmp_path,
-                              Tape("record", Recording(tape)))
+    recorded = await evaluate(
+        client, subject("recorded", shop.reader()), cases, tmp_path, Tape("record", Recording(tape))
+    )
     assert [o.end for o in recorded] == ["done", "done", "declined"], [o.error for o in recorded]
     assert all(all(score(c, o).values()) for c, o in zip(cases, recorded, strict=True))
     assert recorded[1].escalations == ["manager"] and recorded[0].tokens > 0
@@ -205,8 +229,9 @@ async def test_a_replay_with_another_model_writes_nothing_and_says_what_changed(
     assert (refunds, rmas) == (2, 2)  # recording ran live: the check below can see writes
 
     # the same model, replayed: the same outcome, money and all — and not one write
-    again = await evaluate(client, subject("again", shop.reader()), cases, tmp_path,
-                           Tape("replay", Recording.load(tape)))
+    again = await evaluate(
+        client, subject("again", shop.reader()), cases, tmp_path, Tape("replay", Recording.load(tape))
+    )
     assert erp_writes(tmp_path / "again") == (0, 0, [])
     assert all(not r.differs for r in results(cases, again, Recording.load(tape).outcomes()))
     assert again[0].refund_total == recorded[0].refund_total > 0

@@ -87,13 +87,20 @@ def refund_graph(grant: list[str]) -> GraphSpec:
             "start": "read",
             "nodes": {
                 "read": {"type": "model", "prompt": "{message}", "next": "refund", "output": OUTPUT},
-                "refund": {"type": "tool", "tool": "erp.refund.create", "args": ARGS, "output": REFUND_ID,
-                           "on_error": "refused", "error": "error", "next": "done"},
+                "refund": {
+                    "type": "tool",
+                    "tool": "erp.refund.create",
+                    "args": ARGS,
+                    "output": REFUND_ID,
+                    "on_error": "refused",
+                    "error": "error",
+                    "next": "done",
+                },
                 "refused": {"type": "end", "output": ["error"]},
                 "done": {"type": "end"},
             },
         }
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -142,8 +149,14 @@ async def test_an_injected_refund_outside_the_grant_is_denied_and_audited(
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     rid = run_id()
     async with gated_worker(client, task_queue, erp, audit):
-        result = await execute_run(client, refund_graph(["erp.order.read"]), {"message": INJECTION}, run_id=rid,
-                                 task_queue=task_queue, principal=HELPDESK)  # fmt: skip
+        result = await execute_run(
+            client,
+            refund_graph(["erp.order.read"]),
+            {"message": INJECTION},
+            run_id=rid,
+            task_queue=task_queue,
+            principal=HELPDESK,
+        )
     assert result.end == "refused" and result.output["error"] == "erp.refund.create is not in the agent's grant"
     assert refunds(erp) == []
     assert decisions(audit, rid) == [
@@ -159,8 +172,14 @@ async def test_an_injected_refund_beyond_the_order_is_forbidden_without_asking(
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     rid = run_id()
     async with gated_worker(client, task_queue, erp, audit):
-        result = await execute_run(client, refund_graph([REFUND]), {"message": INJECTION}, run_id=rid,
-                                   task_queue=task_queue, principal=HELPDESK)  # fmt: skip
+        result = await execute_run(
+            client,
+            refund_graph([REFUND]),
+            {"message": INJECTION},
+            run_id=rid,
+            task_queue=task_queue,
+            principal=HELPDESK,
+        )
     assert result.end == "refused" and "no-refund-beyond-what-is-left" in result.output["error"]
     assert refunds(erp) == []
     assert (REFUND, "deny", "Service::helpdesk") in decisions(audit, rid)
@@ -172,8 +191,14 @@ async def test_an_injected_refund_inside_the_grant_waits_for_a_manager(
     audit = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     rid = run_id()
     async with gated_worker(client, task_queue, erp, audit, injected_model((await erp.get_order("A1005")).paid)):
-        handle = await start_run(client, refund_graph(["erp.refund.create"]), {"message": INJECTION}, run_id=rid,
-                                 task_queue=task_queue, principal=HELPDESK)  # fmt: skip
+        handle = await start_run(
+            client,
+            refund_graph(["erp.refund.create"]),
+            {"message": INJECTION},
+            run_id=rid,
+            task_queue=task_queue,
+            principal=HELPDESK,
+        )
         pending = await wait_for_approval(handle)
         assert pending.approvers == ["manager"] and "erp.refund.create needs approval by manager" in pending.ask
         manager = Principal(id="maria", roles=["manager"])
@@ -197,8 +222,14 @@ async def test_an_approved_refund_is_checked_again_and_happens_once(
     tools = counting_reads(business_tools(erp, EmbeddedCrm(erp.engine), today=REFERENCE_DAY), REFUND, reads)
     gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
     async with create_worker(client, models=models, tools=tools, task_queue=task_queue, gate=gate):
-        handle = await start_run(client, refund_graph(["erp.refund.create"]), {"message": message}, run_id=rid,
-                                 task_queue=task_queue, principal=HELPDESK)  # fmt: skip
+        handle = await start_run(
+            client,
+            refund_graph(["erp.refund.create"]),
+            {"message": message},
+            run_id=rid,
+            task_queue=task_queue,
+            principal=HELPDESK,
+        )
         pending = await wait_for_approval(handle)
         await decide(
             handle,
@@ -253,8 +284,9 @@ async def test_a_ticket_is_bound_to_its_call_resource_principal_and_key(tmp_path
 
 async def test_a_re_decision_trusts_only_a_resource_this_deployment_sealed(tmp_path: Path) -> None:
     reads: list[str] = []
-    gate = gate_for_tests(counting_reads(toolbox.tools(), "erp.refund", reads),
-                          AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}"))  # fmt: skip
+    gate = gate_for_tests(
+        counting_reads(toolbox.tools(), "erp.refund", reads), AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    )
     call = small_refund()
     first = await gate.check(GateCheck(call=call, principal=None, grant=None))
     sealed = GateCheck(call=call, principal=None, grant=None, resource=first.resource, seal=first.seal, attempt=2)
@@ -282,8 +314,14 @@ async def test_a_forged_tool_activity_call_is_refused_where_it_would_act(
         "a valid ticket": Forgery(call=read, ticket=ticket),
     }
     activities = GraphActivities(ModelRegistry(), tools, gate=gate).all()
-    worker = Worker(client, task_queue=task_queue, workflows=[Forger], activities=activities,
-                    interceptors=[TicketInterceptor()], workflow_runner=sandbox_runner())  # fmt: skip
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[Forger],
+        activities=activities,
+        interceptors=[TicketInterceptor()],
+        workflow_runner=sandbox_runner(),
+    )
     async with worker:
         outcomes = {
             case: await client.execute_workflow(Forger.run, forgery, id=run_id(), task_queue=task_queue)
@@ -331,9 +369,7 @@ async def test_an_in_process_run_without_a_gate_refuses_to_start(five_steps: Gra
     assert toolbox.effects() == []
 
 
-def test_the_development_gate_is_announced_and_keeps_its_key(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_development_gate_is_announced_and_keeps_its_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     tools = toolbox.tools()
     with caplog.at_level(logging.WARNING, logger="chamberlain.gate"):
         first = Gate.development(tools, tmp_path / "data")
@@ -359,16 +395,23 @@ async def test_in_process_runs_pass_the_same_gate_and_audit(erp: EmbeddedErp, tm
     gate = Gate(PolicyEngine.load(), audit, tools, TEST_SECRET)
     paid = (await erp.get_order("A1005")).paid
     models = ModelRegistry()
-    models.register("m", ScriptedChatModel(respond=lambda *_: json.dumps({"order_id": "A1005", "amount": paid})),
-                    trust=["pii"])  # fmt: skip
+    models.register(
+        "m", ScriptedChatModel(respond=lambda *_: json.dumps({"order_id": "A1005", "amount": paid})), trust=["pii"]
+    )
     answers: list[ApprovalDecision] = []
 
     def approve(request: ApprovalRequest) -> ApprovalDecision:
         return answers.pop(0).model_copy(update={"step_id": request.step.step_id})
 
     async def run(grant: list[str]) -> Any:
-        return await run_gated_in_process(refund_graph(grant), {"message": f"refund {paid} on A1005"}, gate=gate,
-                                          models=models, principal=HELPDESK, approve=approve)  # fmt: skip
+        return await run_gated_in_process(
+            refund_graph(grant),
+            {"message": f"refund {paid} on A1005"},
+            gate=gate,
+            models=models,
+            principal=HELPDESK,
+            approve=approve,
+        )
 
     outside = await run(["erp.order.read"])
     assert outside.output["error"] == "erp.refund.create is not in the agent's grant"

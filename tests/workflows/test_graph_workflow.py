@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
-from chamberlain.workflows import RunResult, progress, execute_run, start_run
+from chamberlain.workflows import RunResult, execute_run, progress, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
@@ -27,8 +27,11 @@ async def test_five_step_graph_completes_as_in_process(client: Client, task_queu
     )
     assert isinstance(result, RunResult)
     assert (result.status, result.end, result.output, result.steps) == (
-        in_process.status, in_process.end, in_process.output, in_process.steps,
-    )  # fmt: skip
+        in_process.status,
+        in_process.end,
+        in_process.output,
+        in_process.steps,
+    )
     durable_effects = [e for e in toolbox.effects() if e[1].startswith(rid)]
     assert durable_effects == [("order", f"{rid}/lookup/1"), ("refund", f"{rid}/refund/1")]
 
@@ -157,14 +160,25 @@ def self_correcting_graph() -> GraphSpec:
             "start": "bump",
             "max_steps": 10,
             "nodes": {
-                "bump": {"type": "tool", "tool": "test.count", "args": {"n": "raw"}, "output": {"n": "result.n"},
-                         "on_error": "fix", "error": "error", "next": "done"},
-                "fix": {"type": "model", "prompt": "The tool said: {error}. Give a number.",
-                        "output": {"raw": {"type": "str", "pattern": "^[0-9]+$"}}, "next": "bump"},
+                "bump": {
+                    "type": "tool",
+                    "tool": "test.count",
+                    "args": {"n": "raw"},
+                    "output": {"n": "result.n"},
+                    "on_error": "fix",
+                    "error": "error",
+                    "next": "done",
+                },
+                "fix": {
+                    "type": "model",
+                    "prompt": "The tool said: {error}. Give a number.",
+                    "output": {"raw": {"type": "str", "pattern": "^[0-9]+$"}},
+                    "next": "bump",
+                },
                 "done": {"type": "end"},
             },
         }
-    )  # fmt: skip
+    )
 
 
 async def test_invalid_arguments_go_back_to_the_model_to_correct(client: Client, task_queue: str) -> None:

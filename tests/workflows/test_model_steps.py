@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
-from chamberlain.workflows import Decision, Principal, RunResult, decide, progress, execute_run, start_run
+from chamberlain.workflows import Decision, Principal, RunResult, decide, execute_run, progress, start_run
 from tests.conftest import run_id
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 from tests.support.graphs import graph

@@ -99,9 +99,13 @@ async def test_plugin_configures_client_and_worker(dev_server: DevServer, tmp_pa
     rid = run_id()
     async with Worker(client, task_queue=task_queue):
         result = await execute_run(
-            client, answer_graph(), {"message": "王小明, A1007 is broken"}, run_id=rid, principal=CUSTOMER,
+            client,
+            answer_graph(),
+            {"message": "王小明, A1007 is broken"},
+            run_id=rid,
+            principal=CUSTOMER,
             task_queue=task_queue,
-        )  # fmt: skip
+        )
     assert result.output == {"reply": "您好 王小明, we are looking at A1007", "order_id": "A1007", "amount": 120.5}
     replayer = Replayer(workflows=[], plugins=[plugin(tmp_path)])
     history = await client.get_workflow_handle(rid).fetch_history()

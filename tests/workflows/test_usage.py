@@ -34,8 +34,16 @@ def models() -> ModelRegistry:
 
 def test_recording_is_idempotent_per_step(ledger_db: tuple[UsageLedger, str]) -> None:
     ledger, department = ledger_db
-    entry = UsageEntry(step_id=f"{uuid.uuid4()}/x/1", run_id="r", principal="p", department=department, model="m",
-                       input_tokens=10, output_tokens=5, cost=0.00005)  # fmt: skip
+    entry = UsageEntry(
+        step_id=f"{uuid.uuid4()}/x/1",
+        run_id="r",
+        principal="p",
+        department=department,
+        model="m",
+        input_tokens=10,
+        output_tokens=5,
+        cost=0.00005,
+    )
     first = ledger.record(entry)
     again = ledger.record(entry)  # a retried activity
     assert first.spent == again.spent == pytest.approx(0.00005) and first.exceeded is None
@@ -50,8 +58,9 @@ async def test_a_department_over_budget_stops_the_run(
     spec = graph("extract")
     principal = Principal(id="wang", department=department)
     tools = toolbox.tools()
-    async with create_worker(client, models=models(), tools=tools, gate=gate_for_tests(tools), task_queue=task_queue,
-                             usage=ledger):  # fmt: skip
+    async with create_worker(
+        client, models=models(), tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, usage=ledger
+    ):
         with pytest.raises(WorkflowFailureError) as caught:
             await execute_run(
                 client, spec, {"message": "A1002"}, run_id=run_id(), task_queue=task_queue, principal=principal

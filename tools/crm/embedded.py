@@ -43,9 +43,12 @@ class EmbeddedCrm:
                 raise ToolRejected(f"no customer {request.customer_id}")
             now = datetime.now(UTC)
             ticket = Ticket(
-                customer_id=request.customer_id, subject=request.subject, order_id=request.order_id,
-                idempotency_key=key, created_at=now,
-            )  # fmt: skip
+                customer_id=request.customer_id,
+                subject=request.subject,
+                order_id=request.order_id,
+                idempotency_key=key,
+                created_at=now,
+            )
             session.add(ticket)
             try:
                 session.flush()
@@ -65,6 +68,10 @@ class EmbeddedCrm:
 
 def _view(ticket: Ticket) -> TicketView:
     return TicketView(
-        ticket_id=f"T{ticket.id:06d}", customer_id=ticket.customer_id, subject=ticket.subject, status=ticket.status,
-        order_id=ticket.order_id, created_at=ticket.created_at,
-    )  # fmt: skip
+        ticket_id=f"T{ticket.id:06d}",
+        customer_id=ticket.customer_id,
+        subject=ticket.subject,
+        status=ticket.status,
+        order_id=ticket.order_id,
+        created_at=ticket.created_at,
+    )

@@ -131,15 +131,19 @@ class EmbeddedErp:
                 select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.line_no))
             ).all()
             return OrderStatusView(
-                order_id=order.id, status=order.status, placed_at=order.placed_at, delivered_at=order.delivered_at,
-                carrier=shipment.carrier if shipment else None, tracking=shipment.tracking if shipment else None,
+                order_id=order.id,
+                status=order.status,
+                placed_at=order.placed_at,
+                delivered_at=order.delivered_at,
+                carrier=shipment.carrier if shipment else None,
+                tracking=shipment.tracking if shipment else None,
                 shipped_at=shipment.shipped_at if shipment else None,
                 open_lines=[
                     ReturnLine(line_no=line.line_no, quantity=line.quantity - line.returned_quantity)
                     for line in lines
                     if line.quantity > line.returned_quantity
                 ],
-            )  # fmt: skip
+            )
 
     async def cancel_order(self, order_id: str, idempotency_key: str) -> OrderStatusView:
         return await asyncio.to_thread(self._cancel_order, order_id)
@@ -202,9 +206,14 @@ class EmbeddedErp:
                 session.rollback()
                 raise ToolRejected(self._refused(request))
             refund = Refund(
-                order_id=request.order_id, payment_id=payment.id, amount=request.amount, currency=payment.currency,
-                reason=request.reason, idempotency_key=key, created_at=datetime.now(UTC),
-            )  # fmt: skip
+                order_id=request.order_id,
+                payment_id=payment.id,
+                amount=request.amount,
+                currency=payment.currency,
+                reason=request.reason,
+                idempotency_key=key,
+                created_at=datetime.now(UTC),
+            )
             session.add(refund)
             try:
                 session.commit()
@@ -259,10 +268,14 @@ class EmbeddedErp:
             order = session.get(Order, request.order_id)
             row = ReturnAuthorization(
                 currency=order.currency if order else "CNY",
-                order_id=request.order_id, lines=json.dumps([line.model_dump() for line in request.lines]),
-                reason=request.reason, condition=request.condition, refund_amount=request.refund_amount,
-                idempotency_key=key, created_at=datetime.now(UTC),
-            )  # fmt: skip
+                order_id=request.order_id,
+                lines=json.dumps([line.model_dump() for line in request.lines]),
+                reason=request.reason,
+                condition=request.condition,
+                refund_amount=request.refund_amount,
+                idempotency_key=key,
+                created_at=datetime.now(UTC),
+            )
             session.add(row)
             try:
                 session.commit()
@@ -305,15 +318,24 @@ class EmbeddedErp:
 
 def _refund_view(refund: Refund) -> RefundView:
     return RefundView(
-        refund_id=f"RF{refund.id:06d}", order_id=refund.order_id, amount=refund.amount, currency=refund.currency,
+        refund_id=f"RF{refund.id:06d}",
+        order_id=refund.order_id,
+        amount=refund.amount,
+        currency=refund.currency,
         created_at=refund.created_at,
-    )  # fmt: skip
+    )
 
 
 def _rma_view(row: ReturnAuthorization) -> RmaView:
     assert row.id is not None
     return RmaView(
-        rma=rma_number(row.id), order_id=row.order_id, lines=[ReturnLine(**x) for x in json.loads(row.lines)],
-        reason=row.reason, condition=row.condition, refund_amount=row.refund_amount, currency=row.currency,
-        status=row.status, created_at=row.created_at,
-    )  # fmt: skip
+        rma=rma_number(row.id),
+        order_id=row.order_id,
+        lines=[ReturnLine(**x) for x in json.loads(row.lines)],
+        reason=row.reason,
+        condition=row.condition,
+        refund_amount=row.refund_amount,
+        currency=row.currency,
+        status=row.status,
+        created_at=row.created_at,
+    )

@@ -90,5 +90,11 @@ def evaluate(
     refundable = round(order.paid - order.refunded, 2)
     if refund > refundable:
         reasons.append(f"refund {refund} exceeds the {refundable} still refundable")
-    return ReturnDecision(eligible=not reasons, refund_amount=refund if not reasons else 0.0, currency=order.currency,
-                          refunded=order.refunded, reasons=reasons, window_ends=window_ends)  # fmt: skip
+    return ReturnDecision(
+        eligible=not reasons,
+        refund_amount=refund if not reasons else 0.0,
+        currency=order.currency,
+        refunded=order.refunded,
+        reasons=reasons,
+        window_ends=window_ends,
+    )

@@ -96,8 +96,14 @@ class Outcome(BaseModel):
         """The value an expectation key is compared with."""
         done = [*self.effects, *self.tools]
         derived = {
-            "escalate": self.escalate, "decision": self.end, "end": self.end, "status": self.status,
-            "effects": done, "must_not": done, "refund_total": self.refund_total, "denials": self.denials,
+            "escalate": self.escalate,
+            "decision": self.end,
+            "end": self.end,
+            "status": self.status,
+            "effects": done,
+            "must_not": done,
+            "refund_total": self.refund_total,
+            "denials": self.denials,
         }
         return derived[name] if name in derived else self.state.get(name)
 

@@ -58,15 +58,16 @@ class Comparison(BaseModel):
     fields: dict[str, tuple[float, float]]
 
 
-def results(cases: Sequence[Case], outcomes: Sequence[Outcome], recorded: dict[str, Any] | None = None) -> list[
-    CaseResult
-]:
+def results(
+    cases: Sequence[Case], outcomes: Sequence[Outcome], recorded: dict[str, Any] | None = None
+) -> list[CaseResult]:
     """Score each outcome; with ``recorded`` outcomes (a replay), name the fields that changed."""
     found = []
     for case, outcome in zip(cases, outcomes, strict=True):
         differs = differences(case, recorded[case.id], outcome) if recorded and case.id in recorded else []
-        found.append(CaseResult(case=case.id, lang=case.lang, outcome=outcome, scores=score(case, outcome),
-                                differs=differs))
+        found.append(
+            CaseResult(case=case.id, lang=case.lang, outcome=outcome, scores=score(case, outcome), differs=differs)
+        )
     return found
 
 
@@ -101,13 +102,17 @@ def summarize(config: str, found: Sequence[CaseResult]) -> Summary:
         groups.setdefault(group_of(r.case), []).append(r.correct)
     latencies = [r.outcome.latency for r in found]
     return Summary(
-        config=config, cases=len(found), accuracy=_rate(r.correct for r in found),
+        config=config,
+        cases=len(found),
+        accuracy=_rate(r.correct for r in found),
         fields={name: _rate(oks) for name, oks in sorted(fields.items())},
         by_lang={lang: _rate(oks) for lang, oks in sorted(langs.items())},
         by_group={group: _rate(oks) for group, oks in sorted(groups.items())},
-        escalation_rate=_rate(r.outcome.escalate for r in found), denials=sum(r.outcome.denials for r in found),
+        escalation_rate=_rate(r.outcome.escalate for r in found),
+        denials=sum(r.outcome.denials for r in found),
         failed=sum(r.outcome.status == "failed" for r in found),
-        latency_p50=round(percentile(latencies, 50), 3), latency_p95=round(percentile(latencies, 95), 3),
+        latency_p50=round(percentile(latencies, 50), 3),
+        latency_p95=round(percentile(latencies, 95), 3),
         tokens_per_case=round(sum(r.outcome.tokens for r in found) / n, 1),
         cost_per_case=round(sum(r.outcome.cost for r in found) / n, 6),
         differing=sum(bool(r.differs) for r in found),
@@ -138,8 +143,14 @@ def compare(a: Summary, a_found: Sequence[CaseResult], b: Summary, b_found: Sequ
     only_a = [r.case for r in a_found if r.correct and not right_b[r.case]]
     only_b = [r.case for r in a_found if not r.correct and right_b[r.case]]
     fields = {name: (a.fields.get(name, 0.0), b.fields.get(name, 0.0)) for name in sorted({*a.fields, *b.fields})}
-    return Comparison(a=a.config, b=b.config, only_a_right=only_a, only_b_right=only_b,
-                      p_value=round(mcnemar_exact(len(only_a), len(only_b)), 6), fields=fields)
+    return Comparison(
+        a=a.config,
+        b=b.config,
+        only_a_right=only_a,
+        only_b_right=only_b,
+        p_value=round(mcnemar_exact(len(only_a), len(only_b)), 6),
+        fields=fields,
+    )
 
 
 def below(summary: Summary, thresholds: dict[str, float]) -> list[str]:
@@ -157,8 +168,13 @@ def below(summary: Summary, thresholds: dict[str, float]) -> list[str]:
 
 
 def _metric(summary: Summary, name: str) -> float | None:
-    known = {"accuracy": summary.accuracy, "escalation_rate": summary.escalation_rate, "p95": summary.latency_p95,
-             "failed": float(summary.failed), "denials": float(summary.denials)}
+    known = {
+        "accuracy": summary.accuracy,
+        "escalation_rate": summary.escalation_rate,
+        "p95": summary.latency_p95,
+        "failed": float(summary.failed),
+        "denials": float(summary.denials),
+    }
     return known.get(name, summary.fields.get(name))
 
 
@@ -204,8 +220,7 @@ def chart(summaries: Sequence[Summary], path: Path) -> Path:
         values = [s.fields.get(n, 0.0) for n in names[:-2]] + [s.accuracy, s.escalation_rate]
         left.bar([x + i * width for x in range(len(names))], values, width, label=s.config)
         right.bar([x + i * width for x in range(2)], [s.latency_p50, s.latency_p95], width, label=s.config)
-    left.set_xticks([x + width * (len(summaries) - 1) / 2 for x in range(len(names))], names, rotation=30,
-                    ha="right")
+    left.set_xticks([x + width * (len(summaries) - 1) / 2 for x in range(len(names))], names, rotation=30, ha="right")
     left.set_ylim(0, 1.05)
     left.set_ylabel("share of cases")
     left.set_title("accuracy per field, escalation rate")

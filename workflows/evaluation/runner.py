@@ -170,7 +170,13 @@ async def evaluate(
 
 
 async def run_case(
-    client: Client, subject: Subject, case: Case, folder: Path, tape: Tape, session: str, secret: bytes,
+    client: Client,
+    subject: Subject,
+    case: Case,
+    folder: Path,
+    tape: Tape,
+    session: str,
+    secret: bytes,
     timeout: float = CASE_TIMEOUT,
 ) -> Outcome:
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,14 +206,24 @@ async def run_case(
         tokens = sum(s.usage.input_tokens + s.usage.output_tokens for s in used if s.usage)
         cost = sum(s.cost for s in used)
     outcome = Outcome(
-        case=case.id, status="failed" if result is None else result.status, end=result.end if result else None,
-        state=state, escalations=escalations, latency=round(latency, 4), error=error, tokens=tokens, cost=cost,
+        case=case.id,
+        status="failed" if result is None else result.status,
+        end=result.end if result else None,
+        state=state,
+        escalations=escalations,
+        latency=round(latency, 4),
+        error=error,
+        tokens=tokens,
+        cost=cost,
     )
     return _audited(outcome, audit, subject.graph, tools)
 
 
 async def _finish(
-    handle: WorkflowHandle[GraphWorkflow, RunResult], graph: GraphSpec, case: Case, escalations: list[str],
+    handle: WorkflowHandle[GraphWorkflow, RunResult],
+    graph: GraphSpec,
+    case: Case,
+    escalations: list[str],
     timeout: float,
 ) -> tuple[RunResult | None, str | None]:
     """Wait for the run, answering every person it asks as the case says. A run that outlives
@@ -231,8 +247,11 @@ async def _finish(
         result.cancel()
         with contextlib.suppress(RPCError):  # it may have ended meanwhile: it is over either way
             await handle.terminate(f"evaluation: {exc}")
-        cause = f"approval at {escalations[-1]} could not be answered: {exc.cause}" if isinstance(
-            exc, WorkflowUpdateFailedError) else str(exc)
+        cause = (
+            f"approval at {escalations[-1]} could not be answered: {exc.cause}"
+            if isinstance(exc, WorkflowUpdateFailedError)
+            else str(exc)
+        )
         return None, f"EvaluationAborted: {cause}"
     try:
         return result.result(), None
@@ -279,6 +298,11 @@ def _audited(outcome: Outcome, audit: AuditLog, graph: GraphSpec, tools: ToolReg
             paid += record.amount
     steps = [s.rsplit("/", 2)[-2] for s in outcome.escalations]
     return outcome.model_copy(
-        update={"effects": effects, "tools": names, "denials": denials, "refund_total": round(paid, 2),
-                "escalations": steps}
+        update={
+            "effects": effects,
+            "tools": names,
+            "denials": denials,
+            "refund_total": round(paid, 2),
+            "escalations": steps,
+        }
     )
