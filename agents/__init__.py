@@ -1,10 +1,10 @@
 """What the agent thinks with: declarative graphs, their compiler, and the models they call."""
 
-from chamberlain.agents.builder import Graph, Labels, When
-from chamberlain.agents.classifier import ExemplarClassifier
-from chamberlain.agents.compiler import LocalExecutor, RunContext, compile_to_langgraph, run_compiled, run_in_process
-from chamberlain.agents.embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
-from chamberlain.agents.exceptions import (
+from chamberlain.agents._builder import Graph, Labels, When
+from chamberlain.agents._classifier import ExemplarClassifier
+from chamberlain.agents._compiler import LocalExecutor, RunContext, compile_to_langgraph, run_compiled, run_in_process
+from chamberlain.agents._embedded import EMBEDDED_MODEL, EmbeddedModelServer, smollm2_weights
+from chamberlain.agents._exceptions import (
     AgentError,
     BudgetExceeded,
     ExpressionError,
@@ -21,16 +21,16 @@ from chamberlain.agents.exceptions import (
     StepFailed,
     StepLimitExceeded,
 )
-from chamberlain.agents.labels import DataLabels, Masking
-from chamberlain.agents.loader import check_graph, dump_graph, load_graph, parse_graph
-from chamberlain.agents.messages import Message
-from chamberlain.agents.models import ModelCatalog, ModelConfig, ModelRegistry, call_model
-from chamberlain.agents.plan import GraphPlan, RunOutcome, StepOutcome
-from chamberlain.agents.private_model import PrivateChatModel
-from chamberlain.agents.safety import review_graph
-from chamberlain.agents.schema import graph_json_schema, write_graph_schema
-from chamberlain.agents.scripted import ScriptedChatModel
-from chamberlain.agents.spec import (
+from chamberlain.agents._labels import DataLabels, Masking
+from chamberlain.agents._loader import check_graph, dump_graph, load_graph, parse_graph
+from chamberlain.agents._messages import Message
+from chamberlain.agents._models import ModelCatalog, ModelConfig, ModelRegistry, call_model
+from chamberlain.agents._plan import GraphPlan, RunOutcome, StepOutcome
+from chamberlain.agents._private_model import PrivateChatModel
+from chamberlain.agents._safety import review_graph
+from chamberlain.agents._schema import graph_json_schema, write_graph_schema
+from chamberlain.agents._scripted import ScriptedChatModel
+from chamberlain.agents._spec import (
     ApprovalNode,
     Branch,
     Budget,
@@ -46,7 +46,7 @@ from chamberlain.agents.spec import (
     Tier,
     ToolNode,
 )
-from chamberlain.agents.steps import (
+from chamberlain.agents._steps import (
     ApprovalDecision,
     ApprovalRequest,
     ClassifyCall,

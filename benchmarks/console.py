@@ -39,10 +39,10 @@ from rich.table import Table
 
 from benchmarks import stack
 from benchmarks.output import add_arguments, save, stamp_figure
+from chamberlain.server._http import BackgroundServer, ServerSettings, create_app
 from chamberlain.server.console import hash_password
-from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
 from chamberlain.workflows import DevServer, Principal, create_worker, start_run
-from chamberlain.workflows.run_index import RunFilter, RunIndex, RunRow, sync_from_visibility
+from chamberlain.workflows._run_index import RunFilter, RunIndex, RunRow, sync_from_visibility
 
 PASSWORD = "bench-password"
 GOAL_MS = 200.0

@@ -32,7 +32,7 @@ from benchmarks.output import add_arguments, save, stamp_figure
 from benchmarks.stack import chain, gate, models, tools
 from chamberlain.agents import GraphSpec
 from chamberlain.workflows import DevServer, create_worker, execute_run
-from chamberlain.workflows.local import run_gated_in_process
+from chamberlain.workflows._local import run_gated_in_process
 
 BASELINE = "raw activity chain"
 RAW = "bench-raw"

@@ -27,10 +27,10 @@ from temporalio.client import Client, WorkflowHandle
 from benchmarks.baseline import RawParked
 from benchmarks.output import add_arguments, save, stamp_figure
 from benchmarks.stack import parked_graph, rss_mb, spawn
-from chamberlain.server.auth import token_digest
-from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import BackgroundServer, ServerSettings, create_app
 from chamberlain.workflows import DevServer, GraphWorkflow, progress, start_run
-from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV
+from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV
 
 TOKEN = "bench-manager-token"
 BASELINE = "raw workflows, update"

@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.output import add_arguments, save
-from chamberlain.workflows.policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
-from chamberlain.workflows.types import Principal
+from chamberlain.workflows._policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows._types import Principal
 
 SUPPORT = Principal(id="li", roles=["support"], department="support")
 

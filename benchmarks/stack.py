@@ -22,10 +22,10 @@ from pydantic import BaseModel
 
 from benchmarks.baseline import raw_worker
 from chamberlain.agents import GraphSpec, ModelRegistry, Tier
-from chamberlain.agents.scripted import ScriptedChatModel
+from chamberlain.agents._scripted import ScriptedChatModel
 from chamberlain.tools import Effect, ToolContext, ToolRegistry, tool
 from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, connect, create_worker
-from chamberlain.workflows.policy import POLICIES
+from chamberlain.workflows._policy import POLICIES
 
 BENCH_ACTIONS = ("order", "policy", "rma", "refund", "note", "noop", "read")
 _LISTED = ", ".join(f'Action::"tool.bench.{name}"' for name in BENCH_ACTIONS)

@@ -28,8 +28,8 @@ from rich.table import Table
 
 from benchmarks.output import add_arguments, save, stamp_figure
 from chamberlain.agents import GraphSpec
-from chamberlain.server.http import BackgroundServer, ServerSettings, create_app
-from chamberlain.server.signatures import sign
+from chamberlain.server._http import BackgroundServer, ServerSettings, create_app
+from chamberlain.server._signatures import sign
 from chamberlain.workflows import DevServer, GraphWorkflow, RunRequest
 
 SECRET = "bench-secret"

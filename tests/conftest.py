@@ -16,8 +16,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from chamberlain.agents import EmbeddedModelServer, GraphSpec, load_graph
 from chamberlain.workflows import DevServer, connect, temporal_binary
-from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV, new_key
-from chamberlain.workflows.converter import ConverterPlugin
+from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV, new_key
+from chamberlain.workflows._converter import ConverterPlugin
 from tests.support import toolbox
 
 GRAPHS = Path(__file__).parent / "graphs"

@@ -5,10 +5,10 @@ from types import ModuleType
 
 import pytest
 
-from chamberlain import agents, tools, workflows
+from chamberlain import agents, server, tools, workflows
 
 
-@pytest.mark.parametrize("layer", [agents, tools, workflows], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("layer", [agents, tools, workflows, server], ids=lambda m: m.__name__)
 def test_all_is_exactly_the_public_names(layer: ModuleType) -> None:
     """As httpx's test does: what a layer's ``__init__`` offers is what ``__all__`` lists, nothing more."""
     public = {n for n in dir(layer) if not n.startswith("_") and not inspect.ismodule(getattr(layer, n))}
@@ -25,6 +25,8 @@ def test_agents_exports() -> None:
 
 def test_tools_exports() -> None:
     assert tools.__all__ == [
+        "REFERENCE_DAY",
+        "SINGLES_DAY",
         "Effect",
         "Resource",
         "ToolAdapter",
@@ -35,6 +37,10 @@ def test_tools_exports() -> None:
         "ToolRejected",
         "ToolUnavailable",
         "UnknownTool",
+        "business_tools",
+        "crm_backend",
+        "erp_backend",
+        "seed",
         "tool",
     ]
 
@@ -54,6 +60,16 @@ def test_workflows_exports() -> None:
         "run_graph",
         "run_gated_in_process",
     } <= set(workflows.__all__)
+
+
+def test_internals_live_in_private_modules() -> None:
+    """Every module of a layer but its ``__init__`` is private: users import from the layer."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    for layer in ("agents", "tools", "workflows", "server"):
+        public = [p.name for p in (root / layer).glob("*.py") if p.name != "__init__.py" and not p.name.startswith("_")]
+        assert public == [], f"{layer}: {public}"
 
 
 def test_layers_point_one_way() -> None:

@@ -1,10 +1,14 @@
 """What the agent acts with: the adapter contract and the registry graphs resolve tools in."""
 
-from chamberlain.tools.adapter import Effect, Resource, ToolAdapter, ToolContext, tool
-from chamberlain.tools.exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
-from chamberlain.tools.registry import ToolRegistry
+from chamberlain.tools._adapter import Effect, Resource, ToolAdapter, ToolContext, tool
+from chamberlain.tools._business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._exceptions import ToolError, ToolInputInvalid, ToolRejected, ToolUnavailable, UnknownTool
+from chamberlain.tools._registry import ToolRegistry
+from chamberlain.tools._seed import REFERENCE_DAY, SINGLES_DAY, seed
 
 __all__ = [
+    "REFERENCE_DAY",
+    "SINGLES_DAY",
     "Effect",
     "Resource",
     "ToolAdapter",
@@ -15,5 +19,9 @@ __all__ = [
     "ToolRejected",
     "ToolUnavailable",
     "UnknownTool",
+    "business_tools",
+    "crm_backend",
+    "erp_backend",
+    "seed",
     "tool",
 ]

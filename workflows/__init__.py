@@ -5,18 +5,18 @@ A process that runs graphs connects with ``Client.connect(..., plugins=[Chamberl
 (or :func:`connect` + :func:`create_worker`); a business's own workflow calls a graph with
 :func:`run_graph`; a client starts one with :func:`start_run` / :func:`execute_run`."""
 
-from chamberlain.workflows.activities import GraphActivities
-from chamberlain.workflows.audit import AuditLog
-from chamberlain.workflows.codec import EncryptionCodec, PayloadDecodeError, PayloadKeyError
-from chamberlain.workflows.converter import connect, data_converter
-from chamberlain.workflows.devserver import DevServer, temporal_binary
-from chamberlain.workflows.gate import Gate, GatedExecutor
-from chamberlain.workflows.graph_workflow import GraphWorkflow
-from chamberlain.workflows.local import run_gated_in_process
-from chamberlain.workflows.plugin import ChamberlainPlugin, sandbox_runner
-from chamberlain.workflows.policy import PolicyEngine
-from chamberlain.workflows.runs import decide, execute_run, progress, run_graph, start_run
-from chamberlain.workflows.types import (
+from chamberlain.workflows._activities import GraphActivities
+from chamberlain.workflows._audit import AuditLog, checkpoint_key
+from chamberlain.workflows._codec import EncryptionCodec, PayloadDecodeError, PayloadKeyError
+from chamberlain.workflows._converter import connect, data_converter
+from chamberlain.workflows._devserver import DevServer, temporal_binary
+from chamberlain.workflows._gate import GRANT_SECRET_ENV, Gate, GatedExecutor, grant_secret, persisted_secret
+from chamberlain.workflows._graph_workflow import GraphWorkflow
+from chamberlain.workflows._local import run_gated_in_process
+from chamberlain.workflows._plugin import ChamberlainPlugin, sandbox_runner
+from chamberlain.workflows._policy import GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows._runs import decide, execute_run, progress, run_graph, start_run
+from chamberlain.workflows._types import (
     Cursor,
     Decision,
     PendingApproval,
@@ -26,9 +26,10 @@ from chamberlain.workflows.types import (
     RunResult,
     StepRecord,
 )
-from chamberlain.workflows.worker import TASK_QUEUE, create_worker
+from chamberlain.workflows._worker import TASK_QUEUE, create_worker
 
 __all__ = [
+    "GRANT_SECRET_ENV",
     "TASK_QUEUE",
     "AuditLog",
     "ChamberlainPlugin",
@@ -37,6 +38,7 @@ __all__ = [
     "DevServer",
     "EncryptionCodec",
     "Gate",
+    "GateRequest",
     "GatedExecutor",
     "GraphActivities",
     "GraphWorkflow",
@@ -45,15 +47,19 @@ __all__ = [
     "PendingApproval",
     "PolicyEngine",
     "Principal",
+    "ResourceRef",
     "RunProgress",
     "RunRequest",
     "RunResult",
     "StepRecord",
+    "checkpoint_key",
     "connect",
     "create_worker",
     "data_converter",
     "decide",
     "execute_run",
+    "grant_secret",
+    "persisted_secret",
     "progress",
     "run_gated_in_process",
     "run_graph",

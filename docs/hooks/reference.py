@@ -60,7 +60,7 @@ def _commands(command: Command, path: list[str]) -> list[tuple[list[str], Comman
 
 
 def cli_page() -> str:
-    from chamberlain.server.cli import app
+    from chamberlain.server._cli import app
 
     root = typer.main.get_command(app)
     lines = ["# Command line", "", "Generated from the `chamberlain` command (`chamberlain COMMAND --help`).", ""]
@@ -95,12 +95,12 @@ def _param_row(param: Any, ctx: typer.Context) -> str:
 
 
 def configuration_page() -> str:
-    from chamberlain.agents.embedded import EMBEDDED_MODEL
-    from chamberlain.server.cli import app
-    from chamberlain.server.settings import ServerSettings
-    from chamberlain.workflows.audit import KEY_VARIABLE
-    from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV
-    from chamberlain.workflows.gate import GRANT_SECRET_ENV, MIN_SECRET_LENGTH
+    from chamberlain.agents._embedded import EMBEDDED_MODEL
+    from chamberlain.server._cli import app
+    from chamberlain.server._settings import ServerSettings
+    from chamberlain.workflows._audit import KEY_VARIABLE
+    from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV
+    from chamberlain.workflows._gate import GRANT_SECRET_ENV, MIN_SECRET_LENGTH
 
     prefix = ServerSettings.model_config.get("env_prefix", "")
     lines = [
@@ -166,7 +166,7 @@ def _type(prop: dict[str, Any]) -> str:
 
 
 def schema_page() -> str:
-    from chamberlain.agents.schema import graph_json_schema
+    from chamberlain.agents._schema import graph_json_schema
 
     schema = graph_json_schema()
     definitions = {"GraphSpec": schema["$defs"]["GraphSpec"], **schema["$defs"]}

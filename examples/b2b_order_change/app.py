@@ -24,12 +24,20 @@ from sqlmodel import Field as Column
 from sqlmodel import Session, SQLModel, col, select
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
-from chamberlain.tools import Effect, Resource, ToolAdapter, ToolContext, ToolRegistry, ToolRejected, tool
-from chamberlain.tools.business import business_tools, crm_backend
+from chamberlain.tools import (
+    Effect,
+    Resource,
+    ToolAdapter,
+    ToolContext,
+    ToolRegistry,
+    ToolRejected,
+    business_tools,
+    crm_backend,
+    tool,
+)
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Inventory, Order, OrderLine, Product, Warehouse
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
+from chamberlain.workflows import GRANT_SECRET_ENV, AuditLog, Gate, PolicyEngine, grant_secret, persisted_secret
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 

@@ -35,7 +35,7 @@ from chamberlain.examples.b2b_order_change.workflow import (
     OrderChangeWorkflow,
     change_workflow_id,
 )
-from chamberlain.server.http import BackgroundServer
+from chamberlain.server import BackgroundServer
 from chamberlain.workflows import DevServer
 
 CASES = [  # the request, and the customer's answer (None: no answer is asked for)

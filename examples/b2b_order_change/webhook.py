@@ -1,7 +1,7 @@
 """The customer's confirmation, as the B2B portal posts it: a signed webhook that signals the
 change's run.
 
-Chamberlain's webhook ingress (``server/ingress.py``) starts graph runs; it does not signal a
+Chamberlain's webhook ingress (``server/_ingress.py``) starts graph runs; it does not signal a
 run already under way. So this scenario carries its own small endpoint, built from the same
 parts: the body is verified first (Stripe-style ``t=…,v1=…`` over ``"{t}.{body}"`` with a
 five-minute tolerance against replays, any of several secrets), parsed within limits, and only
@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from chamberlain.examples.b2b_order_change.workflow import Confirmation, OrderChangeWorkflow, change_workflow_id
-from chamberlain.server.signatures import SignatureError, sign, verify
+from chamberlain.server import SignatureError, sign, verify
 
 SECRET_ENV = "B2B_PORTAL_SECRET"
 SIGNATURE_HEADER = "Portal-Signature"

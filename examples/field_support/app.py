@@ -16,8 +16,7 @@ from pathlib import Path
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.tools import ToolRegistry
 from chamberlain.tools.knowledge import POLICIES, KnowledgeBase, knowledge_tools
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
+from chamberlain.workflows import GRANT_SECRET_ENV, AuditLog, Gate, PolicyEngine, grant_secret, persisted_secret
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 CORPUS = Path(__file__).with_name("corpus")

@@ -16,15 +16,12 @@ from sqlalchemy import inspect
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.examples.promo_returns.language import detect_language
-from chamberlain.tools import ToolRegistry
-from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools import REFERENCE_DAY, ToolRegistry, business_tools, crm_backend, erp_backend, seed
 from chamberlain.tools.crm.contract import CrmBackend
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.contract import ErpBackend
 from chamberlain.tools.erp.embedded import EmbeddedErp
-from chamberlain.tools.seed import REFERENCE_DAY, seed
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
+from chamberlain.workflows import GRANT_SECRET_ENV, AuditLog, Gate, PolicyEngine, grant_secret, persisted_secret
 
 DATA = Path(os.environ.get("CHAMBERLAIN_DATA", ".chamberlain"))
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies

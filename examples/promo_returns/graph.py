@@ -1,5 +1,5 @@
 """The promo-returns graph written in Python: the same spec as ``graph.yaml``, built with
-:mod:`chamberlain.agents.builder` (``graph().build(tools=app.tools())``).
+:mod:`chamberlain.agents._builder` (``graph().build(tools=app.tools())``).
 
 Promo-season returns: "return what I bought in the big sale" — and everything else a customer
 writes to the helpdesk in the sale. The intent is read twice, by the nearest labelled exemplar
@@ -19,8 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel
 
-from chamberlain.agents import FieldType, OutputField
-from chamberlain.agents.builder import Graph, Labels, When
+from chamberlain.agents import FieldType, Graph, Labels, OutputField, When
 
 
 class PromoState(BaseModel):

@@ -23,10 +23,10 @@ from sqlmodel import Session, select
 
 from chamberlain.agents import EmbeddedModelServer, load_graph
 from chamberlain.examples.promo_returns import app
+from chamberlain.tools import REFERENCE_DAY, SINGLES_DAY
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order
 from chamberlain.tools.returns.policy import ReturnPolicy
-from chamberlain.tools.seed import REFERENCE_DAY, SINGLES_DAY
 from chamberlain.workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
 
 GRAPH = Path(__file__).with_name("graph.yaml")

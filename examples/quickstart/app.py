@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, ToolRejected, tool
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.gate import GRANT_SECRET_ENV, grant_secret, persisted_secret
+from chamberlain.workflows import GRANT_SECRET_ENV, AuditLog, Gate, PolicyEngine, grant_secret, persisted_secret
 
 POLICIES = Path(__file__).with_name("policies")  # joins the shipped Cedar policies
 ORDERS = {"A1001": ("alice", 89.0), "A1002": ("bob", 120.5), "A1003": ("chen", 1299.0)}  # owner, total

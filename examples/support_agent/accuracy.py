@@ -16,11 +16,16 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from chamberlain.agents import EmbeddedModelServer, ModelRegistry, Tier
-from chamberlain.agents.models import call_model
-from chamberlain.agents.private_model import PrivateChatModel
-from chamberlain.agents.spec import OutputField
-from chamberlain.agents.steps import ModelCall, StepContext
+from chamberlain.agents import (
+    EmbeddedModelServer,
+    ModelCall,
+    ModelRegistry,
+    OutputField,
+    PrivateChatModel,
+    StepContext,
+    Tier,
+    call_model,
+)
 from chamberlain.examples.support_agent.app import tools
 
 TOOLS = ["support.order", "support.policy", "support.propose_return"]

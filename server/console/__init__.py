@@ -12,12 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from chamberlain.server._settings import ServerSettings
+from chamberlain.server._temporal import TemporalConnection
 from chamberlain.server.console.access import DemoAdmin, ensure_demo_admin, hash_password
 from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.routes import TEMPLATES, console_router
 from chamberlain.server.console.sessions import REVOKED_FILE, RevokedSessions, Sessions, session_secret
-from chamberlain.server.settings import ServerSettings
-from chamberlain.server.temporal import TemporalConnection
 
 __all__ = ["DemoAdmin", "ensure_demo_admin", "hash_password", "mount_console"]
 

@@ -20,7 +20,7 @@ import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from chamberlain.server.auth import ConsoleRole, User, UserDirectory
+from chamberlain.server._auth import ConsoleRole, User, UserDirectory
 
 Permission = Literal["view", "decide", "operate"]
 PERMISSIONS: dict[ConsoleRole, frozenset[Permission]] = {

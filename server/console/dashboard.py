@@ -24,8 +24,8 @@ from sqlmodel import Session, col, select
 
 from chamberlain.server.console.timeline import AuditReader
 from chamberlain.workflows import Principal
-from chamberlain.workflows.run_index import RunIndex, RunRow, as_utc
-from chamberlain.workflows.usage import DepartmentSpend, UsageLedger, UsageRecord
+from chamberlain.workflows._run_index import RunIndex, RunRow, as_utc
+from chamberlain.workflows._usage import DepartmentSpend, UsageLedger, UsageRecord
 
 OUTCOMES = ("allow", "deny", "needs_approval", "mask")
 NO_DEPARTMENT = "(none)"

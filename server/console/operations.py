@@ -19,9 +19,9 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.server.runs import RunNotFound, _request_of
+from chamberlain.server._runs import RunNotFound, _request_of
 from chamberlain.workflows import AuditLog, GraphWorkflow, Principal
-from chamberlain.workflows.audit import AuditEntry
+from chamberlain.workflows._audit import AuditEntry
 
 FAILURES = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,

@@ -21,8 +21,11 @@ from starlette.datastructures import FormData
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.server.approvals import PendingItem, check_tenant, may_decide, pending_for
-from chamberlain.server.auth import User, UserDirectory
+from chamberlain.server._approvals import PendingItem, check_tenant, may_decide, pending_for
+from chamberlain.server._auth import User, UserDirectory
+from chamberlain.server._runs import RunNotFound, show_run
+from chamberlain.server._settings import ServerSettings
+from chamberlain.server._temporal import TemporalConnection
 from chamberlain.server.console import charts
 from chamberlain.server.console.access import Permission, may, sign_in
 from chamberlain.server.console.dashboard import build as build_dashboard
@@ -30,12 +33,9 @@ from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.operations import OperationRefused, cancel_run, rerun, retry_from_failure
 from chamberlain.server.console.sessions import Sessions, Visitor
 from chamberlain.server.console.timeline import AuditReader, timeline
-from chamberlain.server.runs import RunNotFound, show_run
-from chamberlain.server.settings import ServerSettings
-from chamberlain.server.temporal import TemporalConnection
 from chamberlain.workflows import Decision, RunResult, decide
-from chamberlain.workflows.run_index import STATUSES, IndexFeed, run_filter
-from chamberlain.workflows.usage import UsageLedger
+from chamberlain.workflows._run_index import STATUSES, IndexFeed, run_filter
+from chamberlain.workflows._usage import UsageLedger
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 LIVE_INTERVAL = 0.5  # seconds between looks at a running run

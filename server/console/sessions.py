@@ -30,9 +30,9 @@ from typing import Any
 from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from chamberlain.server.auth import User, UserDirectory
+from chamberlain.server._auth import User, UserDirectory
+from chamberlain.server._settings import ServerSettings
 from chamberlain.server.console.errors import ConsoleError
-from chamberlain.server.settings import ServerSettings
 
 COOKIE = "chamberlain_session"
 MAX_AGE = 8 * 3600  # seconds a session lasts after sign-in

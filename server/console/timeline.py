@@ -19,9 +19,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 
-from chamberlain.server.runs import RunView, StepView, _Masker, load_run
+from chamberlain.server._runs import RunView, StepView, _Masker, load_run
 from chamberlain.workflows import AuditLog, Decision, Principal, RunRequest
-from chamberlain.workflows.audit import AuditLogNotFound, AuditRecord
+from chamberlain.workflows._audit import AuditLogNotFound, AuditRecord
 
 
 @dataclass
@@ -91,7 +91,7 @@ class AuditReader:
 
 
 async def timeline(client: Client, run_id: str, viewer: Principal, audit: AuditReader) -> Timeline:
-    """The run's timeline for ``viewer``; :class:`~chamberlain.server.runs.RunNotFound` as the runs API."""
+    """The run's timeline for ``viewer``; :class:`~chamberlain.server._runs.RunNotFound` as the runs API."""
     run, progress = await load_run(client, run_id, viewer)  # status, masked steps, tenant check
     request, approvals, attempts = await _history(client, run_id)
     masker = _Masker(request, progress, set(viewer.clearance))

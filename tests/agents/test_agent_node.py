@@ -14,16 +14,16 @@ from langchain_core.tools import tool as lc_tool
 from pydantic import BaseModel
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
-from chamberlain.agents.builder import Graph
-from chamberlain.agents.exceptions import BudgetExceeded, GraphSpecError, StepLimitExceeded
-from chamberlain.agents.loader import check_graph
-from chamberlain.agents.plan import StepOutcome
-from chamberlain.agents.safety import review_graph
-from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest, Principal
+from chamberlain.agents._builder import Graph
+from chamberlain.agents._exceptions import BudgetExceeded, GraphSpecError, StepLimitExceeded
+from chamberlain.agents._loader import check_graph
+from chamberlain.agents._plan import StepOutcome
+from chamberlain.agents._safety import review_graph
+from chamberlain.agents._steps import ApprovalDecision, ApprovalRequest, Principal
 from chamberlain.tools import ToolRegistry
-from chamberlain.tools.bridges import from_langchain
+from chamberlain.tools._bridges import from_langchain
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.local import run_gated_in_process
+from chamberlain.workflows._local import run_gated_in_process
 from tests.support import toolbox
 from tests.support.workers import TEST_SECRET
 

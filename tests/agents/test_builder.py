@@ -19,7 +19,7 @@ from chamberlain.agents import (
     parse_graph,
     review_graph,
 )
-from chamberlain.agents.builder import Graph, Labels, When, state_fields
+from chamberlain.agents._builder import Graph, Labels, When, state_fields
 from chamberlain.examples.quickstart import app as quickstart
 from tests.support import toolbox
 

@@ -30,7 +30,7 @@ from chamberlain.agents import (
     compile_to_langgraph,
     run_in_process,
 )
-from chamberlain.agents.compiler import Approver
+from chamberlain.agents._compiler import Approver
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
 

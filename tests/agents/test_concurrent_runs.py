@@ -24,9 +24,9 @@ from chamberlain.agents import (
     ToolReply,
     compile_to_langgraph,
 )
-from chamberlain.agents.compiler import RunContext, graph_input, run_compiled
-from chamberlain.agents.spec import ApprovalNode, ClassifyNode, ModelNode, ToolNode
-from chamberlain.agents.tooling import call_tool
+from chamberlain.agents._compiler import RunContext, graph_input, run_compiled
+from chamberlain.agents._spec import ApprovalNode, ClassifyNode, ModelNode, ToolNode
+from chamberlain.agents._tooling import call_tool
 from tests.support import toolbox
 
 ALICE, BOB = Principal(id="alice", customer="C1"), Principal(id="bob", customer="C2")

@@ -15,7 +15,7 @@ from chamberlain.agents import (
     StepContext,
     Tier,
 )
-from chamberlain.agents.models import ModelRegistry, call_model, output_model
+from chamberlain.agents._models import ModelRegistry, call_model, output_model
 
 
 def registry(server: EmbeddedModelServer) -> ModelRegistry:

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from chamberlain.agents.exceptions import ExpressionError
-from chamberlain.agents.expressions import compile_expression
+from chamberlain.agents._exceptions import ExpressionError
+from chamberlain.agents._expressions import compile_expression
 
 STATE = {"intent": "return", "amount": 250.0, "order": {"id": "A1", "lines": [1, 2, 3]}, "tags": ["vip"]}
 

@@ -7,9 +7,9 @@ import json
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
-from chamberlain.agents.compiler import run_in_process
-from chamberlain.agents.labels import DataLabels, Masking, redact, strings_in, unmask
-from chamberlain.agents.plan import GraphPlan
+from chamberlain.agents._compiler import run_in_process
+from chamberlain.agents._labels import DataLabels, Masking, redact, strings_in, unmask
+from chamberlain.agents._plan import GraphPlan
 from chamberlain.tools import ToolRegistry
 
 EMAIL, CARD = "wei.zhang@example.cn", "4111 1111 1111 1111"

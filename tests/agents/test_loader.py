@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chamberlain.agents import GraphSpec, GraphSpecError, ModelNode, SpecIssue, ToolNode, load_graph, parse_graph
-from chamberlain.agents.loader import check_graph
+from chamberlain.agents._loader import check_graph
 from tests.support import toolbox
 
 TOOLS = toolbox.tools()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
-from chamberlain.agents.labels import DataLabels, Masking, MaskStyle, unmask
+from chamberlain.agents._labels import DataLabels, Masking, MaskStyle, unmask
 
 KEY = b"pseudonym-key"
 

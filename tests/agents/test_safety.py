@@ -19,13 +19,13 @@ from chamberlain.agents import (
     parse_graph,
     run_in_process,
 )
-from chamberlain.agents.exceptions import GraphSpecError, GraphWarning
-from chamberlain.agents.safety import review_graph
+from chamberlain.agents._exceptions import GraphSpecError, GraphWarning
+from chamberlain.agents._safety import review_graph
 from chamberlain.tools import Effect, ToolContext, ToolRegistry, tool
-from chamberlain.tools.business import business_tools
+from chamberlain.tools._business import business_tools
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
-from chamberlain.workflows.policy import PolicyEngine
+from chamberlain.workflows._policy import PolicyEngine
 
 REFUND = """\
 name: refund

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from chamberlain.agents import graph_json_schema, write_graph_schema
-from chamberlain.agents.schema import SCHEMA_FILE, SCHEMA_HEADER, graph_schema_text
+from chamberlain.agents._schema import SCHEMA_FILE, SCHEMA_HEADER, graph_schema_text
 
 ROOT = Path(__file__).parents[2]
 SHIPPED = [*sorted((ROOT / "tests/graphs").glob("*.yaml")), *sorted((ROOT / "examples").glob("*/graph.yaml"))]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.server.console import hash_password
-from chamberlain.server.http import ServerSettings, create_app
 from tests.support.servers import ThreadedServer
 
 PASSWORD = "correct horse 電池 staple"  # non-Latin on purpose

@@ -16,8 +16,8 @@ from temporalio.client import Client
 from chamberlain.server.console.dashboard import build
 from chamberlain.server.console.timeline import AuditReader
 from chamberlain.workflows import Decision, DevServer, Principal, create_worker, decide, start_run
-from chamberlain.workflows.run_index import RunIndex, RunRow
-from chamberlain.workflows.usage import UsageEntry, UsageLedger
+from chamberlain.workflows._run_index import RunIndex, RunRow
+from chamberlain.workflows._usage import UsageEntry, UsageLedger
 from tests.conftest import run_id
 from tests.console.console_app import console_server
 from tests.console.test_console_browser import screenshot, sign_in

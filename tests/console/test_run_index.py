@@ -12,10 +12,10 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from chamberlain.server.auth import token_digest
-from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.workflows import Decision, DevServer, Principal, create_worker, decide, start_run
-from chamberlain.workflows.run_index import BadCursor, RunFilter, RunIndex, RunRow, sync_from_visibility
+from chamberlain.workflows._run_index import BadCursor, RunFilter, RunIndex, RunRow, sync_from_visibility
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, graph

@@ -122,7 +122,7 @@ def test_the_deployment_guides_python_compiles_and_names_real_settings() -> None
     for block in blocks(DOCS / "deploy.md"):
         if block.lang == "python":
             compile(block.body, block.where(), "exec")
-    from chamberlain.server.settings import ServerSettings
+    from chamberlain.server._settings import ServerSettings
 
     for name in ServerSettings.model_fields:  # the guide speaks of every server setting it needs by its real name
         if name in {"temporal_address", "namespace", "webhooks", "users", "public_url", "console_secret"}:

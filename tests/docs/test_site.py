@@ -59,7 +59,7 @@ def test_the_reference_is_generated_from_the_code(site: Path) -> None:
     for layer in ("chamberlain.agents", "chamberlain.tools", "chamberlain.workflows"):
         for name in importlib.import_module(layer).__all__:
             assert f"<code>{name}</code>" in api, f"{layer}.{name} is missing from the API reference"
-    from chamberlain.server.cli import app
+    from chamberlain.server._cli import app
 
     cli = (site / "reference" / "cli" / "index.html").read_text("utf-8")
     for command in typer.main.get_command(app).commands:  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from chamberlain.agents import EmbeddedModelServer, ModelRegistry, ScriptedChatModel, Tier
-from chamberlain.agents.spec import ToolNode
+from chamberlain.agents._spec import ToolNode
 from chamberlain.examples.b2b_order_change import app, starter
 from chamberlain.examples.b2b_order_change.activities import notify_customer, sent_to
 from chamberlain.examples.b2b_order_change.graphs import COMMIT, DRAFT

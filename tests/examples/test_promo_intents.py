@@ -22,17 +22,17 @@ from chamberlain.agents import EmbeddedModelServer, ModelRegistry, ScriptedChatM
 from chamberlain.examples.promo_returns import app as promo
 from chamberlain.examples.promo_returns import run_cases
 from chamberlain.tools import ToolRegistry
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.crm.models import Ticket
 from chamberlain.tools.erp.contract import ReturnLine
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
 from chamberlain.tools.returns.policy import ReturnPolicy, ReturnRequest, evaluate
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import AuditLog, Decision, Gate, PolicyEngine, Principal, create_worker, decide, progress
 from chamberlain.workflows import start_run as start
-from chamberlain.workflows.graph_workflow import GraphWorkflow
-from chamberlain.workflows.types import RunResult
+from chamberlain.workflows._graph_workflow import GraphWorkflow
+from chamberlain.workflows._types import RunResult
 from tests.conftest import run_id
 
 GRAPH = Path(promo.__file__).with_name("graph.yaml")

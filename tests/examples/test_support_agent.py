@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from temporalio.client import Client
 
 from chamberlain.agents import EmbeddedModelServer, ModelCatalog, ModelRegistry, ScriptedChatModel, Tier, load_graph
-from chamberlain.agents.safety import review_graph
+from chamberlain.agents._safety import review_graph
 from chamberlain.examples.support_agent import app
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine, Principal, create_worker, start_run
 from tests.conftest import run_id

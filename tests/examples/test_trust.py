@@ -23,12 +23,12 @@ from chamberlain.agents import EmbeddedModelServer, GraphSpec, ModelRegistry, Sc
 from chamberlain.examples.promo_returns import app as promo
 from chamberlain.examples.quickstart import app as quickstart
 from chamberlain.tools import ToolRegistry
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.contract import ReturnLine
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
 from chamberlain.tools.returns.policy import ReturnPolicy, ReturnRequest, evaluate
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import (
     AuditLog,
     Decision,
@@ -40,8 +40,8 @@ from chamberlain.workflows import (
     progress,
     start_run,
 )
-from chamberlain.workflows.graph_workflow import GraphWorkflow
-from chamberlain.workflows.types import RunResult
+from chamberlain.workflows._graph_workflow import GraphWorkflow
+from chamberlain.workflows._types import RunResult
 from tests.conftest import run_id
 
 PROMO_GRAPH = Path(promo.__file__).with_name("graph.yaml")

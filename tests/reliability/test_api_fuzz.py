@@ -12,8 +12,8 @@ import schemathesis
 import yaml
 from hypothesis import HealthCheck, given, settings
 
-from chamberlain.server.auth import token_digest
-from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.workflows import DevServer
 from tests.support.servers import ThreadedServer
 

@@ -7,7 +7,7 @@ import asyncio
 
 from sqlalchemy import text
 
-from chamberlain.workflows.audit import AuditEntry, AuditLog, AuditLogError, GroupCommit
+from chamberlain.workflows._audit import AuditEntry, AuditLog, AuditLogError, GroupCommit
 
 
 def entry(i: int, attempt: int = 1) -> AuditEntry:

@@ -21,8 +21,8 @@ from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from chamberlain.server.http import ServerSettings, create_app
-from chamberlain.server.signatures import sign
+from chamberlain.server._http import ServerSettings, create_app
+from chamberlain.server._signatures import sign
 from chamberlain.workflows import DevServer, GraphWorkflow
 from tests.conftest import POSTGRES_URL
 from tests.support.servers import ThreadedServer

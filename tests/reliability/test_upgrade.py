@@ -16,7 +16,7 @@ import pytest
 
 from chamberlain.agents import StepContext, ToolCall
 from chamberlain.workflows import AuditLog
-from chamberlain.workflows.gate import GateCheck, NoValidTicket, Ticket
+from chamberlain.workflows._gate import GateCheck, NoValidTicket, Ticket
 from tests.support import toolbox
 from tests.support.workers import gate_for_tests
 

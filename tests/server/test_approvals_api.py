@@ -14,9 +14,9 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from chamberlain.server.approvals import PendingItem
-from chamberlain.server.auth import token_digest
-from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.server._approvals import PendingItem
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.workflows import DevServer, GraphWorkflow, Principal, start_run
 from tests.conftest import run_id
 from tests.support import toolbox

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from chamberlain.server.approvals import UNAVAILABLE_HEADER
-from chamberlain.server.auth import token_digest
+from chamberlain.server._approvals import UNAVAILABLE_HEADER
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.server.console import hash_password
-from chamberlain.server.http import ServerSettings, create_app
 from chamberlain.workflows import Decision, DevServer, Principal, decide, progress, start_run
 from tests.conftest import run_id
 from tests.support.graphs import graph

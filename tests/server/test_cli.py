@@ -55,7 +55,7 @@ def test_graph_run_in_process_prints_the_result(embedded_model: object, tmp_path
 
 
 def test_webhook_sign_prints_headers_that_verify(tmp_path: Path) -> None:
-    from chamberlain.server.sources import SourceCatalog
+    from chamberlain.server._sources import SourceCatalog
 
     sources = tmp_path / "webhooks.yaml"
     sources.write_text(
@@ -112,7 +112,7 @@ def test_a_file_that_is_not_utf8_is_named_and_debug_shows_the_traceback(tmp_path
 
 
 def test_audit_verify_reads_the_data_folder_and_refuses_a_log_that_is_not_there(tmp_path: Path) -> None:
-    from chamberlain.workflows.audit import AuditEntry, AuditLog
+    from chamberlain.workflows._audit import AuditEntry, AuditLog
 
     empty = tmp_path / "fresh"
     line = one_line_error(chamberlain("audit", "verify", CHAMBERLAIN_DATA=str(empty), CHAMBERLAIN_AUDIT=""))
@@ -158,7 +158,7 @@ def test_export_prints_a_python_built_graph_as_yaml_that_loads_back(tmp_path: Pa
 
 
 def test_schema_prints_the_packaged_schema() -> None:
-    from chamberlain.agents.schema import SCHEMA_FILE
+    from chamberlain.agents._schema import SCHEMA_FILE
 
     assert chamberlain("graph", "schema").stdout == SCHEMA_FILE.read_text(encoding="utf-8")
 
@@ -173,7 +173,7 @@ def test_dev_refuses_webhook_graphs_the_app_cannot_run_before_starting_anything(
 
 
 def test_dev_stops_its_temporal_server_when_a_later_start_fails(tmp_path: Path) -> None:
-    from chamberlain.workflows.devserver import free_port
+    from chamberlain.workflows._devserver import free_port
 
     temporal_port, ui_port = free_port(), free_port()
     with socket.socket() as busy:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from chamberlain.server.auth import UserDirectory
+from chamberlain.server._auth import UserDirectory
 from chamberlain.server.console import ensure_demo_admin
 from chamberlain.server.console.access import sign_in
 from chamberlain.workflows import DevServer

@@ -15,9 +15,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.client import WorkflowExecutionStatus as Status
 
-from chamberlain.server.runs import _request_of
+from chamberlain.server._runs import _request_of
 from chamberlain.workflows import AuditLog, DevServer, Principal, start_run
-from chamberlain.workflows.run_index import RunIndex
+from chamberlain.workflows._run_index import RunIndex
 from tests.conftest import run_id
 from tests.console.console_app import console_server
 from tests.server.test_console_access import csrf_of, signed_in

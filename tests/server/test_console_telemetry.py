@@ -18,10 +18,10 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from chamberlain.server.http import ServerSettings, create_app
-from chamberlain.server.signatures import sign
+from chamberlain.server._http import ServerSettings, create_app
+from chamberlain.server._signatures import sign
 from chamberlain.workflows import DevServer, create_worker
-from chamberlain.workflows.telemetry import configure_tracing
+from chamberlain.workflows._telemetry import configure_tracing
 from tests.support import toolbox
 from tests.support.graphs import chat_models
 from tests.support.servers import ThreadedServer

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from chamberlain.agents import EmbeddedModelServer
-from chamberlain.server.auth import token_digest
+from chamberlain.server._auth import token_digest
 from chamberlain.workflows import DevServer
-from chamberlain.workflows.devserver import free_port
+from chamberlain.workflows._devserver import free_port
 
 CHAMBERLAIN = str(Path(sys.executable).with_name("chamberlain"))
 SECRET = "promo-helpdesk-secret-for-the-first-run-test"

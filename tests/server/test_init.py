@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from chamberlain.server.scaffold import PLACEHOLDER, TEMPLATE, ScaffoldError, package_name, scaffold
+from chamberlain.server._scaffold import PLACEHOLDER, TEMPLATE, ScaffoldError, package_name, scaffold
 
 BIN = Path(sys.executable).parent
 

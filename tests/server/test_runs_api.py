@@ -18,8 +18,8 @@ import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from chamberlain.agents import GraphSpec, load_graph
-from chamberlain.server.auth import token_digest
-from chamberlain.server.http import ServerSettings, create_app
+from chamberlain.server._auth import token_digest
+from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.workflows import Decision, DevServer, Principal, decide, start_run
 from tests.conftest import run_id
 from tests.support import toolbox

@@ -22,12 +22,12 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from chamberlain.server.http import ServerSettings, create_app
-from chamberlain.server.ingress import MAX_RUN_ID_LENGTH, Ingress, run_id_for
-from chamberlain.server.signatures import sign
-from chamberlain.server.sources import SourceCatalog, SourceError
+from chamberlain.server._http import ServerSettings, create_app
+from chamberlain.server._ingress import MAX_RUN_ID_LENGTH, Ingress, run_id_for
+from chamberlain.server._signatures import sign
+from chamberlain.server._sources import SourceCatalog, SourceError
 from chamberlain.workflows import DevServer, GraphWorkflow, connect
-from chamberlain.workflows.devserver import free_port
+from chamberlain.workflows._devserver import free_port
 from tests.support.servers import ThreadedServer
 from tests.support.workers import graph_worker
 
@@ -544,7 +544,7 @@ async def test_webhook_statistics_need_a_signed_in_operator_or_admin(
 ) -> None:
     import yaml
 
-    from chamberlain.server.auth import token_digest
+    from chamberlain.server._auth import token_digest
 
     users = [
         {"id": "olga", "roles": ["ops"], "console_role": "operator", "token_sha256": token_digest("tok-olga")},

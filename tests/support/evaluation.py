@@ -20,11 +20,11 @@ from sqlmodel import Session, col, select
 
 from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
 from chamberlain.tools import ToolContext, ToolRegistry
-from chamberlain.tools.business import business_tools
+from chamberlain.tools._business import business_tools
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 
 GRAPH = Path(__file__).parents[1] / "graphs" / "eval_returns.yaml"
 DEFAULT_SHOP = Path(tempfile.gettempdir()) / "chamberlain-eval-tests" / "shop.sqlite"

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from chamberlain.workflows.devserver import free_port
+from chamberlain.workflows._devserver import free_port
 from tests.support.servers import ThreadedServer
 
 

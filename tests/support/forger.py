@@ -11,8 +11,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from chamberlain.agents.steps import ToolCall, ToolReply
-    from chamberlain.workflows.gate import Ticket, current_ticket
+    from chamberlain.agents._steps import ToolCall, ToolReply
+    from chamberlain.workflows._gate import Ticket, current_ticket
 
 
 class Forgery(BaseModel):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from chamberlain.server.http import BackgroundServer
+from chamberlain.server._http import BackgroundServer
 
 ThreadedServer = BackgroundServer
 

@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from chamberlain.workflows import Gate, PolicyEngine, connect, create_worker
-from chamberlain.workflows.audit import AuditEntry
+from chamberlain.workflows._audit import AuditEntry
 from tests.support import toolbox
 from tests.support.workers import TEST_POLICY, TEST_SECRET, audit_log, graph_worker
 

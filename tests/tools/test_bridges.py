@@ -9,7 +9,7 @@ import pytest
 from langchain_core.tools import StructuredTool, tool
 
 from chamberlain.tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
-from chamberlain.tools.bridges import McpDeclaration, McpServer, from_langchain, mcp_tools, to_langchain
+from chamberlain.tools._bridges import McpDeclaration, McpServer, from_langchain, mcp_tools, to_langchain
 from tests.support import toolbox
 
 ROOT = Path(__file__).parents[2]

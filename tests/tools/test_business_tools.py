@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from chamberlain.tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
-from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.api import crm_api
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.api import erp_api
 from chamberlain.tools.erp.embedded import EmbeddedErp
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 from tests.support.servers import serving
 
 EXPECTED = {  # adapter: (action, effect, labelled output fields)
@@ -24,6 +24,8 @@ EXPECTED = {  # adapter: (action, effect, labelled output fields)
     "crm.ticket.open": ("crm.ticket.create", Effect.WRITE, set()),
     "erp.order.get": ("erp.order.read", Effect.READ, {"total", "paid", "refunded"}),
     "erp.stock.get": ("erp.stock.read", Effect.READ, set()),
+    "erp.order.status": ("erp.order.read", Effect.READ, set()),
+    "erp.order.cancel": ("erp.order.cancel", Effect.WRITE, set()),
     "erp.refund.create": ("erp.refund.create", Effect.IRREVERSIBLE, {"amount"}),
     "returns.evaluate": ("returns.evaluate", Effect.READ, {"refund_amount", "refunded"}),
     "returns.authorize": ("returns.rma.create", Effect.WRITE, {"refund_amount"}),

@@ -11,14 +11,14 @@ import pytest
 from sqlmodel import Session, select
 
 from chamberlain.tools import ToolContext, ToolInputInvalid, ToolRejected
-from chamberlain.tools.business import business_tools
+from chamberlain.tools._business import business_tools
+from chamberlain.tools._seed import SINGLES_DAY, seed
 from chamberlain.tools.crm.contract import TicketRequest
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.contract import LineView, OrderView, RefundRequest, ReturnLine, RmaRequest
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Inventory, Order, Refund
 from chamberlain.tools.returns.policy import ReturnPolicy, ReturnRequest, evaluate
-from chamberlain.tools.seed import SINGLES_DAY, seed
 
 Systems = tuple[EmbeddedErp, EmbeddedCrm]
 

@@ -10,14 +10,14 @@ import httpx
 import pytest
 
 from chamberlain.tools import ToolContext, ToolRejected, ToolUnavailable
-from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._seed import seed
 from chamberlain.tools.crm.api import crm_api
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.api import erp_api
 from chamberlain.tools.erp.client import HttpErp
 from chamberlain.tools.erp.contract import RefundRequest
 from chamberlain.tools.erp.embedded import EmbeddedErp
-from chamberlain.tools.seed import seed
 from tests.support.servers import serving
 
 

@@ -28,7 +28,7 @@ from chamberlain.tools.knowledge import (
 )
 from chamberlain.tools.knowledge.corpus import CHUNK_CHARS
 from chamberlain.workflows import PolicyEngine, Principal
-from chamberlain.workflows.policy import GateRequest, ResourceRef
+from chamberlain.workflows._policy import GateRequest, ResourceRef
 
 CASES = [json.loads(line) for line in app.CORPUS.with_name("cases.jsonl").read_text(encoding="utf-8").splitlines()]
 FIELD, CLEARED = Reader("field-service"), Reader("field-service", cleared=True)

@@ -11,13 +11,13 @@ import pytest
 from sqlmodel import Session
 
 from chamberlain.tools import Effect, ToolContext, ToolInputInvalid, ToolRegistry, ToolRejected
-from chamberlain.tools.business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._business import business_tools, crm_backend, erp_backend
+from chamberlain.tools._seed import seed
 from chamberlain.tools.crm.api import crm_api
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.api import erp_api
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Inventory, Product
-from chamberlain.tools.seed import seed
 from tests.support.servers import serving
 
 ODD_SKU = "螺丝 M4/10?&warehouse=HK1"  # non-Latin, a slash and a query string of its own

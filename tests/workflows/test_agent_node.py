@@ -18,10 +18,10 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier
+from chamberlain.tools._seed import seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Refund
-from chamberlain.tools.seed import seed
 from chamberlain.workflows import AuditLog, Decision, DevServer, Gate, PolicyEngine, create_worker, decide, start_run
 from tests.agents.test_agent_node import CUSTOMER, MANAGER, POLICY, agent_graph, call, final, results
 from tests.conftest import run_id

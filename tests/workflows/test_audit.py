@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from chamberlain.workflows.audit import AuditEntry, AuditLog, AuditLogError, AuditLogNotFound, _record_hash
+from chamberlain.workflows._audit import AuditEntry, AuditLog, AuditLogError, AuditLogNotFound, _record_hash
 
 ROOT = Path(__file__).parents[2]
 KEY = b"checkpoint-key"
@@ -194,7 +194,7 @@ def test_a_log_from_before_the_head_is_refused_with_the_way_out(tmp_path: Path) 
 def test_cli_verify_and_export(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
     log = filled(url, 3)
-    cli = [sys.executable, "-c", "from chamberlain.server.cli import main; main()", "audit"]
+    cli = [sys.executable, "-c", "from chamberlain.server._cli import main; main()", "audit"]
     env = {**os.environ, "CHAMBERLAIN_AUDIT": url, "COLUMNS": "200"}
     ok = subprocess.run([*cli, "verify"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "3 records, chain intact" in ok.stdout
@@ -222,7 +222,7 @@ def test_a_field_that_does_not_decode_is_named_not_a_traceback(tmp_path: Path) -
 def test_cli_checkpoint_then_verify_against_it(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
     log = filled(url, 5)
-    cli = [sys.executable, "-c", "from chamberlain.server.cli import main; main()", "audit"]
+    cli = [sys.executable, "-c", "from chamberlain.server._cli import main; main()", "audit"]
     env = {**os.environ, "CHAMBERLAIN_AUDIT": url, "COLUMNS": "200", "CHAMBERLAIN_AUDIT_KEY": KEY.decode()}
     mark = tmp_path / "mark.json"
 

@@ -17,10 +17,10 @@ import pytest
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
+from chamberlain.tools._seed import seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Refund
-from chamberlain.tools.seed import seed
 from chamberlain.workflows import DevServer, GraphWorkflow, RunResult, start_run
 from tests.conftest import run_id
 from tests.support import toolbox

@@ -15,11 +15,11 @@ from google.protobuf.json_format import MessageToDict
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 
-from chamberlain.server.auth import User, UserDirectory, token_digest
-from chamberlain.server.codec import codec_router
-from chamberlain.server.http import BackgroundServer
+from chamberlain.server._auth import User, UserDirectory, token_digest
+from chamberlain.server._codec import codec_router
+from chamberlain.server._http import BackgroundServer
 from chamberlain.workflows import EncryptionCodec, PayloadDecodeError, create_worker, execute_run
-from chamberlain.workflows.codec import ENCODING, KEY_ID, key_file, new_key
+from chamberlain.workflows._codec import ENCODING, KEY_ID, key_file, new_key
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.workflows.test_plugin import CUSTOMER, answer_graph, gate_for, greeting_models

@@ -10,13 +10,13 @@ import pytest
 from temporalio.client import Client
 
 from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, ScriptedChatModel, Tier, run_in_process
-from chamberlain.agents.exceptions import ModelOutputInvalid
-from chamberlain.tools.business import business_tools
+from chamberlain.agents._exceptions import ModelOutputInvalid
+from chamberlain.tools._business import business_tools
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine, Principal, create_worker, progress, start_run
-from chamberlain.workflows.local import run_gated_in_process
+from chamberlain.workflows._local import run_gated_in_process
 from tests.conftest import run_id
 from tests.support.fake_model_server import FakeModelServer
 from tests.support.workers import TEST_SECRET

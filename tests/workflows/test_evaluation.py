@@ -15,11 +15,11 @@ from temporalio.client import Client
 
 from chamberlain.agents import load_graph
 from chamberlain.tools import Effect, ToolContext, ToolRegistry, ToolRejected, tool
+from chamberlain.tools._recording import NotRecorded, Recording, RecordingError, RecordingTools, ReplayingTools
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
-from chamberlain.tools.recording import NotRecorded, Recording, RecordingError, RecordingTools, ReplayingTools
 from chamberlain.workflows import PolicyEngine
-from chamberlain.workflows.audit import AuditLog
+from chamberlain.workflows._audit import AuditLog
 from chamberlain.workflows.evaluation import (
     Case,
     CaseFileError,

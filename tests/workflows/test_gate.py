@@ -18,14 +18,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, StepContext, Tier, ToolCall
-from chamberlain.agents.steps import ApprovalDecision, ApprovalRequest
-from chamberlain.server.app import App
+from chamberlain.agents._steps import ApprovalDecision, ApprovalRequest
+from chamberlain.server._app import App
 from chamberlain.tools import Resource, ToolRegistry
-from chamberlain.tools.business import business_tools
+from chamberlain.tools._business import business_tools
+from chamberlain.tools._seed import REFERENCE_DAY, seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Refund
-from chamberlain.tools.seed import REFERENCE_DAY, seed
 from chamberlain.workflows import (
     Decision,
     GraphActivities,
@@ -36,8 +36,8 @@ from chamberlain.workflows import (
     sandbox_runner,
     start_run,
 )
-from chamberlain.workflows.audit import AuditLog
-from chamberlain.workflows.gate import (
+from chamberlain.workflows._audit import AuditLog
+from chamberlain.workflows._gate import (
     GRANT_SECRET_FILE,
     Gate,
     GateCheck,
@@ -46,8 +46,8 @@ from chamberlain.workflows.gate import (
     Ticket,
     TicketInterceptor,
 )
-from chamberlain.workflows.local import run_gated_in_process
-from chamberlain.workflows.policy import PolicyEngine
+from chamberlain.workflows._local import run_gated_in_process
+from chamberlain.workflows._policy import PolicyEngine
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.forger import Forger, Forgery

@@ -26,7 +26,7 @@ from chamberlain.workflows import (
     create_worker,
     execute_run,
 )
-from chamberlain.workflows.codec import PAYLOAD_KEYS_ENV, new_key
+from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV, new_key
 from tests.conftest import run_id
 from tests.support import toolbox
 

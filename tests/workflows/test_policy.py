@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from chamberlain.workflows.policy import POLICIES, GateRequest, PolicyEngine, ResourceRef
-from chamberlain.workflows.types import Principal
+from chamberlain.workflows._policy import POLICIES, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows._types import Principal
 
 ENGINE = PolicyEngine.load()
 SUPPORT = Principal(id="li", roles=["support"], department="support")
@@ -360,7 +360,7 @@ def test_a_customer_is_named_or_absent() -> None:
 
 
 def test_the_money_context_counts_what_was_refunded() -> None:
-    from chamberlain.workflows.policy import _money
+    from chamberlain.workflows._policy import _money
 
     assert _money({"amount": 100, "currency": "HKD", "refunded": 116.0, "total": 300.0}) == {
         "currency": "HKD",

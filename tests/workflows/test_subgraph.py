@@ -11,8 +11,8 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from chamberlain.agents import GraphSpec, ScriptedChatModel
-from chamberlain.agents.exceptions import GraphSpecError
-from chamberlain.agents.loader import check_graph
+from chamberlain.agents._exceptions import GraphSpecError
+from chamberlain.agents._loader import check_graph
 from chamberlain.workflows import AuditLog, GraphWorkflow, RunRequest, progress, start_run
 from tests.agents.test_agent_node import CUSTOMER
 from tests.conftest import run_id

@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
 from chamberlain.workflows import Principal, create_worker, execute_run
-from chamberlain.workflows.usage import UsageEntry, UsageLedger, UsageRecord
+from chamberlain.workflows._usage import UsageEntry, UsageLedger, UsageRecord
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header
 
+from chamberlain.tools._http import serve_errors
 from chamberlain.tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
-from chamberlain.tools.http import serve_errors
 
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1)]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from chamberlain.tools._http import JsonClient
 from chamberlain.tools.crm.contract import CustomerView, TicketRequest, TicketView
-from chamberlain.tools.http import JsonClient
 
 
 class HttpCrm:

@@ -9,10 +9,10 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
+from chamberlain.tools._database import open_engine
+from chamberlain.tools._exceptions import ToolRejected
 from chamberlain.tools.crm.contract import CustomerView, TicketRequest, TicketView
 from chamberlain.tools.crm.models import Customer, Note, Ticket
-from chamberlain.tools.database import open_engine
-from chamberlain.tools.exceptions import ToolRejected
 
 
 class EmbeddedCrm:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header
 
+from chamberlain.tools._http import serve_errors
 from chamberlain.tools.erp.contract import (
     ErpBackend,
     OrderStatusView,
@@ -16,7 +17,6 @@ from chamberlain.tools.erp.contract import (
     RmaView,
     StockView,
 )
-from chamberlain.tools.http import serve_errors
 
 IdempotencyKey = Annotated[
     str, Header(alias="Idempotency-Key", min_length=1, description="repeat it to get the first result")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from pydantic import RootModel
 
+from chamberlain.tools._http import JsonClient
 from chamberlain.tools.erp.contract import (
     OrderStatusView,
     OrderView,
@@ -14,7 +15,6 @@ from chamberlain.tools.erp.contract import (
     RmaView,
     StockView,
 )
-from chamberlain.tools.http import JsonClient
 
 
 class _MaybeRma(RootModel[RmaView | None]):

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from chamberlain.tools.database import open_engine
+from chamberlain.tools._database import open_engine
+from chamberlain.tools._exceptions import ToolRejected
 from chamberlain.tools.erp.contract import (
     LineView,
     OrderStatusView,
@@ -41,7 +42,6 @@ from chamberlain.tools.erp.models import (
     Shipment,
     Warehouse,
 )
-from chamberlain.tools.exceptions import ToolRejected
 
 CENT = 0.005  # amounts closer than half a cent are equal
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from chamberlain.tools.adapter import Resource, ToolContext, tool
+from chamberlain.tools._adapter import Resource, ToolContext, tool
+from chamberlain.tools._registry import ToolRegistry
 from chamberlain.tools.knowledge.access import CLEARANCE, Reader, strictest
 from chamberlain.tools.knowledge.corpus import Chunk, Document
 from chamberlain.tools.knowledge.retrieval import KnowledgeBase
 from chamberlain.tools.knowledge.text import words
-from chamberlain.tools.registry import ToolRegistry
 
 READ_ACTION = "knowledge.read"
 SECRET = ("confidential",)  # passages may hold confidential text: only models and people cleared for it see it

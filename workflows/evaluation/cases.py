@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from chamberlain.workflows.types import Principal
+from chamberlain.workflows._types import Principal
 
 TOLERANCE = 0.01
 NOTHING: tuple[Any, ...] = (None, "", "none", [], {})

@@ -31,19 +31,19 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from chamberlain.agents.models import ModelRegistry
-from chamberlain.agents.spec import ApprovalNode, FieldType, GraphSpec, OutputField, ToolNode
-from chamberlain.tools.adapter import Effect
-from chamberlain.tools.recording import Recording, RecordingTools, ReplayingTools, current_step
-from chamberlain.tools.registry import ToolRegistry
-from chamberlain.workflows.audit import AuditLog
+from chamberlain.agents._models import ModelRegistry
+from chamberlain.agents._spec import ApprovalNode, FieldType, GraphSpec, OutputField, ToolNode
+from chamberlain.tools._adapter import Effect
+from chamberlain.tools._recording import Recording, RecordingTools, ReplayingTools, current_step
+from chamberlain.tools._registry import ToolRegistry
+from chamberlain.workflows._audit import AuditLog
+from chamberlain.workflows._gate import Gate, GateCheck, GateVerdict
+from chamberlain.workflows._graph_workflow import GraphWorkflow
+from chamberlain.workflows._policy import PolicyEngine
+from chamberlain.workflows._runs import decide, progress, start_run
+from chamberlain.workflows._types import Decision, PendingApproval, Principal, RunProgress, RunResult
+from chamberlain.workflows._worker import create_worker
 from chamberlain.workflows.evaluation.cases import Case, Outcome
-from chamberlain.workflows.gate import Gate, GateCheck, GateVerdict
-from chamberlain.workflows.graph_workflow import GraphWorkflow
-from chamberlain.workflows.policy import PolicyEngine
-from chamberlain.workflows.runs import decide, progress, start_run
-from chamberlain.workflows.types import Decision, PendingApproval, Principal, RunProgress, RunResult
-from chamberlain.workflows.worker import create_worker
 
 Mode = Literal["live", "record", "replay"]
 ToRun = Callable[[Case], tuple[dict[str, Any], Principal | None]]

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from chamberlain.agents import GraphSpec, ModelCatalog, ModelRegistry, load_graph
 from chamberlain.tools import ToolRegistry
-from chamberlain.workflows import AuditLog, Gate, PolicyEngine
-from chamberlain.workflows.gate import grant_secret
+from chamberlain.workflows import AuditLog, Gate, PolicyEngine, grant_secret
 
 from myproject.adapter import get_order, refund
 

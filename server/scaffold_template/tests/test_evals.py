@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 from chamberlain.agents import ApprovalDecision, ApprovalRequest, RunFailed
-from chamberlain.server.sources import SourceCatalog, WebhookSource
-from chamberlain.workflows import Principal
-from chamberlain.workflows.local import run_gated_in_process
+from chamberlain.server import SourceCatalog, WebhookSource
+from chamberlain.workflows import Principal, run_gated_in_process
 
 from myproject import app
 

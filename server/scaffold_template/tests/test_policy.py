@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from chamberlain.workflows import PolicyEngine, Principal
-from chamberlain.workflows.policy import GateRequest, ResourceRef
+from chamberlain.workflows import GateRequest, PolicyEngine, Principal, ResourceRef
 
 from myproject import app
 

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from chamberlain.server.http import create_app
-from chamberlain.server.settings import ServerSettings
-from chamberlain.server.sources import SourceCatalog
+from chamberlain.server import ServerSettings, SourceCatalog, create_app
 from chamberlain.workflows import TASK_QUEUE, DevServer, RunResult
 
 from myproject.worker import connect, worker

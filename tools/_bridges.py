@@ -1,0 +1,153 @@
+"""Tools from elsewhere, under the same contract and the same permission gate.
+
+- :func:`from_langchain`: any LangChain ``BaseTool``, with the action, effect and labels
+  you declare for it (LangChain tools carry none).
+- :func:`to_langchain`: an adapter as a LangChain ``StructuredTool``, for LangChain agents.
+- :func:`mcp_tools`: the tools of an MCP server over stdio. Only tools you declare are
+  imported, so every imported tool has an action and an effect for the gate to check.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from langchain_core.tools import BaseTool, StructuredTool
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from pydantic import BaseModel, ConfigDict, create_model
+
+from chamberlain.tools._adapter import Effect, ToolAdapter, ToolContext
+from chamberlain.tools._exceptions import ToolInputInvalid, ToolRejected, ToolUnavailable
+
+
+class ToolResult(BaseModel):
+    """What a foreign tool returned: its text, and its structured content when it has one."""
+
+    text: str = ""
+    data: Any = None
+
+
+class _OpenArguments(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def from_langchain(
+    tool: BaseTool,
+    *,
+    action: str,
+    effect: Effect = Effect.READ,
+    labels: Mapping[str, tuple[str, ...]] | None = None,
+    name: str | None = None,
+) -> ToolAdapter[Any, ToolResult]:
+    """Register a LangChain tool; its arguments are validated by its own schema."""
+    schema = tool.get_input_schema()
+
+    async def run(args: BaseModel, ctx: ToolContext) -> ToolResult:
+        result = await tool.ainvoke(args.model_dump())
+        return ToolResult(
+            text=result if isinstance(result, str) else "", data=None if isinstance(result, str) else result
+        )
+
+    return ToolAdapter(
+        name=name or tool.name,
+        description=tool.description,
+        input_model=schema,
+        output_model=ToolResult,
+        fn=run,
+        effect=effect,
+        action=action,
+        labels=dict(labels or {}),
+    )
+
+
+def to_langchain(adapter: ToolAdapter[Any, Any]) -> StructuredTool:
+    """The adapter as a LangChain tool. Outside a durable step there is no step ID, so each
+    call gets a fresh idempotency key: the caller is responsible for not repeating writes."""
+
+    async def run(**kwargs: Any) -> dict[str, Any]:
+        key = f"langchain/{adapter.name}/{uuid.uuid4()}"
+        return await adapter.invoke(kwargs, ToolContext(step_id=key, idempotency_key=key))
+
+    return StructuredTool.from_function(
+        coroutine=run,
+        name=adapter.name.replace(".", "_"),
+        description=adapter.description,
+        args_schema=adapter.input_model,
+    )
+
+
+@dataclass(frozen=True)
+class McpDeclaration:
+    """What the gate must know about an MCP tool, which the MCP server does not say."""
+
+    action: str
+    effect: Effect = Effect.READ
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class McpServer:
+    command: str
+    args: Sequence[str] = ()
+    env: Mapping[str, str] | None = None
+
+    def parameters(self) -> StdioServerParameters:
+        return StdioServerParameters(
+            command=self.command, args=list(self.args), env=dict(self.env) if self.env else None
+        )
+
+
+async def mcp_tools(
+    server: McpServer, declarations: Mapping[str, McpDeclaration], prefix: str = "mcp."
+) -> list[ToolAdapter[Any, ToolResult]]:
+    """Adapters for the declared tools of an MCP server (stdio); an undeclared tool is not imported,
+    a declared one the server lacks is an error."""
+    async with stdio_client(server.parameters()) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        listed = {t.name: t for t in (await session.list_tools()).tools}
+    missing = sorted(set(declarations) - set(listed))
+    if missing:
+        raise ValueError(
+            f"MCP server {server.command} has no tool(s) {', '.join(missing)} (it has {', '.join(sorted(listed))})"
+        )
+    return [_mcp_adapter(server, listed[name], declared, prefix) for name, declared in declarations.items()]
+
+
+def _mcp_adapter(server: McpServer, listed: Any, declared: McpDeclaration, prefix: str) -> ToolAdapter[Any, ToolResult]:
+    schema: dict[str, Any] = listed.input_schema or {"type": "object"}
+    validator = jsonschema.Draft202012Validator(schema)
+    model = create_model(f"Mcp_{listed.name}", __base__=_OpenArguments)
+
+    async def run(args: BaseModel, ctx: ToolContext) -> ToolResult:
+        arguments = args.model_dump()
+        problems = [
+            f"{'.'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message}"
+            for e in validator.iter_errors(arguments)
+        ]
+        if problems:
+            raise ToolInputInvalid(f"{prefix}{listed.name}: " + "; ".join(problems))
+        try:
+            async with stdio_client(server.parameters()) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool(listed.name, arguments)
+        except OSError as exc:
+            raise ToolUnavailable(f"MCP server {server.command} could not be started: {exc}") from exc
+        text = "\n".join(getattr(part, "text", "") for part in result.content)
+        if result.is_error:
+            raise ToolRejected(f"{prefix}{listed.name}: {text}")
+        return ToolResult(text=text, data=result.structured_content)
+
+    return ToolAdapter(
+        name=f"{prefix}{listed.name}",
+        description=listed.description or listed.name,
+        input_model=model,
+        output_model=ToolResult,
+        fn=run,
+        effect=declared.effect,
+        action=declared.action,
+        labels=dict(declared.labels),
+    )

@@ -1,0 +1,382 @@
+"""The durable graph run: routing in the workflow, every model and tool call an activity.
+
+The workflow walks a :class:`~agents.plan.GraphPlan` — the same step and routing code the
+in-process LangGraph runner uses — with an executor whose effects are activities (timeouts
+and retries from the spec, activity IDs from the deterministic step ID) and whose approvals
+park the run until an update decides them. The permission gate wraps that executor
+(:class:`~workflows.gate.GatedExecutor`, deciding in local activities), as it wraps the
+in-process one. Long runs continue-as-new with their cursor.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from chamberlain.agents._exceptions import AgentError, ModelOutputInvalid, StepFailed
+    from chamberlain.agents._plan import GraphPlan, StepOutcome, approval_values
+    from chamberlain.agents._spec import (
+        ActivityNode,
+        AgentNode,
+        ApprovalNode,
+        ClassifyNode,
+        MapNode,
+        ModelNode,
+        SubgraphNode,
+        ToolNode,
+    )
+    from chamberlain.agents._steps import (
+        ApprovalDecision,
+        ApprovalRequest,
+        ClassifyCall,
+        ClassifyReply,
+        GraphCall,
+        GraphReply,
+        ModelCall,
+        ModelReply,
+        StepContext,
+        TokenUsage,
+        ToolCall,
+        ToolReply,
+    )
+    from chamberlain.workflows._activities import GraphActivities
+    from chamberlain.workflows._audit import AuditEntry
+    from chamberlain.workflows._gate import GateCheck, GatedExecutor, GateVerdict, current_ticket, who
+    from chamberlain.workflows._types import (
+        Cursor,
+        Decision,
+        PendingApproval,
+        Principal,
+        RunProgress,
+        RunRequest,
+        RunResult,
+        StepRecord,
+    )
+    from chamberlain.workflows._usage import UsageEntry
+
+
+APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
+LOCAL_READS = "chamberlain-local-reads"  # patch: read-only tools run as local activities
+Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
+Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
+
+
+def _retry_policy(node: ActivityNode) -> RetryPolicy:
+    return RetryPolicy(
+        maximum_attempts=node.retry.max_attempts,
+        initial_interval=node.retry.initial_interval,
+        backoff_coefficient=node.retry.backoff,
+        maximum_interval=node.retry.max_interval,
+    )
+
+
+@workflow.defn(name="chamberlain.graph", failure_exception_types=[AgentError])
+class GraphWorkflow:
+    def __init__(self) -> None:
+        self._request: RunRequest | None = None
+        self._node: str | None = None
+        self._steps: list[StepRecord] = []
+        self._pending: PendingApproval | None = None
+        self._decision: Decision | None = None
+        self._approver: Principal | None = None
+        self._cursor: Cursor | None = None
+        self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
+        self._local_reads = False
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        self._request = request
+        # Asked once, before any command: a marker after a long local activity lands in a later
+        # workflow task and would not replay (seen under load).
+        self._local_reads = workflow.patched(LOCAL_READS)
+        plan = GraphPlan(request.graph)
+        if request.resume is None:
+            state = plan.initial_state(request.input)
+            labels = plan.initial_labels(state)
+            if request.labels is not None:  # a child run knows what its parent knew of the data
+                labels = labels.updated({}, request.labels.values)
+            cursor = Cursor(node=plan.start, state=state, labels=labels)
+        else:
+            cursor = request.resume
+        self._cursor = cursor
+        executor = GatedExecutor(
+            self, self._decide, principal=request.principal, graph=request.graph, ceiling=request.ceiling
+        )
+        steps_this_segment = 0
+        while True:
+            self._node = cursor.node
+            if cursor.steps >= plan.max_steps:
+                raise ApplicationError(
+                    f"graph '{plan.spec.name}' reached max_steps={plan.max_steps} at node '{cursor.node}'",
+                    type="StepLimitExceeded",
+                    non_retryable=True,
+                )
+            visit = cursor.visits.get(cursor.node, 0) + 1
+            ctx = StepContext(
+                run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
+            )
+            started = workflow.now()
+            try:
+                outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
+            except StepFailed as exc:
+                raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
+            self._steps.append(
+                StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
+            )
+            cursor.state = plan.merge(cursor.state, outcome.updates)
+            cursor.labels = plan.merge_labels(cursor.labels, outcome)
+            cursor.visits[cursor.node] = visit
+            cursor.steps += 1
+            steps_this_segment += 1
+            if outcome.usage:
+                cursor.usage = TokenUsage(
+                    input_tokens=cursor.usage.input_tokens + outcome.usage.input_tokens,
+                    output_tokens=cursor.usage.output_tokens + outcome.usage.output_tokens,
+                )
+                cursor.cost += outcome.cost
+            excess = plan.over_budget(cursor.usage, cursor.cost)
+            if outcome.usage and outcome.model:
+                excess = excess or await self._record_usage(request, ctx, outcome)
+            if outcome.next is not None and excess:
+                await self._over_budget(plan, cursor, excess, ctx)
+            if outcome.next is None:
+                rejected = outcome.decision not in (None, "approve")
+                end = None if rejected else cursor.node
+                return RunResult(
+                    status="rejected" if rejected else "completed",
+                    end=end,
+                    output=plan.output(end, cursor.state),
+                    steps=cursor.steps,
+                    segments=cursor.segment,
+                    usage=cursor.usage,
+                    cost=cursor.cost,
+                    principal=request.principal,
+                )
+            cursor.node = outcome.next
+            if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                cursor.segment += 1
+                workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
+
+    async def _record_usage(self, request: RunRequest, ctx: StepContext, outcome: StepOutcome) -> str | None:
+        """Record the step's model usage; why the department is over budget, if it is."""
+        assert outcome.usage and outcome.model
+        principal = request.principal
+        entry = UsageEntry(
+            step_id=ctx.step_id,
+            run_id=ctx.run_id,
+            principal=principal.id if principal else None,
+            department=principal.department if principal else None,
+            model=outcome.model,
+            input_tokens=outcome.usage.input_tokens,
+            output_tokens=outcome.usage.output_tokens,
+            cost=outcome.cost,
+        )
+        spend = await workflow.execute_activity_method(
+            GraphActivities.record_usage,
+            entry,
+            activity_id=f"{ctx.node}/{ctx.visit}/usage",
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        return spend.exceeded
+
+    async def _over_budget(self, plan: GraphPlan, cursor: Cursor, excess: str, ctx: StepContext) -> None:
+        """Stop the run, or — once — ask the budget's approvers whether it may go on."""
+        budget = plan.spec.budget
+        if cursor.budget_waived:
+            return
+        if budget and budget.on_exceeded == "escalate":
+            node = ApprovalNode(
+                type="approval", ask=f"Run is over budget ({excess}); continue?", approvers=budget.approvers
+            )
+            step = StepContext(run_id=ctx.run_id, node="budget", visit=1)
+            decision = await self.request_approval(
+                ApprovalRequest(step=step, ask=node.ask, approvers=node.approvers), node
+            )
+            if decision.outcome == "approve":
+                cursor.budget_waived = True
+                return
+        raise ApplicationError(f"run over budget: {excess}", type="BudgetExceeded", non_retryable=True)
+
+    # -- the executor: effects as activities, approvals as updates ---------------------------
+
+    async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
+        return await self._activity(GraphActivities.model_step, call, node, call.attempt)
+
+    async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
+        return await self._activity(GraphActivities.classify_step, call, node)
+
+    async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
+        """Act: reached only through :class:`GatedExecutor`, whose ticket the interceptor carries.
+        A tool the gate found read-only runs as a local activity (no round trip through the
+        server); runs recorded before that change replay their reads as activities (patching)."""
+        ticket = current_ticket.get()
+        local = ticket is not None and ticket.read_only and self._local_reads
+        return await self._activity(GraphActivities.tool_step, call, node, local=local)
+
+    async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply:
+        """A child workflow whose ID is the step's (``<run>/<node>/<visit>[/<item>]``): the same
+        principal, the parent's labels and grant (its ceiling); its approvals are its own."""
+        assert self._request is not None
+        request = RunRequest(
+            graph=call.graph,
+            input=call.input,
+            principal=call.step.principal,
+            ceiling=call.grant,
+            labels=call.labels,
+            publish_approvals=self._request.publish_approvals,
+        )
+        try:
+            result = await workflow.execute_child_workflow(
+                GraphWorkflow.run, request, id=call.step.step_id, task_queue=workflow.info().task_queue
+            )
+        except ChildWorkflowError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            raise ApplicationError(
+                f"step {call.step.step_id}: graph '{call.graph.name}' failed: {cause or exc}",
+                type=cause.type if cause else "StepFailed",
+                non_retryable=True,
+            ) from exc
+        return GraphReply(status=result.status, output=result.output, usage=result.usage, cost=result.cost)
+
+    async def _decide(self, check: GateCheck) -> GateVerdict:
+        """The gate's decision as a local activity: recorded in history, so a replay reuses it."""
+        return await workflow.execute_local_activity_method(
+            GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+    async def _activity(
+        self,
+        method: Callable[[GraphActivities, Call], Awaitable[Reply]],
+        call: Call,
+        node: ActivityNode,
+        attempt: int = 0,
+        *,
+        local: bool = False,
+    ) -> Reply:
+        """Run a step's call as an activity whose ID is ``node/visit`` (``/n`` for the n-th
+        model of a cascade), with the node's timeout and retry policy. An agent's turn is
+        ``node/visit/turn/model``, each call it asks for ``node/visit/turn/call``."""
+        turn = "/model" if isinstance(call, ModelCall) and call.step.within else ""
+        activity_id = call.step.local_id + turn + (f"/{attempt}" if attempt else "")
+        execute = workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        try:
+            return await execute(
+                method,
+                call,
+                activity_id=activity_id,
+                start_to_close_timeout=node.timeout,
+                retry_policy=_retry_policy(node),
+            )
+        except ActivityError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            raise ApplicationError(
+                f"step {call.step.step_id} failed: {exc.cause}",
+                type=cause.type if cause else "StepFailed",
+                non_retryable=True,
+            ) from exc
+
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+        """Park until a decision arrives (no worker resources held), escalating on timeout,
+        then fall back to the node's default. Pending approvals are marked in the
+        ``ChamberlainApproval`` search attribute so the console can list them across runs."""
+        assert self._request is not None and self._cursor is not None
+        principal = self._request.principal
+        self._pending = PendingApproval(
+            step_id=request.step.step_id,
+            node=request.step.node,
+            ask=request.ask,
+            approvers=node.approvers,
+            requested_by=principal.id if principal else None,
+            sensitive=self._cursor.labels.found_in(request.ask),
+        )
+        publish = self._request.publish_approvals
+        if publish:
+            workflow.upsert_search_attributes([APPROVAL_STATE.value_set("pending")])
+        groups = [node.approvers, *([node.escalate_to] if node.escalate_to else [])]
+        for i, group in enumerate(groups):
+            self._pending.approvers, self._pending.escalated = group, i > 0
+            self._pending.deadline = workflow.now() + node.timeout
+            try:
+                await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
+                break
+            except TimeoutError:
+                note = f"{workflow.now():%Y-%m-%d %H:%M} no decision from {', '.join(group)} within {node.timeout}"
+                self._pending.reminders.append(note)
+                workflow.logger.info("approval %s: %s", request.step.step_id, note)
+        decision = self._decision
+        self._approver = decision.approver if decision else None
+        if decision is None:
+            answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
+        else:
+            answer = ApprovalDecision(
+                step_id=decision.step_id,
+                outcome=decision.outcome,
+                approver=decision.approver.id,
+                reason=decision.reason,
+                values=decision.values,
+                decided_by=decision.approver,
+            )
+        await self._audit_approval(request, answer)
+        # No `finally`: a cancelled run ends here anyway (the console lists running runs only), and
+        # workflow calls in a `finally` would run when the SDK tears a cached run down.
+        self._pending, self._decision = None, None
+        if publish:
+            workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
+        return answer
+
+    async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
+        """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
+        entry = AuditEntry(
+            run_id=request.step.run_id,
+            step_id=request.step.step_id,
+            attempt=self._approvals[answer.step_id] + 1,
+            kind="approval",
+            principal=who(self._approver) if self._approver else "timeout",
+            action="approval",
+            resource=f'Step::"{request.step.node}"',
+            args={"ask": request.ask, "reason": answer.reason},
+            decision=answer.outcome,
+        )
+        self._approvals[answer.step_id] += 1
+        await workflow.execute_local_activity_method(
+            GraphActivities.audit, entry, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: Decision) -> str:
+        self._decision = decision
+        return decision.outcome
+
+    @decide.validator
+    def _validate_decision(self, decision: Decision) -> None:
+        """Rejects, before anything reaches history, a decision that may not be taken."""
+        pending = self._pending
+        if pending is None or pending.step_id != decision.step_id:
+            raise ValueError(f"step {decision.step_id} has no pending approval")
+        if self._decision is not None:
+            raise ValueError(f"step {decision.step_id} is already decided")
+        if pending.requested_by is not None and decision.approver.id == pending.requested_by:
+            raise ValueError("the requester may not approve their own request")
+        if not set(decision.approver.roles) & set(pending.approvers):
+            raise ValueError(f"{decision.approver.id} lacks every approver role of {pending.approvers}")
+        owner = self._request.principal if self._request else None
+        if owner is not None and owner.tenant is not None and decision.approver.tenant != owner.tenant:
+            raise ValueError(f"{decision.approver.id} is not of the run's tenant {owner.tenant}")
+        node = self._request.graph.nodes.get(pending.node) if self._request else None
+        if isinstance(node, ApprovalNode) and node.output and decision.outcome == "approve":
+            try:  # an approval that asks for values (a reply) gets them, valid, or is not decided
+                approval_values(pending.node, node, decision.values or {})
+            except ModelOutputInvalid as exc:
+                raise ValueError(str(exc)) from exc
+
+    @workflow.query(name="progress")
+    def progress(self) -> RunProgress:
+        return RunProgress(node=self._node, steps=self._steps, pending_approval=self._pending)

@@ -1,0 +1,61 @@
+"""A graph worker in one call: a ``Worker`` with :class:`ChamberlainPlugin` on it.
+
+Scale out by running more of these against the same Temporal address and task queue. A
+business that runs its own workflows beside the graphs passes the plugin to
+``Client.connect`` and builds its ``Worker`` itself (see :mod:`chamberlain.workflows._plugin`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from chamberlain.agents._models import ModelRegistry
+from chamberlain.tools._registry import ToolRegistry
+from chamberlain.workflows._gate import Gate
+from chamberlain.workflows._plugin import ChamberlainPlugin
+from chamberlain.workflows._run_index import RunIndex
+from chamberlain.workflows._usage import UsageLedger
+
+TASK_QUEUE = "chamberlain"
+
+
+def create_worker(
+    client: Client,
+    *,
+    models: ModelRegistry,
+    tools: ToolRegistry,
+    gate: Gate,
+    task_queue: str = TASK_QUEUE,
+    usage: UsageLedger | None = None,
+    run_index: RunIndex | None = None,
+    workflows: Sequence[type] = (),
+    activities: Sequence[Callable[..., Any]] = (),
+    max_concurrent_activities: int = 50,
+    sticky_queue_timeout: timedelta = timedelta(seconds=3),
+) -> Worker:
+    """A worker for graph runs (and ``workflows``/``activities`` of the caller's own) on a
+    client from :func:`~chamberlain.workflows._converter.connect`. ``gate`` checks every step
+    against Cedar policy and audits it; ``usage`` records model usage and enforces department
+    budgets; ``run_index`` counts steps, tokens and cost for the console. A short sticky
+    timeout lets a crashed worker's runs move on quickly."""
+    if any(isinstance(plugin, ChamberlainPlugin) for plugin in client.config()["plugins"]):
+        raise ValueError(
+            "this client already carries ChamberlainPlugin, which configures its workers: "
+            "use temporalio.worker.Worker(client, task_queue=...) instead of create_worker"
+        )
+    codec = client.data_converter.payload_codec
+    plugin = ChamberlainPlugin(models=models, tools=tools, gate=gate, codec=codec, usage=usage, run_index=run_index)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        activities=list(activities),
+        plugins=[plugin],
+        max_concurrent_activities=max_concurrent_activities,
+        sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
+    )
