@@ -92,7 +92,7 @@ async def test_the_cli_decides_through_the_api(client: Client, api: str, task_qu
             client, graph("approval"), {}, run_id=run_id(), principal=Principal(id="alice"), task_queue=task_queue
         )
         pending = await listed(api, handle.id)
-        cli = [sys.executable, "-c", "from server.cli import main; main()"]
+        cli = [sys.executable, "-c", "from chamberlain.server._cli import main; main()"]
         command = [*cli, "approve", handle.id, str(pending["step_id"]), "--reject", "--reason", "no", "--url", api]
         env = {**os.environ, "CHAMBERLAIN_TOKEN": TOKENS["maria"]}
         done = await asyncio.to_thread(
