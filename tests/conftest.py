@@ -3,7 +3,9 @@ each test gets a fresh task queue and its own side-effect ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,7 +45,22 @@ async def dev_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     server = DevServer(folder / "temporal.db", log_file=folder / "temporal.log")
     await server.start()
     yield server
+    await cancel_leftover_tasks()
     server.stop()
+
+
+async def cancel_leftover_tasks(timeout: float = 30.0) -> None:
+    """Cancel what tests left running on the session's loop (a worker, a result future) while
+    the server they talk to is still up: cancelled after it stops, a worker's shutdown waits on
+    a server that is gone and the loop never closes (seen once at the end of the whole suite)."""
+    current = asyncio.current_task()
+    leftovers = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        _, pending = await asyncio.wait(leftovers, timeout=timeout)
+        for task in pending:
+            print(f"a task outlived its cancellation: {task!r}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
