@@ -231,6 +231,7 @@ async def test_a_cited_secret_is_refused_by_the_gate(client: Client, tmp_path: P
     assert [s["document"] for s in result.output["sources"]] == ["sb-2024-07-e5-defrost"]
 
 
+@pytest.mark.timeout(900)  # the answer step may take two minutes, then a second model on the CPU
 async def test_one_question_on_the_embedded_model(
     client: Client, embedded_model: EmbeddedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
