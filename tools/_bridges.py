@@ -1,10 +1,14 @@
 """Tools from elsewhere, under the same contract and the same permission gate.
 
 - :func:`from_langchain`: any LangChain ``BaseTool``, with the action, effect and labels
-  you declare for it (LangChain tools carry none).
+  you declare for it (LangChain tools carry none). A call's step ID and idempotency key reach
+  the tool in its run config's ``metadata`` (a tool taking ``config: RunnableConfig`` reads them).
 - :func:`to_langchain`: an adapter as a LangChain ``StructuredTool``, for LangChain agents.
 - :func:`mcp_tools`: the tools of an MCP server over stdio. Only tools you declare are
-  imported, so every imported tool has an action and an effect for the gate to check.
+  imported, so every imported tool has an action and an effect for the gate to check. A model
+  choosing among them sees each one's input schema as the server declares it, and each call
+  carries its step ID and idempotency key in the request's ``_meta`` (:data:`MCP_IDEMPOTENCY_KEY`,
+  :data:`MCP_STEP_ID`), so a server that honours them answers a retried write with its first result.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import jsonschema
 from langchain_core.tools import BaseTool, StructuredTool
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from pydantic import BaseModel, ConfigDict, create_model
+from mcp.types import RequestParamsMeta
+from pydantic import BaseModel, ConfigDict
 
 from chamberlain.tools._adapter import Effect, ToolAdapter, ToolContext
 from chamberlain.tools._exceptions import ToolInputInvalid, ToolRejected, ToolUnavailable
@@ -31,8 +36,23 @@ class ToolResult(BaseModel):
     data: Any = None
 
 
+MCP_IDEMPOTENCY_KEY = "chamberlain/idempotency-key"
+MCP_STEP_ID = "chamberlain/step-id"
+
+
 class _OpenArguments(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class _McpArguments(_OpenArguments):
+    """An MCP tool's arguments: taken as they come (the server's JSON schema checks them when the
+    call runs), described to a model by the server's own schema rather than an empty object."""
+
+    mcp_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return dict(cls.mcp_schema)
 
 
 def from_langchain(
@@ -47,7 +67,8 @@ def from_langchain(
     schema = tool.get_input_schema()
 
     async def run(args: BaseModel, ctx: ToolContext) -> ToolResult:
-        result = await tool.ainvoke(args.model_dump())
+        metadata = {"step_id": ctx.step_id, "idempotency_key": ctx.idempotency_key}
+        result = await tool.ainvoke(args.model_dump(), config={"metadata": metadata})
         return ToolResult(
             text=result if isinstance(result, str) else "", data=None if isinstance(result, str) else result
         )
@@ -120,7 +141,7 @@ async def mcp_tools(
 def _mcp_adapter(server: McpServer, listed: Any, declared: McpDeclaration, prefix: str) -> ToolAdapter[Any, ToolResult]:
     schema: dict[str, Any] = listed.input_schema or {"type": "object"}
     validator = jsonschema.Draft202012Validator(schema)
-    model = create_model(f"Mcp_{listed.name}", __base__=_OpenArguments)
+    model = type(f"Mcp_{listed.name}", (_McpArguments,), {"mcp_schema": schema})
 
     async def run(args: BaseModel, ctx: ToolContext) -> ToolResult:
         arguments = args.model_dump()
@@ -133,7 +154,8 @@ def _mcp_adapter(server: McpServer, listed: Any, declared: McpDeclaration, prefi
         try:
             async with stdio_client(server.parameters()) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
-                result = await session.call_tool(listed.name, arguments)
+                meta = cast(RequestParamsMeta, {MCP_IDEMPOTENCY_KEY: ctx.idempotency_key, MCP_STEP_ID: ctx.step_id})
+                result = await session.call_tool(listed.name, arguments, meta=meta)
         except OSError as exc:
             raise ToolUnavailable(f"MCP server {server.command} could not be started: {exc}") from exc
         text = "\n".join(getattr(part, "text", "") for part in result.content)
