@@ -3,17 +3,16 @@ on the same server, in the same run.
 
     python -m benchmarks.console [--runs 10000] [--requests 200] [--write]
 
-A tuned dev server and a worker (the gate on) run 40 real returns graphs to completion, so a
-run detail reads a real run (describe, start request, result, progress query, history,
-audit records); while measuring, that query is answered by a worker in its own process, as
-deployed. The SQL run index then holds 10,000 runs (the real ones plus
-synthetic rows spread over 30 days, graphs, departments, principals and statuses). A signed-in
+A tuned dev server and a worker (the gate on, feeding the run index) run 40 real returns
+graphs to completion, so a run detail reads a real run (describe, its history once, its
+steps, audit records); while measuring, a worker in its own process answers any progress
+query, as deployed. The SQL run index then holds 10,000 runs (the real ones plus synthetic
+rows spread over 30 days, graphs, departments, principals and statuses). A signed-in
 operator fetches, one request at a time, over loopback HTTP: ``/bench/bare`` (a handler that
 returns a fixed page: the server's own floor), the runs page unfiltered, filtered (department
-and status) and its second page, each of 39 runs' detail once (first view: the worker
-replays the closed run to answer its progress query), and one run's detail again and again
-(its progress kept by the server: a closed run's never changes). Each figure is the p50/p95
-of its requests.
+and status) and its second page, each of 39 runs' detail once (first view: the steps the
+worker kept in the index when the run finished, nothing cached in the server), and one run's
+detail again and again. Each figure is the p50/p95 of its requests.
 """
 
 from __future__ import annotations

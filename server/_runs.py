@@ -10,15 +10,18 @@ tenant's runs: such a run answers as if it did not exist.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowQueryFailedError
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chamberlain.agents._labels import redact
@@ -27,7 +30,16 @@ from chamberlain.server._approvals import PendingItem
 from chamberlain.server._auth import CurrentUser
 from chamberlain.server._temporal import TemporalConnection
 from chamberlain.workflows._graph_workflow import GraphWorkflow
-from chamberlain.workflows._run_index import IndexFeed, RunRow, as_utc, run_filter
+from chamberlain.workflows._run_index import (
+    IndexFeed,
+    RunIndex,
+    RunRow,
+    as_utc,
+    graph_version,
+    open_progress,
+    run_filter,
+    seal_progress,
+)
 from chamberlain.workflows._types import Principal, RunProgress, RunRequest, RunResult, StepRecord
 
 Status = Literal["running", "completed", "failed", "canceled", "terminated", "timed_out", "continued_as_new"]
@@ -56,7 +68,7 @@ class StepView(BaseModel):
     step_id: str
     node: str
     updates: dict[str, Any]
-    decision: str | None
+    approval: str | None
     routing: list[str]
     model: str | None
     usage: TokenUsage | None = None
@@ -77,6 +89,7 @@ class RunView(RunSummary):
     says whether its graph ``completed`` or was ``rejected`` at an approval."""
 
     graph: str | None
+    graph_version: str | None  # the declared version + a hash of the graph's content
     principal: Principal | None
     node: str | None
     steps: list[StepView] | None  # None: no worker answered the progress query
@@ -112,16 +125,28 @@ async def list_runs(client: Client, status: str | None = None, limit: int = 50) 
     return found
 
 
-async def show_run(client: Client, run_id: str, viewer: Principal) -> RunView:
+async def show_run(client: Client, run_id: str, viewer: Principal, index: RunIndex | None = None) -> RunView:
     """A run's status, graph, principal, steps and result, masked for ``viewer``'s clearance.
-    :class:`RunNotFound` if there is none ``viewer`` may see."""
-    view, _ = await load_run(client, run_id, viewer)
-    return view
+    :class:`RunNotFound` if there is none ``viewer`` may see. With the run ``index``, a closed
+    run's steps come from there when its worker kept them."""
+    return (await load_run(client, run_id, viewer, index)).view
 
 
-async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunView, RunProgress | None]:
-    """:func:`show_run`, and the progress it read (a closed run's query replays its history:
-    callers that need it again reuse this one)."""
+@dataclass
+class LoadedRun:
+    """A run as :func:`load_run` read it: the view, and what it read on the way."""
+
+    view: RunView
+    request: RunRequest | None
+    progress: RunProgress | None
+    events: list[HistoryEvent]  # the run's history, read once (the console's timeline reads it too)
+
+
+async def load_run(client: Client, run_id: str, viewer: Principal, index: RunIndex | None = None) -> LoadedRun:
+    """:func:`show_run`, and what it read: one look at the run (describe), one read of its
+    history (start request, decisions, result), and its progress — a running run's from its
+    worker's cache, a closed run's kept (in memory, in ``index``) since querying it makes a
+    worker replay the whole history."""
     handle = client.get_workflow_handle(run_id, result_type=RunResult)
     try:
         described = await handle.describe()
@@ -131,28 +156,25 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
         raise
     if described.workflow_type != WORKFLOW_TYPE:
         raise RunNotFound(f"{run_id} is not a graph run")
-    request = await _request_of(client, run_id)
+    this_run = client.get_workflow_handle(run_id, run_id=described.run_id)
+    events = [event async for event in this_run.fetch_history_events()]
+    request = await _request_in(client, events)
     owner = request.principal if request else None
     if viewer.tenant is not None and (owner is None or owner.tenant != viewer.tenant):
         raise RunNotFound(f"no run {run_id}")
     status, output, error = status_name(described.status), None, None
-    if described.status == WorkflowExecutionStatus.COMPLETED:
-        result: RunResult = await handle.result()
+    last = events[-1] if events else None
+    if described.status == WorkflowExecutionStatus.COMPLETED and last and last.event_type == _COMPLETED:
+        payloads = last.workflow_execution_completed_event_attributes.result.payloads
+        [result] = await client.data_converter.decode(payloads, [RunResult])
         status, output = result.status, result.output
-    elif described.status == WorkflowExecutionStatus.FAILED:
-        try:
-            await handle.result()
-        except WorkflowFailureError as exc:
-            error = str(exc.cause)
+    elif described.status == WorkflowExecutionStatus.FAILED and last and last.event_type == _FAILED:
+        failure = last.workflow_execution_failed_event_attributes.failure
+        error = str(await client.data_converter.decode_failure(failure))
     if described.close_time is None:
         progress = await _progress(handle)
-    else:  # a closed run's progress never changes, and querying it makes a worker replay its whole history
-        key = (run_id, described.run_id)
-        progress = _CLOSED.get(key) or await _progress(handle)
-        if progress is not None:
-            _CLOSED[key] = progress
-            while len(_CLOSED) > CLOSED_CACHE:
-                _CLOSED.popitem(last=False)
+    else:
+        progress = await _closed_progress(client, handle, (run_id, described.run_id or ""), index)
     masker = _Masker(request, progress, set(viewer.clearance))
     pending = progress.pending_approval if progress else None
     view = RunView(
@@ -161,6 +183,7 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
         started_at=described.start_time,
         closed_at=described.close_time,
         graph=request.graph.name if request else None,
+        graph_version=graph_version(request.graph) if request else None,
         principal=owner,
         node=progress.node if progress else None,
         steps=[masker.step(s) for s in progress.steps] if progress else None,
@@ -170,19 +193,48 @@ async def load_run(client: Client, run_id: str, viewer: Principal) -> tuple[RunV
         output=masker.fields(output) if output is not None else None,
         error=masker.text(error) if error else None,
     )
-    return view, progress
+    return LoadedRun(view, request, progress, events)
+
+
+_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+_FAILED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED
+
+
+async def _closed_progress(
+    client: Client, handle: Any, key: tuple[str, str], index: RunIndex | None
+) -> RunProgress | None:
+    """A closed run's progress, which never changes: kept in this process, else kept in the
+    index (by the worker that ran it, or by whoever asked first), else asked of a worker once."""
+    progress = _CLOSED.get(key)
+    if progress is None and index is not None:
+        sealed = await asyncio.to_thread(index.kept_progress, *key)
+        progress = await open_progress(client.data_converter, sealed) if sealed else None
+    if progress is None:
+        progress = await _progress(handle)
+        if progress is not None and index is not None:
+            sealed = await seal_progress(client.data_converter.payload_codec, progress.model_dump_json())
+            await asyncio.to_thread(index.keep_progress, *key, sealed)
+    if progress is not None:
+        _CLOSED[key] = progress
+        while len(_CLOSED) > CLOSED_CACHE:
+            _CLOSED.popitem(last=False)
+    return progress
 
 
 async def _request_of(client: Client, run_id: str) -> RunRequest | None:
-    """The request the run's current segment started with (graph, principal), from history."""
-    handle = client.get_workflow_handle(run_id)
-    async for event in handle.fetch_history_events(page_size=1):
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            payloads = event.workflow_execution_started_event_attributes.input.payloads
-            [request] = await client.data_converter.decode(payloads, [RunRequest])
-            return request
-        break
+    """The request the run's current segment started with, from the first event of its history."""
+    async for event in client.get_workflow_handle(run_id).fetch_history_events(page_size=1):
+        return await _request_in(client, [event])
     return None
+
+
+async def _request_in(client: Client, events: list[HistoryEvent]) -> RunRequest | None:
+    """The request the run's current segment started with (graph, principal): its first event."""
+    if not events or events[0].event_type != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        return None
+    payloads = events[0].workflow_execution_started_event_attributes.input.payloads
+    [request] = await client.data_converter.decode(payloads, [RunRequest])
+    return request if isinstance(request, RunRequest) else None
 
 
 async def _progress(handle: Any) -> RunProgress | None:
@@ -223,7 +275,7 @@ class _Masker:
             step_id=record.step_id,
             node=record.node,
             updates=self.fields(record.updates),
-            decision=record.decision,
+            approval=record.approval,
             routing=[self.text(r) for r in record.routing],
             model=record.model,
             usage=record.usage,
@@ -324,7 +376,7 @@ def runs_router(temporal: TemporalConnection, feed: IndexFeed) -> APIRouter:
         """One run: status, graph, principal, steps with their decisions, result — masked for you."""
         client = await temporal.client()
         try:
-            return await show_run(client, run_id, user)
+            return await show_run(client, run_id, user, feed.index)
         except RunNotFound as exc:
             raise HTTPException(404, str(exc)) from exc
 

@@ -5,7 +5,9 @@ Two feeds write it, each the only one that knows its part, and both are idempote
 
 - :class:`RunIndexInterceptor` on the worker counts each model, classify and tool step as it
   completes (tokens, cost, principal), once per activity ID: a retried or redelivered
-  activity is not counted twice.
+  activity is not counted twice. When a graph run finishes it keeps the run's steps (what
+  its ``progress`` query answers, sealed by the deployment's payload codec), so showing a
+  closed run never makes a worker replay its history.
 - :func:`sync_from_visibility` reads Temporal's visibility store for runs started or closed
   since the last look (every workflow type, so a business's own workflows are listed too),
   reads a new graph run's start request once (graph, version, principal, department), and
@@ -18,29 +20,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import Engine, Index, desc, func, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
-from temporalio import activity
+from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    ExecuteWorkflowInput,
+    Interceptor,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+)
 
+from chamberlain.agents._exceptions import AgentError
+from chamberlain.agents._spec import GraphSpec
 from chamberlain.agents._steps import ModelReply
-from chamberlain.workflows._types import Principal, RunRequest
+from chamberlain.workflows._codec import EncryptionCodec
+from chamberlain.workflows._types import Principal, RunProgress, RunRequest
 
 GRAPH_TYPE = "chamberlain.graph"
 PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 OVERLAP = timedelta(seconds=30)  # visibility is eventually consistent: look back this far again
 STEP_ACTIVITIES = {"chamberlain.model_step", "chamberlain.classify_step", "chamberlain.tool_step"}
+KEEP_PROGRESS = "chamberlain.keep_progress"  # the extern function a finishing run hands its steps to
+log = logging.getLogger(__name__)
+
+
+def graph_version(spec: GraphSpec) -> str:
+    """Which graph a run uses: its declared ``version``, then a short hash of its content
+    (``1+3f2a9c1e``). Two runs showing the same string ran the same graph, even where
+    someone changed the graph and forgot to bump ``version``."""
+    content = json.dumps(spec.model_dump(mode="json", exclude={"schema_"}), sort_keys=True, ensure_ascii=False)
+    return f"{spec.version}+{hashlib.sha256(content.encode()).hexdigest()[:8]}"
 
 
 class RunRow(SQLModel, table=True):
@@ -82,6 +111,17 @@ class CountedStep(SQLModel, table=True):
 
     run_id: str = Field(primary_key=True)
     activity_id: str = Field(primary_key=True)
+
+
+class KeptProgress(SQLModel, table=True):
+    """A finished graph run's steps, as its ``progress`` query would answer: showing a closed
+    run reads this instead of making a worker replay the whole history."""
+
+    __tablename__ = "run_index_progress"
+
+    run_id: str = Field(primary_key=True)
+    temporal_run_id: str = Field(primary_key=True)  # a reset or continued run is another
+    payload: bytes  # a Temporal payload through the deployment's codec: state values stay encrypted at rest
 
 
 STATUSES = tuple(s.name.lower() for s in WorkflowExecutionStatus)
@@ -143,7 +183,7 @@ class RunIndex:
         self.engine: Engine = create_engine(url)
         SQLModel.metadata.create_all(
             self.engine,
-            tables=[RunRow.__table__, CountedStep.__table__],  # type: ignore[attr-defined]
+            tables=[RunRow.__table__, CountedStep.__table__, KeptProgress.__table__],  # type: ignore[attr-defined]
         )
 
     def add(self, *rows: RunRow) -> None:
@@ -168,7 +208,7 @@ class RunIndex:
             if execution.close_time is not None:
                 row.pending_approval = False
             if request is not None:
-                row.graph, row.graph_version = request.graph.name, request.graph.version
+                row.graph, row.graph_version = request.graph.name, graph_version(request.graph)
                 if request.principal is not None:
                     row.principal, row.tenant = request.principal.id, request.principal.tenant
                     row.department = request.principal.department
@@ -209,6 +249,17 @@ class RunIndex:
                 session.add(row)
             session.commit()
         return True
+
+    def keep_progress(self, run_id: str, temporal_run_id: str, payload: bytes) -> None:
+        """Keep a finished run's sealed progress (again: the newer answer wins)."""
+        with Session(self.engine) as session:
+            session.merge(KeptProgress(run_id=run_id, temporal_run_id=temporal_run_id, payload=payload))
+            session.commit()
+
+    def kept_progress(self, run_id: str, temporal_run_id: str) -> bytes | None:
+        with Session(self.engine) as session:
+            kept = session.get(KeptProgress, (run_id, temporal_run_id))
+            return kept.payload if kept else None
 
     def mark_pending(self, run_ids: set[str]) -> None:
         """Exactly ``run_ids`` wait for an approval now."""
@@ -335,14 +386,73 @@ async def _start_request(client: Client, execution: WorkflowExecution) -> RunReq
     return None
 
 
-class RunIndexInterceptor(Interceptor):
-    """Counts a graph run's steps, tokens and cost in the index as its activities complete."""
+async def seal_progress(codec: PayloadCodec | None, progress_json: str) -> bytes:
+    """A run's progress (as JSON) as the payload Temporal would hold, through ``codec``."""
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=progress_json.encode())
+    if codec is not None:
+        [payload] = await codec.encode([payload])
+    return payload.SerializeToString()
 
-    def __init__(self, index: RunIndex) -> None:
+
+async def open_progress(converter: DataConverter, sealed: bytes) -> RunProgress | None:
+    """What :func:`seal_progress` kept, read with ``converter``; None if it cannot (another key)."""
+    try:
+        [progress] = await converter.decode([Payload.FromString(sealed)], [RunProgress])
+    except ValueError:  # PayloadDecodeError, a validation error, an undecodable payload
+        return None
+    return progress if isinstance(progress, RunProgress) else None
+
+
+class RunIndexInterceptor(Interceptor):
+    """Counts a graph run's steps, tokens and cost in the index as its activities complete, and
+    keeps a finished run's steps. ``codec`` seals them (default: the keys in
+    ``CHAMBERLAIN_PAYLOAD_KEYS``, as the worker's own); it must be the one the readers' clients use."""
+
+    def __init__(self, index: RunIndex, codec: PayloadCodec | None = None) -> None:
         self.index = index
+        self.codec = codec if codec is not None else EncryptionCodec.from_env()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-index")
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _CountSteps(next, self.index)
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> type[WorkflowInboundInterceptor]:
+        input.unsafe_extern_functions[KEEP_PROGRESS] = self._keep
+        return _KeepProgress
+
+    def _keep(self, run_id: str, temporal_run_id: str, progress_json: str) -> None:
+        """Called on a finishing run's workflow thread: hand the write to a thread of its own,
+        so the run neither waits for the database nor fails with it."""
+        self._writer.submit(self._write, run_id, temporal_run_id, progress_json)
+
+    def _write(self, run_id: str, temporal_run_id: str, progress_json: str) -> None:
+        try:
+            sealed = asyncio.run(seal_progress(self.codec, progress_json))
+            self.index.keep_progress(run_id, temporal_run_id, sealed)
+        except SQLAlchemyError as exc:  # not kept: showing the run asks a worker instead
+            log.warning("run index: could not keep the steps of %s: %s", run_id, exc)
+
+
+class _KeepProgress(WorkflowInboundInterceptor):
+    """Hands a graph run's steps to the index as the run finishes — completed, failed or
+    canceled — live only: a replay (a query, a recovered worker) hands nothing."""
+
+    async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
+        try:
+            result = await super().execute_workflow(input)
+        except (FailureError, AgentError, asyncio.CancelledError):
+            _hand_over()
+            raise
+        _hand_over()
+        return result
+
+
+def _hand_over() -> None:
+    info = workflow.info()
+    if info.workflow_type != GRAPH_TYPE or workflow.unsafe.is_replaying():
+        return
+    progress: RunProgress = workflow.instance().progress()  # what the run's progress query answers
+    workflow.extern_functions()[KEEP_PROGRESS](info.workflow_id, info.run_id, progress.model_dump_json())
 
 
 class _CountSteps(ActivityInboundInterceptor):

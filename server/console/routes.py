@@ -33,7 +33,7 @@ from chamberlain.server.console.errors import ConsoleError, SignInRequired
 from chamberlain.server.console.operations import OperationRefused, cancel_run, rerun, retry_from_failure
 from chamberlain.server.console.sessions import Sessions, Visitor
 from chamberlain.server.console.timeline import AuditReader, timeline
-from chamberlain.workflows import Decision, RunResult, decide
+from chamberlain.workflows import ApprovalAnswer, RunResult, decide
 from chamberlain.workflows._run_index import STATUSES, IndexFeed, run_filter
 from chamberlain.workflows._usage import UsageLedger
 
@@ -293,9 +293,9 @@ def console_router(
         for item in items:
             run_id, _, step_id = item.partition("|")
             handle = client.get_workflow_handle(run_id, result_type=RunResult)
-            decision = Decision(step_id=step_id, outcome=outcome, approver=user.principal(), reason=reason)
+            decision = ApprovalAnswer(step_id=step_id, outcome=outcome, approver=user.principal(), reason=reason)
             try:
-                await check_tenant(client, run_id, decision.approver)
+                await check_tenant(client, run_id, user.principal())
                 await decide(handle, decision)
                 results.append((run_id, step_id, "decided: " + outcome.replace("_", " ")))
             except PermissionError:
@@ -316,13 +316,13 @@ def console_router(
 
     async def _timeline(run_id: str, user: User) -> Any:
         try:
-            return await timeline(await temporal.client(), run_id, user.principal(), audit)
+            return await timeline(await temporal.client(), run_id, user.principal(), audit, feed.index)
         except RunNotFound as exc:
             raise ConsoleError(404, str(exc)) from exc
 
     async def _visible(run_id: str, user: User) -> None:
         try:
-            await show_run(await temporal.client(), run_id, user.principal())
+            await show_run(await temporal.client(), run_id, user.principal(), feed.index)
         except RunNotFound as exc:
             raise ConsoleError(404, str(exc)) from exc
 

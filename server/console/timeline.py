@@ -10,6 +10,7 @@ viewer's clearance, and an audited amount shows only to viewers cleared for ``fi
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.failure.v1 import Failure
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from chamberlain.server._runs import RunView, StepView, _Masker, load_run
-from chamberlain.workflows import AuditLog, Decision, Principal, RunRequest
+from chamberlain.workflows import ApprovalAnswer, AuditLog, Principal
 from chamberlain.workflows._audit import AuditLogNotFound, AuditRecord
+from chamberlain.workflows._run_index import RunIndex
 
 
 @dataclass
@@ -90,16 +93,20 @@ class AuditReader:
             return list(session.exec(query))
 
 
-async def timeline(client: Client, run_id: str, viewer: Principal, audit: AuditReader) -> Timeline:
-    """The run's timeline for ``viewer``; :class:`~chamberlain.server._runs.RunNotFound` as the runs API."""
-    run, progress = await load_run(client, run_id, viewer)  # status, masked steps, tenant check
-    request, approvals, attempts = await _history(client, run_id)
-    masker = _Masker(request, progress, set(viewer.clearance))
+async def timeline(
+    client: Client, run_id: str, viewer: Principal, audit: AuditReader, index: RunIndex | None = None
+) -> Timeline:
+    """The run's timeline for ``viewer``; :class:`~chamberlain.server._runs.RunNotFound` as the
+    runs API. One read of the run's history serves both (a closed run's steps come from ``index``)."""
+    loaded = await load_run(client, run_id, viewer, index)  # status, masked steps, tenant check
+    run = loaded.view
+    approvals, attempts = await _history(client, loaded.events)
+    masker = _Masker(loaded.request, loaded.progress, set(viewer.clearance))
     for item in approvals:
         item.reason = masker.text(item.reason)
     for attempt in attempts:
         attempt.error = masker.text(attempt.error)
-    records = audit.records(run_id)
+    records = await asyncio.to_thread(audit.records, run_id)
     cards = [StepCard(step) for step in run.steps or []]
     current: list[AuditRecord] = []
     current_approvals: list[Approval] = []
@@ -126,26 +133,20 @@ def _card_of(cards: list[StepCard], step_id: str) -> StepCard | None:
     return next((c for c in cards if step_id == c.step.step_id or step_id.startswith(c.step.step_id + "/")), None)
 
 
-async def _history(client: Client, run_id: str) -> tuple[RunRequest | None, list[Approval], list[Attempt]]:
-    """One pass over the run's history: its request, the decisions taken, the failed or retried activities."""
-    request: RunRequest | None = None
+async def _history(client: Client, events: list[HistoryEvent]) -> tuple[list[Approval], list[Attempt]]:
+    """One pass over the run's history: the decisions taken, the failed or retried activities."""
     approvals: list[Approval] = []
     scheduled: dict[int, str] = {}
     started: dict[int, int] = {}
     attempts: list[Attempt] = []
-    async for event in client.get_workflow_handle(run_id).fetch_history_events():
+    for event in events:
         at = event.event_time.ToDatetime() if event.HasField("event_time") else None
         match event.event_type:
-            case EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED if request is None:
-                payloads = event.workflow_execution_started_event_attributes.input.payloads
-                [request] = await client.data_converter.decode(payloads, [RunRequest])
             case EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
                 accepted = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
                 if accepted.name == "decide":
-                    [decision] = await client.data_converter.decode(accepted.args.payloads, [Decision])
-                    approvals.append(
-                        Approval(decision.step_id, decision.approver.id, decision.outcome, decision.reason, at)
-                    )
+                    [answer] = await client.data_converter.decode(accepted.args.payloads, [ApprovalAnswer])
+                    approvals.append(Approval(answer.step_id, answer.by, answer.outcome, answer.reason, at))
             case EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
                 attributes = event.activity_task_scheduled_event_attributes
                 scheduled[event.event_id] = f"{attributes.activity_type.name} {attributes.activity_id}"
@@ -164,7 +165,7 @@ async def _history(client: Client, run_id: str) -> tuple[RunRequest | None, list
                 key = event.activity_task_timed_out_event_attributes.scheduled_event_id
                 message = _message(event.activity_task_timed_out_event_attributes.failure)
                 attempts.append(Attempt(scheduled.get(key, "?"), started.get(key, 1), "timed out", message, at))
-    return request, approvals, attempts
+    return approvals, attempts
 
 
 def _message(failure: Failure) -> str:

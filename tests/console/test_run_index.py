@@ -4,6 +4,7 @@ the real dev server — a parked approval marked, then cleared; another tenant's
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,8 +15,16 @@ from temporalio.client import Client
 
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
-from chamberlain.workflows import Decision, DevServer, Principal, create_worker, decide, start_run
-from chamberlain.workflows._run_index import BadCursor, RunFilter, RunIndex, RunRow, sync_from_visibility
+from chamberlain.server._runs import show_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, create_worker, decide, start_run
+from chamberlain.workflows._run_index import (
+    BadCursor,
+    RunFilter,
+    RunIndex,
+    RunRow,
+    graph_version,
+    sync_from_visibility,
+)
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, graph
@@ -115,7 +124,7 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
 
         row = index.get(chat.id)
         assert row is not None
-        assert (row.status, row.graph, row.graph_version) == ("completed", "chat", "1")
+        assert (row.status, row.graph, row.graph_version) == ("completed", "chat", graph_version(graph("chat")))
         assert (row.principal, row.department, row.tenant) == (CUSTOMER, "support", "acme")
         assert row.steps == 2 and row.tokens > 0  # two model calls, each counted once
         assert row.duration is not None and row.duration > timedelta(0)
@@ -143,7 +152,7 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
 
         await decide(
             parked,
-            Decision(
+            ApprovalAnswer(
                 step_id=pending.step_id,
                 outcome="approve",
                 approver=Principal(id="maria", roles=["manager"], tenant="acme"),
@@ -153,10 +162,52 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
         await synced(client, index, parked.id, lambda row: row.status == "completed" and not row.pending_approval)
 
 
+def test_a_graph_version_names_the_content_too() -> None:
+    chat = graph("chat")
+    edited = chat.model_copy(update={"description": chat.description + " (edited)"})
+    assert graph_version(chat).startswith("1+") and graph_version(chat) == graph_version(graph("chat"))
+    assert graph_version(edited) != graph_version(chat)  # changed without bumping `version`: still told apart
+    assert graph_version(chat.model_copy(update={"version": "2"})).startswith("2+")
+
+
+async def test_a_finished_run_keeps_its_steps_sealed_and_shows_them_with_no_worker(
+    client: Client, task_queue: str, tmp_path: Path
+) -> None:
+    """Showing a closed run must not make a worker replay its history: the worker kept its
+    steps in the index as it finished, encrypted like its history."""
+    index = RunIndex(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    customer = Principal(id=CUSTOMER, roles=["customer"], department="support")
+    models, _ = chat_models()
+    tools = toolbox.tools()
+    worker = create_worker(
+        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index
+    )
+    async with worker:
+        chat = await start_run(
+            client,
+            graph("chat"),
+            {"history": ["Where is my order A1?"]},
+            run_id=run_id(),
+            principal=customer,
+            task_queue=task_queue,
+        )
+        await chat.result()
+    temporal_run = (await chat.describe()).run_id
+    assert temporal_run is not None
+    for _ in range(50):  # the worker writes from a thread of its own, off the run's path
+        sealed = index.kept_progress(chat.id, temporal_run)
+        if sealed:
+            break
+        await asyncio.sleep(0.1)
+    assert sealed is not None and b"Where is my order" not in sealed  # encrypted at rest
+
+    view = await show_run(client, chat.id, Principal(id="olga", roles=["ops"]), index)  # no worker is running
+    assert view.status == "completed" and view.graph_version == graph_version(graph("chat"))
+    assert view.steps is not None and [s.node for s in view.steps] == ["reply", "summarize", "done"]
+
+
 async def synced(client: Client, index: RunIndex, run: str, ready: object) -> RunRow:
     """Sync from visibility until ``ready(row)`` (visibility is eventually consistent)."""
-    import asyncio
-
     assert callable(ready)
     for _ in range(100):
         await sync_from_visibility(client, index)
