@@ -2,11 +2,12 @@
 :mod:`chamberlain.agents._builder` (``graph().build(tools=app.tools())``).
 
 Promo-season returns: "return what I bought in the big sale" — and everything else a customer
-writes to the helpdesk in the sale. The intent is read twice, by the nearest labelled exemplar
-and by the model; when they disagree, or the classifier is unsure, a person in the support
-queue answers. Complaints, non-delivery claims, exchanges and other questions go to that
-queue too: the run parks with a summary and resumes with the agent's reply. Status and
-cancellation go to the ERP. Returns: an order ID the customer did not write is never acted
+writes to the helpdesk in the sale. The intent is the nearest labelled exemplar's (WordLlama):
+trusted when its margin over the next class is clear, else a person in the support queue
+decides; the small model only extracts (order, lines, quantities, condition, reason).
+Complaints, non-delivery claims, exchanges and other questions go to the support queue too:
+the run parks with a summary and resumes with the agent's reply. Status and cancellation go
+to the ERP. Returns: an order ID the customer did not write is never acted
 on (the run asks for it); the lines ("everything" → every line's quantity left) and the
 policy (window, 11.11 rules, categories, condition, quantities) are decided by tools; a
 manager approves when the order's refunds would pass 200; RMA, label, refund (pinned to what
@@ -28,9 +29,9 @@ class PromoState(BaseModel):
     message: Annotated[str, Labels("pii")]
     customer_id: str | None = None
     language: str = "en"
-    exemplar_intent: str | None = None
-    margin: float = 0
     intent: str | None = None
+    margin: float = 0
+    min_margin: float = 0.03
     order_id: str | None = None
     everything: bool = False
     line_no: int = 1
@@ -132,22 +133,19 @@ def graph() -> Graph:
         output={"language": "result.language"},
         next="classify",
     )
-    g.classify(
-        "classify", input="message", write="exemplar_intent", margin="margin", classes=INTENTS, next="understand"
-    )
-    g.model(
+    g.classify("classify", input="message", write="intent", margin="margin", classes=INTENTS, next="understand")
+    g.model(  # extraction only: the intent is the classifier's
         "understand",
         tier="edge",
         system=(
-            "Read the customer's message to a shop. Answer in JSON: intent (return, exchange, status, cancel,"
-            " complaint, non_delivery or other); order_id (the order number exactly as written, A and four"
-            " digits, or none); everything (true if they want to return all items of the order); line_no (the"
-            ' order line, 1 unless they say); quantity (how many items, 1 unless they say, 2 for "both" or'
-            ' "two"); condition (unopened, opened, damaged_on_arrival, wrong_item or used); reason (a few words).'
+            "Read the customer's message to a shop. Answer in JSON: order_id (the order number exactly as"
+            " written, A and four digits, or none); everything (true if they want to return all items of the"
+            " order); line_no (the order line, 1 unless they say); quantity (how many items, 1 unless they say,"
+            ' 2 for "both" or "two"); condition (unopened, opened, damaged_on_arrival, wrong_item or used);'
+            " reason (a few words)."
         ),
         prompt="{message}",
         output={
-            "intent": OutputField(enum=list(INTENTS)),  # the classifier's classes
             "order_id": OutputField(pattern="^(A[0-9]{4}|none)$"),
             "everything": OutputField(type=FieldType.BOOL),
             "line_no": OutputField(type=FieldType.INT),
@@ -160,8 +158,7 @@ def graph() -> Graph:
     g.route(
         "triage",
         [
-            # two readers that disagree, or an unsure classifier: a person
-            When("intent != exemplar_intent or margin < 0.03", "support"),
+            When("margin < min_margin", "support"),  # an unsure classifier (two classes close): a person
             When("intent in ['complaint', 'non_delivery', 'exchange', 'other']", "support"),
             When("order_id == 'none' or order_id not in message", "ask_order"),  # never a guessed order
             When("intent == 'status'", "status"),
@@ -173,7 +170,7 @@ def graph() -> Graph:
         "support",
         ask=(
             '[{language}] customer {customer_id}, order {order_id}: "{message}" —'
-            " classifier: {exemplar_intent} (margin {margin}), model: {intent}. Reply to the customer."
+            " read as {intent} (classifier margin {margin}). Reply to the customer."
         ),
         approvers=["support"],
         escalate_to=["supervisor"],
@@ -300,8 +297,8 @@ def graph() -> Graph:
     )
     g.end("told_status", output=["intent", "order_id", "order_status", "facts", "reply"])
     g.end("cancelled", output=["intent", "order_id", "order_status", "facts", "reply"])
-    g.end("answered", output=["intent", "exemplar_intent", "order_id", "reply"])
-    g.end("closed", output=["intent", "exemplar_intent", "order_id"])
+    g.end("answered", output=["intent", "margin", "order_id", "reply"])
+    g.end("closed", output=["intent", "margin", "order_id"])
     g.end("ask_order", output=["intent", "question"])
     g.end("declined", output=["intent", "order_id", "reasons", "error", "rma"])
     return g

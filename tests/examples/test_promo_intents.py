@@ -1,8 +1,9 @@
 """Each route of the promo scenario's graph on the real dev server, the real gate and exemplar
 classifier and a seeded ERP, with a scripted model: order status, cancellation (and its
-refusals), the support queue parking and resuming with the agent's reply, the classifier and
-the model disagreeing, "everything from the order", and a message that names no order; then
-a handful of the shipped cases on the real embedded model."""
+refusals), the support queue parking and resuming with the agent's reply, an unsure
+classifier handing the message to a person, "everything from the order", and a message that
+names no order; then a handful of the shipped cases on the real embedded model. The intent is
+the classifier's; the scripted model only extracts."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ MANAGER = Principal(id="maria", roles=["manager"])
 
 
 def understanding(**fields: Any) -> dict[str, Any]:
-    """What the scripted model extracts: a return of line 1, one unopened item, unless told otherwise."""
-    base = {"intent": "return", "order_id": "none", "everything": False, "line_no": 1, "quantity": 1}
+    """What the scripted model extracts: line 1, one unopened item, unless told otherwise."""
+    base = {"order_id": "none", "everything": False, "line_no": 1, "quantity": 1}
     return {**base, "condition": "unopened", "reason": "", **fields}
 
 
@@ -178,7 +179,7 @@ async def test_where_is_my_parcel_answers_from_the_erp_and_touches_nothing(runs:
     order_id = "A1003"
     owner = shop.order(order_id).customer_id
     message = f"Where is my parcel? Order {order_id}"
-    result, asked = await runs.finish(message, owner, intent="status", order_id=order_id)
+    result, asked = await runs.finish(message, owner, order_id=order_id)
     assert (result.end, asked) == ("told_status", 0)
     assert result.output["order_status"] == shop.order(order_id).status
     assert "tracking" in result.output["facts"] and result.output["reply"].endswith(result.output["facts"] + ".")
@@ -190,14 +191,12 @@ async def test_cancel_cancels_an_unshipped_order_once_and_refuses_a_shipped_one(
     shop.set_status(placed, "placed")
     shop.set_status(shipped, "shipped")
     owner = shop.order(placed).customer_id
-    first, _ = await runs.finish(f"请帮我取消订单 {placed}", owner, intent="cancel", order_id=placed)
-    again, _ = await runs.finish(f"请帮我取消订单 {placed}，谢谢", owner, intent="cancel", order_id=placed)
+    first, _ = await runs.finish(f"请帮我取消订单 {placed}", owner, order_id=placed)
+    again, _ = await runs.finish(f"请帮我取消订单 {placed}，谢谢", owner, order_id=placed)
     assert (first.end, again.end) == ("cancelled", "cancelled") and shop.order(placed).status == "cancelled"
     assert "in zh" in runs.model.replies[0]  # the reply is asked for in the customer's language
 
-    late, _ = await runs.finish(
-        f"Please cancel order {shipped}", shop.order(shipped).customer_id, intent="cancel", order_id=shipped
-    )
+    late, _ = await runs.finish(f"Please cancel order {shipped}", shop.order(shipped).customer_id, order_id=shipped)
     assert late.end == "declined" and "can no longer be cancelled" in late.output["error"]
     assert shop.order(shipped).status == "shipped"
 
@@ -207,7 +206,7 @@ async def test_a_customer_cannot_cancel_another_customers_order(runs: Runs, shop
     shop.set_status(target, "placed")
     owner = shop.order(target).customer_id
     attacker = next(f"C{10000 + i}" for i in range(60) if f"C{10000 + i}" != owner)
-    result, _ = await runs.finish(f"Please cancel order {target}", attacker, intent="cancel", order_id=target)
+    result, _ = await runs.finish(f"Please cancel order {target}", attacker, order_id=target)
     assert result.end == "declined" and "customers-only-their-own-records" in result.output["error"]
     assert shop.order(target).status == "placed"
 
@@ -219,10 +218,10 @@ async def test_a_complaint_parks_for_an_agent_and_resumes_with_their_reply(runs:
     order_id = "A1005"
     owner = shop.order(order_id).customer_id
     message = f"I was charged twice for order {order_id}, I want to speak to a manager"
-    handle = await runs.start(message, owner, intent="complaint", order_id=order_id)
+    handle = await runs.start(message, owner, order_id=order_id)
     pending = await parked(handle)
     assert pending.node == "support" and pending.approvers == ["support"]
-    assert message in pending.ask and "classifier: complaint" in pending.ask and "model: complaint" in pending.ask
+    assert message in pending.ask and "read as complaint" in pending.ask
 
     with pytest.raises(WorkflowUpdateFailedError) as without_reply:  # approving without the reply is refused
         await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=AGENT))
@@ -252,23 +251,27 @@ async def test_claims_exchanges_and_questions_go_to_a_person_not_a_refund(
 ) -> None:
     order_id = "A1007"
     text = message.format(order=order_id)
-    handle = await runs.start(text, shop.order(order_id).customer_id, intent=intent, order_id=order_id)
+    handle = await runs.start(text, shop.order(order_id).customer_id, order_id=order_id)
     pending = await parked(handle)
-    assert pending.node == "support"
+    assert pending.node == "support" and f"read as {intent}" in pending.ask
     await decide(handle, Decision(step_id=pending.step_id, outcome="reject", approver=AGENT, reason="closed by phone"))
     result = await handle.result()
-    assert result.end == "closed" and shop.refunds() == [] and shop.returns() == []
+    assert (result.end, result.output["intent"]) == ("closed", intent)
+    assert shop.refunds() == [] and shop.returns() == []
 
 
-async def test_when_the_model_and_the_classifier_disagree_a_person_decides(runs: Runs, shop: Shop) -> None:
-    """The model reads a refund into a parcel enquiry; the classifier reads an enquiry: no refund."""
+async def test_an_unsure_classifier_hands_the_message_to_a_person(runs: Runs, shop: Shop) -> None:
+    """A threat that reads almost as much like a refund request as like a complaint: the classifier
+    leans to "return" by less than the margin it is trusted with, so a person answers; no refund."""
     order_id, owner = await delivered_order(shop)
-    handle = await runs.start(f"Where is my parcel? Order {order_id}", owner, intent="return", order_id=order_id)
+    handle = await runs.start(f"马上给 {order_id} 退款，不然我去消协投诉你们", owner, order_id=order_id)
     pending = await parked(handle)
-    assert pending.node == "support" and "classifier: status" in pending.ask and "model: return" in pending.ask
-    answer = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": "On its way"})
+    assert pending.node == "support" and "read as return" in pending.ask
+    answer = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": "已转主管"})
     await decide(handle, answer)
-    assert (await handle.result()).end == "answered" and shop.refunds() == [] and shop.returns() == []
+    result = await handle.result()
+    assert result.end == "answered" and result.output["margin"] < 0.03
+    assert shop.refunds() == [] and shop.returns() == []
 
 
 # -- returns: everything from the order, and no order given ---------------------------------------
@@ -278,7 +281,7 @@ async def test_everything_from_the_order_returns_and_refunds_every_line(runs: Ru
     order_id, owner = await delivered_order(shop, lines=3, max_total=10_000)
     order = await shop.erp.get_order(order_id)
     message = f"Return everything from order {order_id}, all unopened"
-    result, asked = await runs.finish(message, owner, intent="return", order_id=order_id, everything=True)
+    result, asked = await runs.finish(message, owner, order_id=order_id, everything=True)
     assert result.end == "done", result.output
     assert result.output["lines"] == [{"line_no": li.line_no, "quantity": li.quantity} for li in order.lines]
     total = sum(li.unit_price * li.quantity for li in order.lines)
@@ -288,7 +291,7 @@ async def test_everything_from_the_order_returns_and_refunds_every_line(runs: Ru
     assert json.loads(rma.lines) == result.output["lines"]
     assert [t.subject for t in shop.tickets() if t.order_id == order_id] == [f"Return {result.output['rma']}"]
 
-    again, _ = await runs.finish(message + ".", owner, intent="return", order_id=order_id, everything=True)
+    again, _ = await runs.finish(message + ".", owner, order_id=order_id, everything=True)
     assert again.end == "declined" and len(shop.refunds()) == 1  # nothing is left to return
 
 
@@ -304,9 +307,7 @@ async def test_both_pairs_returns_two_and_a_manager_refusal_refunds_nothing(runs
     else:
         raise AssertionError("the seed lacks a 2-unit line above 200")
     message = f"双十一买的 {candidate} 两双都退了，没穿过"
-    result, asked = await runs.finish(
-        message, order.customer_id, approve=False, intent="return", order_id=candidate, quantity=2
-    )
+    result, asked = await runs.finish(message, order.customer_id, approve=False, order_id=candidate, quantity=2)
     assert (result.end, asked) == ("declined", 1) and shop.refunds() == [] and shop.returns() == []
 
 
