@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m chamberlain.examples.quickstart.starter
 
 test: $(STAMP)
-	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)  # the browser tests' Chromium
+	dpkg -s chromium fonts-wqy-microhei >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium fonts-wqy-microhei)  # the browser tests' Chromium, a CJK font for its screenshots
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p chamberlain

@@ -47,7 +47,7 @@ from chamberlain.agents._spec import (
     ToolNode,
 )
 from chamberlain.agents._steps import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
@@ -64,7 +64,7 @@ from chamberlain.agents._steps import (
 __all__ = [
     "EMBEDDED_MODEL",
     "AgentError",
-    "ApprovalDecision",
+    "ApprovalAnswer",
     "ApprovalNode",
     "ApprovalRequest",
     "Branch",

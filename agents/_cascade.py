@@ -138,7 +138,7 @@ async def _ask_human(
         parsed, error = parse_output(output_model(output), json.dumps(values))
         values = parsed or {}
     if error:
-        raise ModelOutputInvalid(f"node '{name}': {decision.approver} {error}: {'; '.join(answer.routing)}")
-    answer.routing.append(f"human {decision.approver}: answered")
-    answer.values, answer.model = values, f"human:{decision.approver}"
+        raise ModelOutputInvalid(f"node '{name}': {decision.by} {error}: {'; '.join(answer.routing)}")
+    answer.routing.append(f"human {decision.by}: answered")
+    answer.values, answer.model = values, f"human:{decision.by}"
     return answer

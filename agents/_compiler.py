@@ -45,7 +45,7 @@ from chamberlain.agents._spec import (
     ToolNode,
 )
 from chamberlain.agents._steps import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
@@ -64,7 +64,7 @@ from chamberlain.agents._tooling import call_tool
 from chamberlain.agents._validation import successors
 from chamberlain.tools._registry import ToolRegistry
 
-Approver = Callable[[ApprovalRequest], ApprovalDecision]
+Approver = Callable[[ApprovalRequest], ApprovalAnswer]
 
 VISITS, LABELS, STEPS, WAIVED = "chamberlain.visits", "chamberlain.labels", "chamberlain.steps", "chamberlain.waived"
 """The run's own channels in LangGraph's state; no spec field may take these names."""
@@ -187,9 +187,9 @@ class LocalExecutor:
         """What runs a child graph's steps (a gated engine wraps it in the child's gate)."""
         return self
 
-    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
         if self.approve is None:
-            return ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="default")
+            return ApprovalAnswer(step_id=request.step.step_id, outcome=node.default, reason="default")
         return self.approve(request)
 
 

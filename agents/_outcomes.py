@@ -23,7 +23,7 @@ class StepOutcome(BaseModel):
     usage: TokenUsage | None = None
     cost: float = 0.0
     routing: list[str] = []
-    decision: ApprovalOutcome | None = None
+    approval: ApprovalOutcome | None = None
     labels: dict[str, list[str]] = Field({}, description="the classification labels of each updated field")
     sensitive: dict[str, list[str]] = Field({}, exclude=True, description="the labelled values the step brought in")
 

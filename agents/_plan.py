@@ -172,7 +172,7 @@ class GraphPlan:
         last = steps[-1]
         end = last.node if isinstance(self.node(last.node), EndNode) else None
         return RunOutcome(
-            status=run_status(s.decision for s in steps), end=end, output=self.output(end, state), steps=len(steps)
+            status=run_status(s.approval for s in steps), end=end, output=self.output(end, state), steps=len(steps)
         )
 
     # -- one step --------------------------------------------------------------------------
@@ -298,12 +298,12 @@ class GraphPlan:
         after = self.merge(state, updates)
         targets = {"approve": self.route(name, after), "reject": node.on_reject}
         target = targets.get(decision.outcome, node.on_changes or node.on_reject)
-        note = f"{decision.approver}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
+        note = f"{decision.by}: {decision.outcome}" + (f" ({decision.reason})" if decision.reason else "")
         return StepOutcome(
             node=name,
             updates=updates,
             next=target,
-            decision=decision.outcome,
+            approval=decision.outcome,
             routing=[note],
             labels={f: self.declared[f] for f in updates},
         )

@@ -193,17 +193,25 @@ ApprovalOutcome = Literal["approve", "reject", "request_changes"]
 """What a person answers to an approval; a request for changes goes down the reject path unless the node routes it."""
 
 
-class ApprovalDecision(BaseModel):
-    """A person's answer; ``values`` carries the output when a human stands in for a model."""
+class ApprovalAnswer(BaseModel):
+    """A person's answer to an approval: sent to a durable run as its ``decide`` update, or
+    returned by an in-process approver. ``values`` carries the output when a human stands in
+    for a model."""
 
     step_id: str
     outcome: ApprovalOutcome
-    approver: str
+    approver: Principal | None = Field(
+        None,
+        description="who answered, with their roles (the gate checks the step again with them); "
+        "None when nobody did (a timeout's default), and then the gate lets nothing through",
+    )
     reason: str = ""
-    values: dict[str, Any] | None = None
-    decided_by: Principal | None = None
-    """The person who decided, with their roles (the gate checks a step again with them);
-    None when nobody did (a timeout's default)."""
+    values: dict[str, Any] | None = Field(None, description="the output, when a person answers for a model")
+
+    @property
+    def by(self) -> str:
+        """Who answered, for notes and errors."""
+        return self.approver.id if self.approver else "nobody"
 
 
 class StepExecutor(Protocol):
@@ -217,4 +225,4 @@ class StepExecutor(Protocol):
 
     async def run_graph(self, call: GraphCall, node: SubgraphNode | MapNode) -> GraphReply: ...
 
-    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision: ...
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer: ...

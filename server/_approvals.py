@@ -31,18 +31,19 @@ from temporalio.client import Client, WorkflowQueryFailedError, WorkflowUpdateFa
 from temporalio.service import RPCError, RPCStatusCode
 
 from chamberlain.agents._labels import redact
+from chamberlain.agents._steps import ApprovalAnswer
 from chamberlain.server._auth import CurrentUser
 from chamberlain.server._temporal import TemporalConnection
 from chamberlain.workflows._graph_workflow import GraphWorkflow
 from chamberlain.workflows._runs import decide
-from chamberlain.workflows._types import Decision, PendingApproval, Principal, RunRequest, RunResult
+from chamberlain.workflows._types import PendingApproval, Principal, RunRequest, RunResult
 
 PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 QUERY_TIMEOUT = timedelta(seconds=3)
 UNAVAILABLE_HEADER = "Chamberlain-Unavailable"
 
 
-class DecisionBody(BaseModel):
+class AnswerBody(BaseModel):
     step_id: str
     outcome: Literal["approve", "reject", "request_changes"]
     reason: str = ""
@@ -134,10 +135,10 @@ def approvals_router(temporal: TemporalConnection) -> APIRouter:
         return found
 
     @router.post("/{run_id}")
-    async def decide_approval(run_id: str, body: DecisionBody, user: CurrentUser) -> dict[str, str]:
+    async def decide_approval(run_id: str, body: AnswerBody, user: CurrentUser) -> dict[str, str]:
         client = await temporal.client()
         handle = client.get_workflow_handle(run_id, result_type=RunResult)
-        decision = Decision(
+        decision = ApprovalAnswer(
             step_id=body.step_id, outcome=body.outcome, approver=user, reason=body.reason, values=body.values
         )
         try:

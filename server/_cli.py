@@ -202,7 +202,7 @@ def graph_run(
 ) -> None:
     """Run a graph once in this process with LangGraph (no durability), for quick iteration —
     behind the same permission gate as a worker (the development gate, audited in the data folder)."""
-    from chamberlain.agents._steps import ApprovalDecision, ApprovalRequest
+    from chamberlain.agents._steps import ApprovalAnswer, ApprovalRequest
     from chamberlain.workflows._local import run_gated_in_process
 
     values = _json_arg(input, "--input")
@@ -211,11 +211,11 @@ def graph_run(
     principal = _principal(who, role or [], None, None)
     gate = loaded.development_gate(settings().ensure_data())
 
-    def decide(request: ApprovalRequest) -> ApprovalDecision:
+    def decide(request: ApprovalRequest) -> ApprovalAnswer:
         outcome = "approve" if approve else "reject"
         console.print(f"[yellow]approval[/yellow] {request.ask} → {outcome}")
         person = Principal(id="cli-approver", roles=list(request.approvers))
-        return ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver=person.id, decided_by=person)
+        return ApprovalAnswer(step_id=request.step.step_id, outcome=outcome, approver=person)
 
     trace: list[Any] = []
     run = run_gated_in_process(
@@ -316,7 +316,7 @@ def run_show(
     address: AddressOption = "127.0.0.1:7233",
     namespace: NamespaceOption = "default",
 ) -> None:
-    """Show a run: status, graph, principal, and every step with its decision. Labelled values
+    """Show a run: status, graph, principal, and every step with its approval. Labelled values
     beyond --clearance are masked."""
     viewer = Principal(id="cli", clearance=clearance or [])
 
@@ -335,10 +335,10 @@ def run_show(
     if view.steps is None:
         console.print("steps: no worker answered (start one: chamberlain worker)")
     else:
-        table = Table("step", "node", "decision", "updates", "routing")
+        table = Table("step", "node", "approval", "updates", "routing")
         for step in view.steps:
             updates = json.dumps(step.updates, ensure_ascii=False)[:70]
-            table.add_row(step.step_id, step.node, step.decision or "", updates, "; ".join(step.routing)[:50])
+            table.add_row(step.step_id, step.node, step.approval or "", updates, "; ".join(step.routing)[:50])
         console.print(table)
     if view.pending_approval:
         p = view.pending_approval

@@ -85,3 +85,10 @@ def test_layers_point_one_way() -> None:
                 if stripped.startswith(("import ", "from ")):
                     module = stripped.split()[1]
                     assert module.split(".")[0] not in forbidden, f"{path.relative_to(root)}: {stripped}"
+
+
+def test_one_name_per_concept() -> None:
+    """An approver's answer is one class wherever it is offered; the gate's answer is another."""
+    assert workflows.ApprovalAnswer is agents.ApprovalAnswer
+    offered = set(agents.__all__) | set(workflows.__all__) | set(server.__all__)
+    assert not offered & {"Decision", "ApprovalDecision", "DecisionBody", "GateVerdict"}

@@ -16,6 +16,7 @@ Temporal failure types)::
     PayloadDecodeError (ValueError)  a payload no configured key can decrypt
 """
 
+from chamberlain.agents._steps import ApprovalAnswer
 from chamberlain.workflows._activities import GraphActivities
 from chamberlain.workflows._audit import AuditLog, AuditLogError, AuditLogNotFound, checkpoint_key
 from chamberlain.workflows._codec import EncryptionCodec, PayloadDecodeError, PayloadKeyError
@@ -37,7 +38,6 @@ from chamberlain.workflows._policy import GateRequest, PolicyEngine, ResourceRef
 from chamberlain.workflows._runs import decide, execute_run, progress, run_graph, start_run
 from chamberlain.workflows._types import (
     Cursor,
-    Decision,
     PendingApproval,
     Principal,
     RunProgress,
@@ -50,12 +50,12 @@ from chamberlain.workflows._worker import TASK_QUEUE, create_worker
 __all__ = [
     "GRANT_SECRET_ENV",
     "TASK_QUEUE",
+    "ApprovalAnswer",
     "AuditLog",
     "AuditLogError",
     "AuditLogNotFound",
     "ChamberlainPlugin",
     "Cursor",
-    "Decision",
     "DevServer",
     "EncryptionCodec",
     "Gate",

@@ -22,7 +22,7 @@ from chamberlain.agents._steps import ClassifyCall, ClassifyReply, ModelCall, Mo
 from chamberlain.tools._exceptions import UnknownTool
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry
-from chamberlain.workflows._gate import Gate, GateCheck, GateVerdict, NoValidTicket, current_ticket
+from chamberlain.workflows._gate import Gate, GateCheck, GateDecision, NoValidTicket, current_ticket
 from chamberlain.workflows._usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
@@ -44,7 +44,7 @@ class GraphActivities:
         self.classifier = ExemplarClassifier()
 
     @activity.defn(name="chamberlain.gate")
-    async def check_gate(self, check: GateCheck) -> GateVerdict:
+    async def check_gate(self, check: GateCheck) -> GateDecision:
         """The permission gate's decision for a tool step (run as a local activity)."""
         return await self.gate.check(check)
 
@@ -78,9 +78,10 @@ class GraphActivities:
 
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
-        """Act only with the ticket the workflow's decision signed (carried in a header)."""
+        """Act only with the ticket the workflow's decision signed (carried in a header). A
+        read's audit record is written behind: the step does not wait for its commit."""
         try:
-            return await self.gate.act(call, current_ticket.get(), activity.info().attempt)
+            return await self.gate.act(call, current_ticket.get(), activity.info().attempt, reads_behind=True)
         except NoValidTicket as exc:
             raise ApplicationError(str(exc), type="PermissionDenied", non_retryable=True) from exc
         except UnknownTool as exc:

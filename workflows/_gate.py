@@ -2,7 +2,7 @@
 
 Words used here, one per idea:
 
-- a **decision** (:class:`GateVerdict`) is the policy's answer for one step — allow, deny,
+- a **decision** (:class:`GateDecision`) is the policy's answer for one step — allow, deny,
   needs approval — recorded in the audit log;
 - the agent's **grant** is the list of actions its graph declares (``GraphSpec.grant``);
 - a **ticket** (:class:`Ticket`) is what an allowed tool step carries to where its effect
@@ -63,7 +63,7 @@ from chamberlain.agents._spec import (
     ToolNode,
 )
 from chamberlain.agents._steps import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
@@ -81,7 +81,7 @@ from chamberlain.tools._adapter import Effect, Resource
 from chamberlain.tools._exceptions import ToolInputInvalid
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry, AuditLog, GroupCommit, digest
-from chamberlain.workflows._policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef
+from chamberlain.workflows._policy import MODEL_ACTION, GateDecision, GateRequest, PolicyEngine, ResourceRef, Ticket
 from chamberlain.workflows._types import Principal
 
 GRANT_SECRET_ENV = "CHAMBERLAIN_GRANT_SECRET"
@@ -103,27 +103,6 @@ class NoValidTicket(PermissionError):
 # -- what crosses the boundaries ----------------------------------------------------------------
 
 
-class Ticket(BaseModel):
-    """An allowed tool step's proof, carried to the effect site: signed over the step, the tool,
-    the arguments, the resource decided on, the principal, and the decision the effect site
-    records with the effect (who decided, which policies, which decision attempt, whether
-    the tool only reads — a read runs as a local activity)."""
-
-    resource: ResourceRef
-    principal: str
-    signature: str
-    actor: str = ""
-    policies: list[str] = []
-    attempt: int = 1
-    read_only: bool = False
-
-    def signed_fields(self) -> list[Any]:
-        """The fields signed besides the call, resource and principal. A ticket with no actor
-        was issued before tickets carried the decision (a run in flight across an upgrade):
-        it is checked as it was signed then, and acts as it would have."""
-        return [self.actor, self.policies, self.attempt, self.read_only] if self.actor else []
-
-
 class GateCheck(BaseModel):
     """One decision to take. ``resource``/``seal``: the step's resource as an earlier decision
     of the same step resolved it, so a re-decision does not read it again."""
@@ -136,13 +115,6 @@ class GateCheck(BaseModel):
     attempt: int = 1
     resource: ResourceRef | None = None
     seal: str | None = None
-
-
-class GateVerdict(GateDecision):
-    resource: ResourceRef | None = None
-    seal: str | None = None
-    ticket: Ticket | None = None
-    invalid: bool = False
 
 
 current_ticket: ContextVar[Ticket | None] = ContextVar("chamberlain_ticket", default=None)
@@ -246,7 +218,7 @@ class Gate:
             return known
         return resource_ref(await self.tools[check.call.tool].resource_of(check.call.args))
 
-    async def check(self, check: GateCheck) -> GateVerdict:
+    async def check(self, check: GateCheck) -> GateDecision:
         """Decide a tool step and sign a ticket if it is allowed. A refusal or a request for
         approval is recorded now; an allowance travels in the ticket and is recorded once, with
         its effect, where the tool acts (:meth:`act`) — one audit record per allowed step."""
@@ -255,7 +227,7 @@ class Gate:
         try:
             resource = await self._resource(check)
         except ToolInputInvalid as exc:  # arguments the model may correct: not a policy matter yet
-            return GateVerdict(outcome="deny", reason=str(exc), invalid=True)
+            return GateDecision(outcome="deny", reason=str(exc), invalid=True)
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
         request = GateRequest(
             principal=check.principal,
@@ -298,7 +270,7 @@ class Gate:
                 )
             )
         seal = self._sign("seal", call, resource)
-        return GateVerdict(**decision.model_dump(), resource=resource, seal=seal, ticket=ticket)
+        return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket})
 
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
@@ -308,33 +280,44 @@ class Gate:
             raise NoValidTicket(f"step {call.step.step_id}: no valid ticket for {call.tool} with these arguments")
         return ticket
 
-    async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
+    async def act(
+        self, call: ToolCall, ticket: Ticket | None, attempt: int, *, reads_behind: bool = False
+    ) -> ToolReply:
         """Where a tool's effect happens, in either engine: admit, act, and record the step once —
         its allowance and, if the tool acted, its effect (``kind="effect"``; ``"decision"`` when
         the tool refused or failed). The record is keyed by the step and its decision, not by the
-        activity's attempt, so a retry after a crash that followed the record writes no second one."""
+        activity's attempt, so a retry after a crash that followed the record writes no second one.
+        With ``reads_behind``, a read-only tool's record is written behind (queued, not waited
+        for: a read changed nothing, and the next acknowledged record commits after it); a
+        write's record is always committed before the step completes."""
         admitted = self.admit(call, ticket)
         reply: ToolReply | None = None
         try:
             reply = await call_tool(self.tools, call, attempt)
         finally:
             acted = reply is not None and reply.error is None
-            await self.record(
-                AuditEntry(
-                    run_id=call.step.run_id,
-                    step_id=call.step.step_id,
-                    attempt=admitted.attempt,
-                    kind="effect" if acted else "decision",
-                    principal=admitted.actor or admitted.principal,
-                    action=self.tools[call.tool].policy_action,
-                    resource=_named(admitted.resource),
-                    args=call.args,
-                    decision="allow",
-                    policies=admitted.policies,
-                    **money(admitted.resource.attributes),
-                )
+            entry = AuditEntry(
+                run_id=call.step.run_id,
+                step_id=call.step.step_id,
+                attempt=admitted.attempt,
+                kind="effect" if acted else "decision",
+                principal=admitted.actor or admitted.principal,
+                action=self.tools[call.tool].policy_action,
+                resource=_named(admitted.resource),
+                args=call.args,
+                decision="allow",
+                policies=admitted.policies,
+                **money(admitted.resource.attributes),
             )
+            if reads_behind and admitted.read_only and self.tools[call.tool].effect is Effect.READ:
+                self.commits.append_behind(entry)
+            else:
+                await self.record(entry)
         return reply
+
+    async def drain(self) -> None:
+        """Return once every audit record queued so far is committed (a worker stopping)."""
+        await self.commits.drain()
 
     def model_permit(self, principal: Principal | None) -> Permit:
         """The check ``call_model`` makes for the model its cascade picked: may this model
@@ -403,7 +386,7 @@ def who(principal: Principal | None) -> str:
 
 # -- the wrapper ------------------------------------------------------------------------------------
 
-Decide = Callable[[GateCheck], Awaitable[GateVerdict]]
+Decide = Callable[[GateCheck], Awaitable[GateDecision]]
 
 
 class GatedExecutor:
@@ -447,10 +430,10 @@ class GatedExecutor:
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
         return await self.inner.classify(call, node)
 
-    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
         decision = await self.inner.request_approval(request, node)
         if isinstance(self.graph.nodes.get(request.step.node), ApprovalNode):  # not a person answering for a model
-            self._standing = decision.decided_by if decision.outcome == "approve" else None
+            self._standing = decision.approver if decision.outcome == "approve" else None
         return decision
 
     async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
@@ -474,11 +457,11 @@ class GatedExecutor:
             approval = ApprovalNode(type="approval", ask=ask, approvers=verdict.approvers)
             request = ApprovalRequest(step=call.step, ask=approval.ask, approvers=approval.approvers)
             decision = await self.inner.request_approval(request, approval)
-            if decision.outcome != "approve" or decision.decided_by is None:
-                said = f" ({decision.approver}: {decision.reason})" if decision.reason else ""
+            if decision.outcome != "approve" or decision.approver is None:
+                said = f" ({decision.by}: {decision.reason})" if decision.reason else ""
                 message = f"{verdict.reason}: not approved{said}"
                 return ToolReply(error=ToolFailure(kind="PermissionDenied", message=message))
-            update: dict[str, Any] = {"approver": decision.decided_by, "attempt": check.attempt + 1}
+            update: dict[str, Any] = {"approver": decision.approver, "attempt": check.attempt + 1}
             if isinstance(edited := (decision.values or {}).get("args"), dict):
                 call = call.model_copy(update={"args": edited})
                 update |= {"call": call, "resource": None, "seal": None}  # its resource is read anew

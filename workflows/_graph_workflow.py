@@ -10,6 +10,7 @@ in-process one. Long runs continue-as-new with their cursor.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -33,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ToolNode,
     )
     from chamberlain.agents._steps import (
-        ApprovalDecision,
+        ApprovalAnswer,
         ApprovalRequest,
         ClassifyCall,
         ClassifyReply,
@@ -48,10 +49,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from chamberlain.workflows._activities import GraphActivities
     from chamberlain.workflows._audit import AuditEntry
-    from chamberlain.workflows._gate import GateCheck, GatedExecutor, GateVerdict, current_ticket, who
+    from chamberlain.workflows._gate import GateCheck, GateDecision, GatedExecutor, current_ticket, who
     from chamberlain.workflows._types import (
         Cursor,
-        Decision,
         PendingApproval,
         Principal,
         RunProgress,
@@ -84,11 +84,12 @@ class GraphWorkflow:
         self._node: str | None = None
         self._steps: list[StepRecord] = []
         self._pending: PendingApproval | None = None
-        self._decision: Decision | None = None
+        self._decision: ApprovalAnswer | None = None
         self._approver: Principal | None = None
         self._cursor: Cursor | None = None
         self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
         self._local_reads = False
+        self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
@@ -147,7 +148,7 @@ class GraphWorkflow:
             if outcome.next is not None and excess:
                 await self._over_budget(plan, cursor, excess, ctx)
             if outcome.next is None:
-                rejected = outcome.decision not in (None, "approve")
+                rejected = outcome.approval not in (None, "approve")
                 end = None if rejected else cursor.node
                 return RunResult(
                     status="rejected" if rejected else "completed",
@@ -246,7 +247,7 @@ class GraphWorkflow:
             ) from exc
         return GraphReply(status=result.status, output=result.output, usage=result.usage, cost=result.cost)
 
-    async def _decide(self, check: GateCheck) -> GateVerdict:
+    async def _decide(self, check: GateCheck) -> GateDecision:
         """The gate's decision as a local activity: recorded in history, so a replay reuses it."""
         return await workflow.execute_local_activity_method(
             GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
@@ -283,7 +284,13 @@ class GraphWorkflow:
                 non_retryable=True,
             ) from exc
 
-    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
+        """Calls that need approval at the same time — a map's items over a tool — take turns:
+        one is pending at a time, and each answer reaches only the call it names."""
+        async with self._approval_turn:
+            return await self._park_for_approval(request, node)
+
+    async def _park_for_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
         """Park until a decision arrives (no worker resources held), escalating on timeout,
         then fall back to the node's default. Pending approvals are marked in the
         ``ChamberlainApproval`` search attribute so the console can list them across runs."""
@@ -313,17 +320,7 @@ class GraphWorkflow:
                 workflow.logger.info("approval %s: %s", request.step.step_id, note)
         decision = self._decision
         self._approver = decision.approver if decision else None
-        if decision is None:
-            answer = ApprovalDecision(step_id=request.step.step_id, outcome=node.default, approver="timeout")
-        else:
-            answer = ApprovalDecision(
-                step_id=decision.step_id,
-                outcome=decision.outcome,
-                approver=decision.approver.id,
-                reason=decision.reason,
-                values=decision.values,
-                decided_by=decision.approver,
-            )
+        answer = decision or ApprovalAnswer(step_id=request.step.step_id, outcome=node.default, reason="timeout")
         await self._audit_approval(request, answer)
         # No `finally`: a cancelled run ends here anyway (the console lists running runs only), and
         # workflow calls in a `finally` would run when the SDK tears a cached run down.
@@ -332,7 +329,7 @@ class GraphWorkflow:
             workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
         return answer
 
-    async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalDecision) -> None:
+    async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalAnswer) -> None:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""
         entry = AuditEntry(
             run_id=request.step.run_id,
@@ -351,18 +348,20 @@ class GraphWorkflow:
         )
 
     @workflow.update(name="decide")
-    async def decide(self, decision: Decision) -> str:
+    async def decide(self, decision: ApprovalAnswer) -> str:
         self._decision = decision
         return decision.outcome
 
     @decide.validator
-    def _validate_decision(self, decision: Decision) -> None:
+    def _validate_decision(self, decision: ApprovalAnswer) -> None:
         """Rejects, before anything reaches history, a decision that may not be taken."""
         pending = self._pending
         if pending is None or pending.step_id != decision.step_id:
             raise ValueError(f"step {decision.step_id} has no pending approval")
         if self._decision is not None:
             raise ValueError(f"step {decision.step_id} is already decided")
+        if decision.approver is None:
+            raise ValueError("an answer names its approver")
         if pending.requested_by is not None and decision.approver.id == pending.requested_by:
             raise ValueError("the requester may not approve their own request")
         if not set(decision.approver.roles) & set(pending.approvers):

@@ -54,7 +54,7 @@ async def run_gated_in_process(
 ) -> RunOutcome:
     """Run a graph once in this process with LangGraph, every step through ``gate`` (its
     tools, policies and audit log) for ``principal``. ``approve`` answers approvals; an
-    approval only counts for the gate with ``decided_by`` set to the approving person."""
+    approval only counts for the gate with ``approver`` set to the approving person."""
     if not isinstance(gate, Gate):
         raise TypeError("run_gated_in_process needs gate=Gate(...): an in-process run writes for real too")
     inner = GatedLocalExecutor(gate, models, principal, approve)

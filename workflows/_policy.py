@@ -51,12 +51,40 @@ class GateRequest(BaseModel):
     at: datetime = Field(default_factory=lambda: datetime.now(UTC), description="when the step asks")
 
 
+class Ticket(BaseModel):
+    """An allowed tool step's proof, carried to the effect site: signed over the step, the tool,
+    the arguments, the resource decided on, the principal, and the decision the effect site
+    records with the effect (who decided, which policies, which decision attempt, whether
+    the tool only reads — a read runs as a local activity)."""
+
+    resource: ResourceRef
+    principal: str
+    signature: str
+    actor: str = ""
+    policies: list[str] = []
+    attempt: int = 1
+    read_only: bool = False
+
+    def signed_fields(self) -> list[Any]:
+        """The fields signed besides the call, resource and principal. A ticket with no actor
+        was issued before tickets carried the decision (a run in flight across an upgrade):
+        it is checked as it was signed then, and acts as it would have."""
+        return [self.actor, self.policies, self.attempt, self.read_only] if self.actor else []
+
+
 class GateDecision(BaseModel):
+    """The gate's answer for one step — allow, deny, needs approval, mask — as the policies
+    gave it; for an allowed tool step the gate adds the resource it decided on and the ticket."""
+
     outcome: Literal["allow", "deny", "needs_approval", "mask"]
     policies: list[str] = []
     reason: str = ""
     approvers: list[str] = []
     masks: dict[str, MaskStyle] = Field({}, description="for 'mask': how to mask the values of each label")
+    resource: ResourceRef | None = None
+    seal: str | None = None
+    ticket: Ticket | None = None
+    invalid: bool = Field(False, description="the check itself was malformed (a forged or altered step)")
 
 
 @dataclass(frozen=True)

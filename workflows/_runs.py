@@ -19,8 +19,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from chamberlain.agents._spec import GraphSpec
+from chamberlain.agents._steps import ApprovalAnswer
 from chamberlain.workflows._graph_workflow import GraphWorkflow
-from chamberlain.workflows._types import Decision, Principal, RunProgress, RunRequest, RunResult
+from chamberlain.workflows._types import Principal, RunProgress, RunRequest, RunResult
 from chamberlain.workflows._worker import TASK_QUEUE
 
 
@@ -49,7 +50,7 @@ async def progress(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> RunProgr
     return await handle.query(GraphWorkflow.progress)
 
 
-async def decide(handle: WorkflowHandle[GraphWorkflow, RunResult], decision: Decision) -> str:
+async def decide(handle: WorkflowHandle[GraphWorkflow, RunResult], decision: ApprovalAnswer) -> str:
     """Send an approval decision; the workflow's validator refuses one that may not be taken."""
     return await handle.execute_update(GraphWorkflow.decide, decision)  # type: ignore[arg-type]  # async update
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -70,16 +70,6 @@ class PendingApproval(BaseModel):
     escalated: bool = False
     reminders: list[str] = []
     sensitive: dict[str, list[str]] = Field({}, description="the labelled values in `ask`, by label, for masking")
-
-
-class Decision(BaseModel):
-    """An approver's answer to a pending approval, sent as a workflow update."""
-
-    step_id: str
-    outcome: Literal["approve", "reject", "request_changes"]
-    approver: Principal
-    reason: str = ""
-    values: dict[str, Any] | None = Field(None, description="the output, when a person answers for a model")
 
 
 class RunProgress(BaseModel):

@@ -21,7 +21,16 @@ from rich.console import Console
 
 from chamberlain.agents import EmbeddedModelServer, load_graph
 from chamberlain.examples.field_support import app
-from chamberlain.workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
+from chamberlain.workflows import (
+    ApprovalAnswer,
+    DevServer,
+    Principal,
+    connect,
+    create_worker,
+    decide,
+    progress,
+    start_run,
+)
 
 GRAPH = Path(__file__).with_name("graph.yaml")
 FIELD = Principal(id="li.wei", roles=["field-engineer"], department="field-service")
@@ -76,7 +85,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
                     answered_in = answered_in or time.monotonic() - started
                     console.print(f"[yellow]handed to an expert[/yellow] ({answered_in:.1f} s): {pending.ask[:160]}")
                     reply = {"answer": "Not a field-service question: no knowledge base entry.", "citations": []}
-                    decision = Decision(step_id=pending.step_id, outcome="approve", approver=EXPERT, values=reply)
+                    decision = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=EXPERT, values=reply)
                     await decide(handle, decision)
                 await asyncio.wait([result_task], timeout=0.2)
             result = result_task.result()

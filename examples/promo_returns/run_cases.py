@@ -28,7 +28,7 @@ from chamberlain.agents import EmbeddedModelServer, load_graph
 from chamberlain.examples.promo_returns import app
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
-from chamberlain.workflows import Decision, DevServer, Principal, create_worker, decide, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, create_worker, decide, progress, start_run
 
 CASES = Path(__file__).with_name("cases.jsonl")
 AGENT = Principal(id="wei", roles=["support"])
@@ -79,11 +79,11 @@ async def run_case(client: Any, spec: Any, task_queue: str, case: dict[str, Any]
             if pending.node == "support":
                 escalated = True
                 answer = {"reply": "A colleague will follow this up with you today."}
-                decision = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values=answer)
+                decision = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=AGENT, values=answer)
                 await decide(handle, decision)
             else:
                 escalated = True
-                await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=MANAGER))
+                await decide(handle, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=MANAGER))
         await asyncio.wait([result], timeout=0.2)
     try:
         outcome = result.result()

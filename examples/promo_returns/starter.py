@@ -27,7 +27,16 @@ from chamberlain.tools import REFERENCE_DAY, SINGLES_DAY
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order
 from chamberlain.tools.returns.policy import ReturnPolicy
-from chamberlain.workflows import Decision, DevServer, Principal, connect, create_worker, decide, progress, start_run
+from chamberlain.workflows import (
+    ApprovalAnswer,
+    DevServer,
+    Principal,
+    connect,
+    create_worker,
+    decide,
+    progress,
+    start_run,
+)
 
 GRAPH = Path(__file__).with_name("graph.yaml")
 
@@ -100,7 +109,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
                         agent, answer = Principal(id="wei", roles=["support"]), {"reply": "We will call you today."}
                     else:
                         agent, answer = Principal(id="maria", roles=["manager"]), None
-                    decision = Decision(step_id=pending.step_id, outcome="approve", approver=agent, values=answer)
+                    decision = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=agent, values=answer)
                     await decide(handle, decision)
                 await asyncio.wait([result_task], timeout=0.2)
             result = result_task.result()

@@ -19,7 +19,7 @@ from chamberlain.agents._exceptions import BudgetExceeded, GraphSpecError, StepL
 from chamberlain.agents._loader import check_graph
 from chamberlain.agents._plan import StepOutcome
 from chamberlain.agents._safety import review_graph
-from chamberlain.agents._steps import ApprovalDecision, ApprovalRequest, Principal
+from chamberlain.agents._steps import ApprovalAnswer, ApprovalRequest, Principal
 from chamberlain.tools import ToolRegistry
 from chamberlain.tools._bridges import from_langchain
 from chamberlain.workflows import AuditLog, Gate, PolicyEngine
@@ -137,13 +137,12 @@ async def test_an_approver_edits_the_arguments_and_the_edited_call_runs_once(tmp
         done = results(messages)
         return final(done[0]) if done else call("erp.refund", order_id="A1", amount=100.0)
 
-    def approve(request: ApprovalRequest) -> ApprovalDecision:
+    def approve(request: ApprovalRequest) -> ApprovalAnswer:
         asked.append(request)
-        return ApprovalDecision(
+        return ApprovalAnswer(
             step_id=request.step.step_id,
             outcome="approve",
-            approver="mei",
-            decided_by=MANAGER,
+            approver=MANAGER,
             values={"args": {"order_id": "A1", "amount": 40.0}},
         )
 
@@ -166,10 +165,8 @@ async def test_an_approver_rejects_with_a_message_the_model_reads(tmp_path: Path
             return call("erp.refund", order_id="A1", amount=100.0)
         return final("no refund: " + done[0])
 
-    def reject(request: ApprovalRequest) -> ApprovalDecision:
-        return ApprovalDecision(
-            step_id=request.step.step_id, outcome="reject", approver="mei", reason="退款需要收据", decided_by=MANAGER
-        )
+    def reject(request: ApprovalRequest) -> ApprovalAnswer:
+        return ApprovalAnswer(step_id=request.step.step_id, outcome="reject", reason="退款需要收据", approver=MANAGER)
 
     outcome, _, _ = await run(tmp_path, ScriptedChatModel(respond=respond), approve=reject)
     assert toolbox.effects("refund") == []

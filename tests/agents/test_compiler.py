@@ -9,7 +9,7 @@ from langchain_core.messages import AIMessage, message_to_dict
 from langgraph.graph.state import CompiledStateGraph
 
 from chamberlain.agents import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     Budget,
     BudgetExceeded,
@@ -81,17 +81,17 @@ async def test_loop_respects_max_steps() -> None:
 
 
 async def test_approval_decides_the_path() -> None:
-    def reject(request: ApprovalRequest) -> ApprovalDecision:
+    def reject(request: ApprovalRequest) -> ApprovalAnswer:
         assert request.ask == "Refund 500.0?" and request.approvers == ["manager"]
-        return ApprovalDecision(step_id=request.step.step_id, outcome="reject", approver="m")
+        return ApprovalAnswer(step_id=request.step.step_id, outcome="reject", approver=Principal(id="m"))
 
     rejected = await run_in_process(
         graph("approval"), {}, models=toolbox.models(), tools=toolbox.tools(), approve=reject
     )
     assert rejected.status == "rejected" and toolbox.effects("refund") == []
 
-    def approve(request: ApprovalRequest) -> ApprovalDecision:
-        return ApprovalDecision(step_id=request.step.step_id, outcome="approve", approver="m")
+    def approve(request: ApprovalRequest) -> ApprovalAnswer:
+        return ApprovalAnswer(step_id=request.step.step_id, outcome="approve", approver=Principal(id="m"))
 
     approved = await run_in_process(
         graph("approval"), {}, models=toolbox.models(), tools=toolbox.tools(), approve=approve
@@ -106,7 +106,7 @@ async def test_a_rejection_routed_to_an_end_node_is_reported_as_rejected() -> No
     spec = spec.model_copy(update={"nodes": nodes})
 
     def answer(outcome: Literal["approve", "reject", "request_changes"]) -> Approver:
-        return lambda request: ApprovalDecision(step_id=request.step.step_id, outcome=outcome, approver="m")
+        return lambda request: ApprovalAnswer(step_id=request.step.step_id, outcome=outcome, approver=Principal(id="m"))
 
     rejected = await run_in_process(spec, {}, models=toolbox.models(), tools=toolbox.tools(), approve=answer("reject"))
     assert (rejected.status, rejected.end, rejected.steps) == ("rejected", "done", 2)
@@ -167,9 +167,9 @@ async def test_a_run_over_its_budget_stops_or_asks_its_approvers_once() -> None:
     assert caught.value.kind == "BudgetExceeded" and toolbox.effects() == []
     asked: list[ApprovalRequest] = []
 
-    def finance(request: ApprovalRequest) -> ApprovalDecision:
+    def finance(request: ApprovalRequest) -> ApprovalAnswer:
         asked.append(request)
-        return ApprovalDecision(step_id=request.step.step_id, outcome="approve", approver="f")
+        return ApprovalAnswer(step_id=request.step.step_id, outcome="approve", approver=Principal(id="f"))
 
     escalating = spec.model_copy(update={"budget": Budget(max_tokens=1, on_exceeded="escalate", approvers=["fin"])})
     result = await run_in_process(

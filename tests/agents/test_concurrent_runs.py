@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from chamberlain.agents import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     ClassifyCall,
     ClassifyReply,
@@ -96,7 +96,7 @@ class Recorder:
         await asyncio.sleep(0)  # let the other run step in between
         return await call_tool(self.registry, call)
 
-    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalDecision:
+    async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
         raise AssertionError("no approval node here")
 
     def step_ids(self, run_id: str) -> list[str]:

@@ -10,9 +10,10 @@ import pytest
 from pydantic import BaseModel
 
 from chamberlain.agents import (
-    ApprovalDecision,
+    ApprovalAnswer,
     ApprovalRequest,
     ModelRegistry,
+    Principal,
     ScriptedChatModel,
     Tier,
     load_graph,
@@ -225,9 +226,9 @@ async def test_the_loop_really_sends_five_wires_after_one_approval() -> None:
     spec = parse_graph(CARD, tools=BANK)  # without the review, as before
     asked: list[str] = []
 
-    def approve(request: ApprovalRequest) -> ApprovalDecision:
+    def approve(request: ApprovalRequest) -> ApprovalAnswer:
         asked.append(request.ask)
-        return ApprovalDecision(step_id=request.step.step_id, outcome="approve", approver="boss")
+        return ApprovalAnswer(step_id=request.step.step_id, outcome="approve", approver=Principal(id="boss"))
 
     WIRES.clear()
     await run_in_process(spec, {}, models=ModelRegistry(), tools=BANK, approve=approve)

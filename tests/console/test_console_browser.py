@@ -47,6 +47,18 @@ async def sign_in(browser: Browser, console: str, user: str, shot: str | None = 
     return page
 
 
+async def until_listed(page: Page, url: str, run: str) -> None:
+    """Load the runs page until it lists ``run``: the index learns of a new run from Temporal's
+    visibility, which a loaded machine may update a few seconds after the start."""
+    link = page.get_by_role("link", name=run)
+    for _ in range(30):
+        await page.goto(url)
+        if await link.count():
+            return
+        await asyncio.sleep(0.5)
+    await expect(link).to_be_visible()
+
+
 async def screenshot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
@@ -57,10 +69,9 @@ async def test_sign_in_and_watch_a_run_progress_live_to_completion(
 ) -> None:
     page = await sign_in(browser, console, "root", shot="signin")
     async with graph_worker(client, task_queue):
-        spec, values = graph("slow_chain"), {"seconds": 0.7}
+        spec, values = graph("slow_chain"), {"seconds": 1.5}
         handle = await start_run(client, spec, values, run_id=run_id(), principal=ALICE, task_queue=task_queue)
-        await page.goto(f"{console}/console/runs?status=running")
-        await expect(page.get_by_role("link", name=handle.id)).to_be_visible(timeout=15_000)
+        await until_listed(page, f"{console}/console/runs?status=running", handle.id)
         await screenshot(page, "runs")
         await page.get_by_role("link", name=handle.id).click()
         await page.evaluate("window.sameDocument = true")

@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from chamberlain.server.console.dashboard import build
 from chamberlain.server.console.timeline import AuditReader
-from chamberlain.workflows import Decision, DevServer, Principal, create_worker, decide, start_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, create_worker, decide, start_run
 from chamberlain.workflows._run_index import RunIndex, RunRow
 from chamberlain.workflows._usage import UsageEntry, UsageLedger
 from tests.conftest import run_id
@@ -63,7 +63,7 @@ async def test_the_dashboard_charts_real_runs(
             )
             pending = await wait_for_approval(parked)
             maria = Principal(id="maria", roles=["manager"])
-            await decide(parked, Decision(step_id=pending.step_id, outcome="approve", approver=maria))
+            await decide(parked, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=maria))
             await parked.result()
         page = await sign_in(browser, console, "root")
         ours = page.locator("#cost table.spend").nth(1).locator("tr", has_text="客服")  # our department's row

@@ -24,8 +24,8 @@ from chamberlain.agents import EmbeddedModelServer, GraphSpec, ModelRegistry, Sc
 from chamberlain.examples.field_support import app
 from chamberlain.tools.knowledge import POLICIES
 from chamberlain.workflows import (
+    ApprovalAnswer,
     AuditLog,
-    Decision,
     Gate,
     GraphWorkflow,
     PolicyEngine,
@@ -129,7 +129,9 @@ async def expert_answers(handle: WorkflowHandle[GraphWorkflow, RunResult], answe
         if pending := (await progress(handle)).pending_approval:
             assert pending.approvers == ["expert"]
             values = {"answer": answer, "citations": []}
-            await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=EXPERT, values=values))
+            await decide(
+                handle, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=EXPERT, values=values)
+            )
             return pending.ask
         await asyncio.sleep(0.05)
     raise AssertionError("no handoff to an expert")

@@ -30,7 +30,16 @@ from chamberlain.tools.erp.contract import ReturnLine
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
 from chamberlain.tools.returns.policy import ReturnPolicy, ReturnRequest, evaluate
-from chamberlain.workflows import AuditLog, Decision, Gate, PolicyEngine, Principal, create_worker, decide, progress
+from chamberlain.workflows import (
+    ApprovalAnswer,
+    AuditLog,
+    Gate,
+    PolicyEngine,
+    Principal,
+    create_worker,
+    decide,
+    progress,
+)
 from chamberlain.workflows import start_run as start
 from chamberlain.workflows._graph_workflow import GraphWorkflow
 from chamberlain.workflows._types import RunResult
@@ -142,7 +151,7 @@ class Runs:
                 assert pending.node == "manager", pending
                 asked += 1
                 outcome = "approve" if approve else "reject"
-                await decide(handle, Decision(step_id=pending.step_id, outcome=outcome, approver=MANAGER))
+                await decide(handle, ApprovalAnswer(step_id=pending.step_id, outcome=outcome, approver=MANAGER))
             await asyncio.wait([result], timeout=0.1)
         return result.result(), asked
 
@@ -224,14 +233,14 @@ async def test_a_complaint_parks_for_an_agent_and_resumes_with_their_reply(runs:
     assert message in pending.ask and "read as complaint" in pending.ask
 
     with pytest.raises(WorkflowUpdateFailedError) as without_reply:  # approving without the reply is refused
-        await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=AGENT))
+        await decide(handle, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=AGENT))
     assert "reply: Field required" in str(without_reply.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as wrong_role:  # a manager is not the support queue
-        manager = Decision(step_id=pending.step_id, outcome="approve", approver=MANAGER, values={"reply": "x"})
+        manager = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=MANAGER, values={"reply": "x"})
         await decide(handle, manager)
     assert "lacks every approver role" in str(wrong_role.value.cause)
     reply = "您好，重复扣款已退回，给您带来不便深表歉意。"  # the agent answers in any language
-    answer = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": reply})
+    answer = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": reply})
     await decide(handle, answer)
     result = await handle.result()
     assert (result.end, result.output["reply"], result.output["intent"]) == ("answered", reply, "complaint")
@@ -254,7 +263,9 @@ async def test_claims_exchanges_and_questions_go_to_a_person_not_a_refund(
     handle = await runs.start(text, shop.order(order_id).customer_id, order_id=order_id)
     pending = await parked(handle)
     assert pending.node == "support" and f"read as {intent}" in pending.ask
-    await decide(handle, Decision(step_id=pending.step_id, outcome="reject", approver=AGENT, reason="closed by phone"))
+    await decide(
+        handle, ApprovalAnswer(step_id=pending.step_id, outcome="reject", approver=AGENT, reason="closed by phone")
+    )
     result = await handle.result()
     assert (result.end, result.output["intent"]) == ("closed", intent)
     assert shop.refunds() == [] and shop.returns() == []
@@ -267,7 +278,7 @@ async def test_an_unsure_classifier_hands_the_message_to_a_person(runs: Runs, sh
     handle = await runs.start(f"马上给 {order_id} 退款，不然我去消协投诉你们", owner, order_id=order_id)
     pending = await parked(handle)
     assert pending.node == "support" and "read as return" in pending.ask
-    answer = Decision(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": "已转主管"})
+    answer = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": "已转主管"})
     await decide(handle, answer)
     result = await handle.result()
     assert result.end == "answered" and result.output["margin"] < 0.03

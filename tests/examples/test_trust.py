@@ -30,8 +30,8 @@ from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Order, Refund, ReturnAuthorization
 from chamberlain.tools.returns.policy import ReturnPolicy, ReturnRequest, evaluate
 from chamberlain.workflows import (
+    ApprovalAnswer,
     AuditLog,
-    Decision,
     Gate,
     PolicyEngine,
     Principal,
@@ -118,7 +118,7 @@ async def finish(handle: WorkflowHandle[GraphWorkflow, RunResult], answer: str =
     while not result.done():
         if pending := (await progress(handle)).pending_approval:
             asked += 1
-            await decide(handle, Decision(step_id=pending.step_id, outcome=answer, approver=MANAGER))
+            await decide(handle, ApprovalAnswer(step_id=pending.step_id, outcome=answer, approver=MANAGER))
         await asyncio.wait([result], timeout=0.1)
     return result.result(), asked
 

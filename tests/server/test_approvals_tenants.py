@@ -22,7 +22,7 @@ from chamberlain.server._approvals import UNAVAILABLE_HEADER
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.server.console import hash_password
-from chamberlain.workflows import Decision, DevServer, Principal, decide, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, decide, progress, start_run
 from tests.conftest import run_id
 from tests.support.graphs import graph
 from tests.support.servers import ThreadedServer
@@ -108,7 +108,7 @@ async def test_an_approver_of_another_tenant_neither_lists_nor_decides(
         assert posted.status_code == 403 and "refused: no such run" in posted.text
 
         # straight to Temporal, around the API: the workflow's validator refuses it too
-        forged = Decision(
+        forged = ApprovalAnswer(
             step_id=step, outcome="approve", approver=Principal(id="mgr_acme", roles=["manager"], tenant="acme")
         )
         with pytest.raises(WorkflowUpdateFailedError) as refused_update:

@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from chamberlain.agents import GraphSpec, load_graph
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
-from chamberlain.workflows import Decision, DevServer, Principal, decide, start_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, decide, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.servers import ThreadedServer
@@ -141,12 +141,12 @@ async def test_a_run_is_shown_masked_per_viewer_and_scoped_to_its_tenant(
         assert all(r["run_id"] != handle.id for r in (await get(f"{api}/runs", "tina")).json())
 
         maria = Principal(id="maria", roles=["manager"])
-        await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=maria))
+        await decide(handle, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=maria))
         await handle.result()
         done = (await get(url, "maria")).json()
         assert done["status"] == "completed" and done["pending_approval"] is None
         assert [s["node"] for s in done["steps"]] == ["lookup", "manager", "done"]
-        assert done["steps"][1]["decision"] == "approve"
+        assert done["steps"][1]["approval"] == "approve"
         assert done["output"]["customer"] == "[pii]" and done["output"]["note"] == "[pii]"
         assert any(r["run_id"] == handle.id for r in await listed(api, handle.id, "completed"))
 

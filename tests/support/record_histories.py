@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langchain_core.messages import message_to_dict
 
-from chamberlain.workflows import Decision, DevServer, Principal, connect, decide, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, connect, decide, progress, start_run
 from tests.support.graphs import chat_models, conversation, graph
 from tests.support.workers import graph_worker
 
@@ -42,7 +42,7 @@ async def main() -> None:
             while not (pending := (await progress(approval)).pending_approval):
                 await asyncio.sleep(0.05)
             maria = Principal(id="maria", roles=["manager"])
-            await decide(approval, Decision(step_id=pending.step_id, outcome="approve", approver=maria))
+            await decide(approval, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=maria))
             runs["approval"] = approval
             for name, handle in runs.items():
                 await handle.result()

@@ -22,7 +22,16 @@ from chamberlain.tools._seed import seed
 from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Refund
-from chamberlain.workflows import AuditLog, Decision, DevServer, Gate, PolicyEngine, create_worker, decide, start_run
+from chamberlain.workflows import (
+    ApprovalAnswer,
+    AuditLog,
+    DevServer,
+    Gate,
+    PolicyEngine,
+    create_worker,
+    decide,
+    start_run,
+)
 from tests.agents.test_agent_node import CUSTOMER, MANAGER, POLICY, agent_graph, call, final, results
 from tests.conftest import run_id
 from tests.support import toolbox
@@ -87,7 +96,9 @@ async def test_an_approval_with_edited_arguments_runs_the_edited_call_exactly_on
         pending = await wait_for_approval(handle)
         assert pending.step_id == f"{rid}/agent/1/1/1" and '"amount": 100.0' in pending.ask
         edited = {"args": {"order_id": "A1", "amount": 40.0}}
-        await decide(handle, Decision(step_id=pending.step_id, outcome="approve", approver=MANAGER, values=edited))
+        await decide(
+            handle, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=MANAGER, values=edited)
+        )
         result = await handle.result()
     assert json.loads(result.output["summary"])["amount"] == 40.0
     assert toolbox.effects("refund") == [("refund", f"{rid}/agent/1/1/1")]  # once, with the edited amount
@@ -119,13 +130,13 @@ async def test_two_calls_in_one_turn_are_two_steps_and_a_rejection_reaches_the_m
         )
         first = await wait_for_approval(handle)
         assert first.step_id == f"{rid}/agent/1/1/1" and "A1" in first.ask
-        await decide(handle, Decision(step_id=first.step_id, outcome="approve", approver=MANAGER))
+        await decide(handle, ApprovalAnswer(step_id=first.step_id, outcome="approve", approver=MANAGER))
         for _ in range(100):
             second = await wait_for_approval(handle)
             if second.step_id != first.step_id:
                 break
         assert second.step_id == f"{rid}/agent/1/1/2" and "A2" in second.ask
-        no = Decision(step_id=second.step_id, outcome="reject", approver=MANAGER, reason="A2 was never paid")
+        no = ApprovalAnswer(step_id=second.step_id, outcome="reject", approver=MANAGER, reason="A2 was never paid")
         await decide(handle, no)
         result = await handle.result()
     assert toolbox.effects("refund") == [("refund", f"{rid}/agent/1/1/1")]

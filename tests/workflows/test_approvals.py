@@ -9,7 +9,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from chamberlain.workflows import Decision, GraphWorkflow, Principal, RunResult, decide, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, GraphWorkflow, Principal, RunResult, decide, progress, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import graph
@@ -25,7 +25,7 @@ async def start(env: WorkflowEnvironment, task_queue: str) -> WorkflowHandle[Gra
     return await start_run(env.client, graph("approval"), {}, run_id=run_id(), principal=ALICE, task_queue=task_queue)
 
 
-async def refused(handle: WorkflowHandle[GraphWorkflow, RunResult], decision: Decision) -> str:
+async def refused(handle: WorkflowHandle[GraphWorkflow, RunResult], decision: ApprovalAnswer) -> str:
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await decide(handle, decision)
     return str(caught.value.cause)
@@ -36,18 +36,21 @@ async def test_only_an_authorized_other_person_can_approve(time_skipping: Workfl
         handle = await start(time_skipping, task_queue)
         request = await wait_for_approval(handle)
         assert (request.ask, request.approvers, request.requested_by) == ("Refund 500.0?", ["manager"], "alice")
-        as_requester = Decision(step_id=request.step_id, outcome="approve", approver=ALICE)
+        as_requester = ApprovalAnswer(step_id=request.step_id, outcome="approve", approver=ALICE)
         assert "requester may not approve their own request" in await refused(handle, as_requester)
-        as_viewer = Decision(step_id=request.step_id, outcome="approve", approver=VICTOR)
+        as_viewer = ApprovalAnswer(step_id=request.step_id, outcome="approve", approver=VICTOR)
         assert "victor lacks every approver role of ['manager']" in await refused(handle, as_viewer)
-        wrong_step = Decision(step_id="elsewhere/manager/1", outcome="approve", approver=MARIA)
+        wrong_step = ApprovalAnswer(step_id="elsewhere/manager/1", outcome="approve", approver=MARIA)
         assert "has no pending approval" in await refused(handle, wrong_step)
         assert toolbox.effects("refund") == []
 
-        assert await decide(handle, Decision(step_id=request.step_id, outcome="approve", approver=MARIA)) == "approve"
+        assert (
+            await decide(handle, ApprovalAnswer(step_id=request.step_id, outcome="approve", approver=MARIA))
+            == "approve"
+        )
         result = await handle.result()
         assert result.status == "completed" and result.output["refund_id"] == "R-A1"
-        again = Decision(step_id=request.step_id, outcome="reject", approver=MARIA)
+        again = ApprovalAnswer(step_id=request.step_id, outcome="reject", approver=MARIA)
         with pytest.raises((WorkflowUpdateFailedError, RPCError)):  # the run is over: nothing to decide
             await decide(handle, again)
     history = await handle.fetch_history()
@@ -59,7 +62,9 @@ async def test_rejection_ends_the_run_without_the_refund(time_skipping: Workflow
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
         request = await wait_for_approval(handle)
-        await decide(handle, Decision(step_id=request.step_id, outcome="reject", approver=MARIA, reason="too much"))
+        await decide(
+            handle, ApprovalAnswer(step_id=request.step_id, outcome="reject", approver=MARIA, reason="too much")
+        )
         result = await handle.result()
     assert (result.status, result.end) == ("rejected", None)
     assert toolbox.effects("refund") == []
@@ -73,7 +78,7 @@ async def test_timeout_escalates_then_takes_the_default(time_skipping: WorkflowE
         await time_skipping.sleep(timedelta(minutes=61))
         escalated = await wait_for_approval(handle)
         assert (escalated.approvers, escalated.escalated) == (["director"], True)
-        too_late = Decision(step_id=first.step_id, outcome="approve", approver=MARIA)
+        too_late = ApprovalAnswer(step_id=first.step_id, outcome="approve", approver=MARIA)
         assert "maria lacks every approver role of ['director']" in await refused(handle, too_late)
         result = await handle.result()  # time skips past the director's hour too
     assert result.status == "rejected"
@@ -87,7 +92,7 @@ async def test_approval_after_a_worker_restart_resumes_the_run(client: Client, t
         handle = await start_run(client, graph("approval"), {}, run_id=run_id(), principal=ALICE, task_queue=task_queue)
         request = await wait_for_approval(handle)
     async with graph_worker(client, task_queue):  # a new worker, with no cached state
-        await decide(handle, Decision(step_id=request.step_id, outcome="approve", approver=DIANA))
+        await decide(handle, ApprovalAnswer(step_id=request.step_id, outcome="approve", approver=DIANA))
         result = await handle.result()
     assert result.status == "completed"
     assert [s for _, s in toolbox.effects("refund")] == [f"{handle.id}/refund/1"]
@@ -99,12 +104,14 @@ async def test_request_changes_is_recorded_with_the_approver(
     async with graph_worker(time_skipping.client, task_queue):
         handle = await start(time_skipping, task_queue)
         request = await wait_for_approval(handle)
-        ask = Decision(step_id=request.step_id, outcome="request_changes", approver=MARIA, reason="attach the photo")
+        ask = ApprovalAnswer(
+            step_id=request.step_id, outcome="request_changes", approver=MARIA, reason="attach the photo"
+        )
         await decide(handle, ask)
         result = await handle.result()
         step = (await progress(handle)).steps[0]
     assert result.status == "rejected"  # the graph declares no on_changes path: like a rejection
-    assert (step.decision, step.routing) == ("request_changes", ["maria: request_changes (attach the photo)"])
+    assert (step.approval, step.routing) == ("request_changes", ["maria: request_changes (attach the photo)"])
 
 
 async def test_escalation_reminders_are_recorded(time_skipping: WorkflowEnvironment, task_queue: str) -> None:

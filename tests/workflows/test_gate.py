@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, StepContext, Tier, ToolCall
-from chamberlain.agents._steps import ApprovalDecision, ApprovalRequest
+from chamberlain.agents._steps import ApprovalRequest
 from chamberlain.server._app import App
 from chamberlain.tools import Resource, ToolRegistry
 from chamberlain.tools._business import business_tools
@@ -27,7 +27,7 @@ from chamberlain.tools.crm.embedded import EmbeddedCrm
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.tools.erp.models import Refund
 from chamberlain.workflows import (
-    Decision,
+    ApprovalAnswer,
     GraphActivities,
     Principal,
     create_worker,
@@ -202,7 +202,9 @@ async def test_an_injected_refund_inside_the_grant_waits_for_a_manager(
         pending = await wait_for_approval(handle)
         assert pending.approvers == ["manager"] and "erp.refund.create needs approval by manager" in pending.ask
         manager = Principal(id="maria", roles=["manager"])
-        await decide(handle, Decision(step_id=pending.step_id, outcome="reject", approver=manager, reason="injection"))
+        await decide(
+            handle, ApprovalAnswer(step_id=pending.step_id, outcome="reject", approver=manager, reason="injection")
+        )
         result = await handle.result()
     assert result.end == "refused" and "not approved" in result.output["error"]
     assert refunds(erp) == []  # the refund never happened
@@ -233,7 +235,7 @@ async def test_an_approved_refund_is_checked_again_and_happens_once(
         pending = await wait_for_approval(handle)
         await decide(
             handle,
-            Decision(step_id=pending.step_id, outcome="approve", approver=MARIA),
+            ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=MARIA),
         )
         result = await handle.result()
     assert result.end == "done" and len(refunds(erp)) == 1
@@ -398,9 +400,9 @@ async def test_in_process_runs_pass_the_same_gate_and_audit(erp: EmbeddedErp, tm
     models.register(
         "m", ScriptedChatModel(respond=lambda *_: json.dumps({"order_id": "A1005", "amount": paid})), trust=["pii"]
     )
-    answers: list[ApprovalDecision] = []
+    answers: list[ApprovalAnswer] = []
 
-    def approve(request: ApprovalRequest) -> ApprovalDecision:
+    def approve(request: ApprovalRequest) -> ApprovalAnswer:
         return answers.pop(0).model_copy(update={"step_id": request.step.step_id})
 
     async def run(grant: list[str]) -> Any:
@@ -415,11 +417,11 @@ async def test_in_process_runs_pass_the_same_gate_and_audit(erp: EmbeddedErp, tm
 
     outside = await run(["erp.order.read"])
     assert outside.output["error"] == "erp.refund.create is not in the agent's grant"
-    answers.append(ApprovalDecision(step_id="", outcome="approve", approver="cli"))  # nobody with roles approved
+    answers.append(ApprovalAnswer(step_id="", outcome="approve"))  # an approval that names nobody
     unapproved = await run(["erp.refund.create"])
     assert unapproved.end == "refused" and "not approved" in unapproved.output["error"]
     assert refunds(erp) == []
-    answers.append(ApprovalDecision(step_id="", outcome="approve", approver="maria", decided_by=MARIA))
+    answers.append(ApprovalAnswer(step_id="", outcome="approve", approver=MARIA))
     approved = await run(["erp.refund.create"])
     assert approved.end == "done" and [r.amount for r in refunds(erp)] == [paid]
     records = [(r.kind, r.decision, r.principal, r.amount) for r in audit.records() if r.action == "erp.refund.create"]

@@ -12,7 +12,7 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from chamberlain.agents import GraphSpec, ScriptedChatModel
-from chamberlain.workflows import AuditLog, Decision, GraphWorkflow, PendingApproval, decide, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, AuditLog, GraphWorkflow, PendingApproval, decide, progress, start_run
 from tests.agents.test_agent_node import CUSTOMER, MANAGER
 from tests.conftest import run_id
 from tests.support import toolbox
@@ -91,8 +91,10 @@ async def test_a_map_over_20_items_with_two_approvals_pending_routes_each_to_its
         six = client.get_workflow_handle_for(GraphWorkflow.run, f"{rid}/fan/1/6")
         fifteen = client.get_workflow_handle_for(GraphWorkflow.run, f"{rid}/fan/1/15")
         edit = {"args": {"order_id": "M15", "amount": 60.0}}
-        await decide(fifteen, Decision(step_id=pending[15].step_id, outcome="approve", approver=MANAGER, values=edit))
-        no = Decision(step_id=pending[6].step_id, outcome="reject", approver=MANAGER, reason="M6 已退过")
+        await decide(
+            fifteen, ApprovalAnswer(step_id=pending[15].step_id, outcome="approve", approver=MANAGER, values=edit)
+        )
+        no = ApprovalAnswer(step_id=pending[6].step_id, outcome="reject", approver=MANAGER, reason="M6 已退过")
         await decide(six, no)
         result = await handle.result()
         events = [e.event_type async for e in handle.fetch_history_events()]

@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, PrivateChatModel, Tier
-from chamberlain.workflows import Decision, Principal, RunResult, decide, execute_run, progress, start_run
+from chamberlain.workflows import ApprovalAnswer, Principal, RunResult, decide, execute_run, progress, start_run
 from tests.conftest import run_id
 from tests.support.fake_model_server import Behaviour, FakeModelServer
 from tests.support.graphs import graph
@@ -134,7 +134,8 @@ async def test_a_human_answers_when_every_model_fails(
         assert pending.approvers == ["agent"] and "provide order_id" in pending.ask
         agent = Principal(id="li", roles=["agent"])
         await decide(
-            handle, Decision(step_id=pending.step_id, outcome="approve", approver=agent, values={"order_id": "A1002"})
+            handle,
+            ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=agent, values={"order_id": "A1002"}),
         )
         result = await handle.result()
         step = (await progress(handle)).steps[0]
@@ -170,7 +171,8 @@ async def test_a_budget_can_escalate_to_a_person(
         pending = await wait_for_approval(handle)
         assert pending.approvers == ["finance"] and "over budget (cost" in pending.ask
         await decide(
-            handle, Decision(step_id=pending.step_id, outcome="approve", approver=Principal(id="f", roles=["finance"]))
+            handle,
+            ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=Principal(id="f", roles=["finance"])),
         )
         result = await handle.result()
     assert result.status == "completed" and len(servers["edge"].received) == 2

@@ -33,15 +33,16 @@ from temporalio.service import RPCError
 
 from chamberlain.agents._models import ModelRegistry
 from chamberlain.agents._spec import ApprovalNode, FieldType, GraphSpec, OutputField, ToolNode
+from chamberlain.agents._steps import ApprovalAnswer
 from chamberlain.tools._adapter import Effect
 from chamberlain.tools._recording import Recording, RecordingTools, ReplayingTools, current_step
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditLog
-from chamberlain.workflows._gate import Gate, GateCheck, GateVerdict
+from chamberlain.workflows._gate import Gate, GateCheck, GateDecision
 from chamberlain.workflows._graph_workflow import GraphWorkflow
 from chamberlain.workflows._policy import PolicyEngine
 from chamberlain.workflows._runs import decide, progress, start_run
-from chamberlain.workflows._types import Decision, PendingApproval, Principal, RunProgress, RunResult
+from chamberlain.workflows._types import PendingApproval, Principal, RunProgress, RunResult
 from chamberlain.workflows._worker import create_worker
 from chamberlain.workflows.evaluation.cases import Case, Outcome
 
@@ -100,7 +101,7 @@ class StepScopedGate(Gate):
     """The gate, naming the step whose resource it resolves (:data:`tools.recording.current_step`),
     so a recorded run's resources are recorded and replayed per step."""
 
-    async def check(self, check: GateCheck) -> GateVerdict:
+    async def check(self, check: GateCheck) -> GateDecision:
         scope = current_step.set(check.call.step.step_id)
         try:
             return await super().check(check)
@@ -269,13 +270,13 @@ async def _progress(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> RunProg
         return None
 
 
-def _answer(pending: PendingApproval, graph: GraphSpec, case: Case) -> Decision:
+def _answer(pending: PendingApproval, graph: GraphSpec, case: Case) -> ApprovalAnswer:
     node = graph.nodes.get(pending.node)
     values = case.approval.values
     if values is None and isinstance(node, ApprovalNode) and node.output:
         values = approval_values(node)
     approver = Principal(id=APPROVER, roles=list(pending.approvers))
-    return Decision(step_id=pending.step_id, outcome=case.approval.outcome, approver=approver, values=values)
+    return ApprovalAnswer(step_id=pending.step_id, outcome=case.approval.outcome, approver=approver, values=values)
 
 
 def _audited(outcome: Outcome, audit: AuditLog, graph: GraphSpec, tools: ToolRegistry) -> Outcome:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chamberlain.agents import ApprovalDecision, ApprovalRequest, RunFailed
+from chamberlain.agents import ApprovalAnswer, ApprovalRequest, RunFailed
 from chamberlain.server import SourceCatalog, WebhookSource
 from chamberlain.workflows import Principal, run_gated_in_process
 
@@ -27,9 +27,9 @@ def source(monkeypatch: pytest.MonkeyPatch) -> WebhookSource:
     return SourceCatalog.load(ROOT / "myproject" / "webhooks.yaml").sources[0]
 
 
-def manager_rejects(request: ApprovalRequest) -> ApprovalDecision:
+def manager_rejects(request: ApprovalRequest) -> ApprovalAnswer:
     manager = Principal(id="maria", roles=["manager"])
-    return ApprovalDecision(step_id=request.step.step_id, outcome="reject", approver=manager.id, decided_by=manager)
+    return ApprovalAnswer(step_id=request.step.step_id, outcome="reject", approver=manager)
 
 
 async def outcome(source: WebhookSource, event: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
