@@ -15,6 +15,9 @@ Group commit: :class:`GroupCommit` gathers the appends that arrive while a commi
 way and writes them in the next transaction, one commit (one fsync) for the batch. Every
 caller waits for the commit that holds its record, so nothing is acknowledged — and no
 activity completes — before its record is durable: a crash loses no acknowledged record.
+A record a crash may lose — a read's, which changed nothing — can be queued without waiting
+(:meth:`GroupCommit.append_behind`); batches commit in arrival order, so it is durable by the
+time any later record is acknowledged.
 
 Errors: ``AuditLogError`` (the log cannot be used as asked) ← ``AuditLogNotFound`` (nothing
 at that URL to verify or read). A broken chain is not an error: ``verify`` names the record.
@@ -26,6 +29,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -40,6 +44,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from chamberlain.tools._database import open_engine
 
 GENESIS = "0" * 64
+log = logging.getLogger(__name__)
 KEY_VARIABLE = "CHAMBERLAIN_AUDIT_KEY"
 
 
@@ -334,6 +339,22 @@ class GroupCommit:
         self.batches = 0  # commits made: fewer than records when appends overlapped
 
     async def append(self, entry: AuditEntry) -> AuditRecord:
+        return await self._submit(entry)
+
+    def append_behind(self, entry: AuditEntry) -> None:
+        """Queue ``entry`` for the next commit and return at once (write-behind), for a record
+        a crash may lose: a read's, which changed nothing. Batches commit in the order their
+        entries arrived, so once any later append is acknowledged this record is durable too
+        (unless its own commit failed, which is logged)."""
+        self._submit(entry).add_done_callback(_log_failure)
+
+    async def drain(self) -> None:
+        """Return once every entry queued so far is committed (or has failed)."""
+        writer = self._writer
+        if writer is not None and not writer.done() and writer.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([writer])
+
+    def _submit(self, entry: AuditEntry) -> asyncio.Future[AuditRecord]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[AuditRecord] = loop.create_future()
         self._pending.append((entry, done))
@@ -341,7 +362,7 @@ class GroupCommit:
             batch: Batch = []
             self._writer = loop.create_task(self._write(batch))
             self._writer.add_done_callback(lambda writer: self._stopped(writer, batch))
-        return await done
+        return done
 
     async def _write(self, batch: Batch) -> None:
         while self._pending:
@@ -368,6 +389,11 @@ class GroupCommit:
 
 
 Batch = list[tuple[AuditEntry, "asyncio.Future[AuditRecord]"]]
+
+
+def _log_failure(done: asyncio.Future[AuditRecord]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.error("an audit record written behind was not committed: %s", exc)
 
 
 def _settle(batch: Batch, exc: BaseException) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import text
 
 from chamberlain.workflows._audit import AuditEntry, AuditLog, AuditLogError, GroupCommit
@@ -64,3 +65,37 @@ async def test_a_cancelled_writer_leaves_no_caller_waiting(database_url: str) ->
     assert all(isinstance(a, AuditLogError) for a in answers)
     retried = [await commits.append(entry(i)) for i in range(3)]
     assert sorted(r.seq for r in retried) == [1, 2, 3] and log.verify() is None
+
+
+def read(i: int) -> AuditEntry:
+    return entry(i).model_copy(update={"action": "erp.order.read", "amount": None})
+
+
+async def test_a_record_written_behind_commits_before_any_later_acknowledged_record(database_url: str) -> None:
+    """A read's record is queued without waiting; a write acknowledged after it is committed
+    after it, so an acknowledged write implies the reads before it are durable too."""
+    log = AuditLog(database_url)
+    commits = GroupCommit(log)
+    for i in range(5):
+        commits.append_behind(read(i))
+    assert list(log.records()) == []  # nothing waited for: the reads' steps went on
+    write = await commits.append(entry(5))
+    stored = list(log.records())
+    assert [r.step_id for r in stored] == [f"r/step-{i}/1" for i in range(6)] and write.seq == 6
+    commits.append_behind(read(6))
+    await commits.drain()  # a worker stopping commits what it wrote behind
+    assert len(list(log.records())) == 7 and log.verify() is None
+
+
+async def test_a_failed_commit_behind_is_logged_and_the_next_append_succeeds(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = AuditLog(database_url)
+    commits = GroupCommit(log)
+    await commits.append(entry(0))
+    with log.engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_head"))
+    commits.append_behind(read(1))
+    await commits.drain()
+    assert "an audit record written behind was not committed" in caplog.text and "lost its head" in caplog.text
+    assert [r.seq for r in log.records()] == [1]
