@@ -18,6 +18,8 @@ converter: :func:`~chamberlain.workflows._converter.connect`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from temporalio.client import ClientConfig
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -37,19 +39,17 @@ from chamberlain.workflows._run_index import RunIndex, RunIndexInterceptor
 from chamberlain.workflows._telemetry import TelemetryInterceptor, tracing_interceptors
 from chamberlain.workflows._usage import UsageLedger
 
-# Pure, deterministic code the workflows use; imported once outside the sandbox.
+# Imported once, outside the sandbox, and shared by every run: pure, deterministic code the
+# workflows use — and the graph workflow's own package. The sandbox otherwise re-imports a
+# workflow's module and its package for every run it starts or replays: for the graph
+# workflow that re-ran ``chamberlain.workflows`` and everything its ``__init__`` imports:
+# tens of milliseconds of CPU and over 100 KB of memory per run (docs/benchmarks.md). The
+# workflow keeps no module state; its determinism is held by the replay tests of recorded
+# histories (``tests/workflows/test_replay.py``), not by the sandbox's import isolation.
 PASSTHROUGH = (
     "chamberlain.agents",
     "chamberlain.tools",
-    "chamberlain.workflows._gate",
-    "chamberlain.workflows._policy",
-    "chamberlain.workflows._audit",
-    "chamberlain.workflows._usage",
-    "chamberlain.workflows._run_index",
-    "chamberlain.workflows._telemetry",
-    "chamberlain.workflows._types",
-    "chamberlain.workflows._codec",
-    "chamberlain.workflows._converter",
+    "chamberlain.workflows",
     "cedarpy",
     "cryptography",
     "opentelemetry",
@@ -87,7 +87,11 @@ class ChamberlainPlugin(SimplePlugin):
     (a malformed value raises :class:`~chamberlain.workflows._codec.PayloadKeyError` here, so a
     misconfigured worker never starts), no encryption when that is unset. ``usage`` records
     model usage and enforces department budgets. ``run_index`` counts each run's steps, tokens
-    and cost in the console's run index as they complete.
+    and cost in the console's run index as they complete. ``max_cached_workflows``, if given,
+    bounds the runs each of its workers keeps in memory (otherwise the ``Worker``'s own setting
+    holds: Temporal's default keeps 1,000); an evicted run — one parked at an approval — is
+    replayed from history when it wakes. See
+    :data:`~chamberlain.workflows._worker.MAX_CACHED_WORKFLOWS` for what a cached run costs.
     """
 
     def __init__(
@@ -99,9 +103,13 @@ class ChamberlainPlugin(SimplePlugin):
         codec: PayloadCodec | None = None,
         usage: UsageLedger | None = None,
         run_index: RunIndex | None = None,
+        max_cached_workflows: int | None = None,
     ) -> None:
+        if max_cached_workflows is not None and max_cached_workflows < 0:
+            raise ValueError(f"max_cached_workflows must be 0 or more, not {max_cached_workflows}")
         self.codec = codec or EncryptionCodec.from_env()
         self.gate = gate
+        self.max_cached_workflows = max_cached_workflows
         super().__init__(
             "chamberlain",
             data_converter=self._converter,
@@ -114,7 +122,16 @@ class ChamberlainPlugin(SimplePlugin):
                 *([RunIndexInterceptor(run_index)] if run_index else []),
             ],
             workflow_runner=_with_passthrough,
+            run_context=self._audit_drained,
         )
+
+    @asynccontextmanager
+    async def _audit_drained(self) -> AsyncIterator[None]:
+        """A worker that stops commits the audit records it wrote behind (reads') before it ends."""
+        try:
+            yield
+        finally:
+            await self.gate.drain()
 
     def fits(self, converter: DataConverter | None) -> bool:
         """Whether ``converter`` reads and writes what this plugin's workers do."""
@@ -160,4 +177,6 @@ class ChamberlainPlugin(SimplePlugin):
                 + ": pass ChamberlainPlugin to Client.connect(plugins=[...]) (or build the client "
                 "with chamberlain.workflows.connect) instead of only to the Worker"
             )
+        if self.max_cached_workflows is not None:
+            config["max_cached_workflows"] = self.max_cached_workflows
         return super().configure_worker(config)

@@ -22,6 +22,12 @@ from chamberlain.workflows._run_index import RunIndex
 from chamberlain.workflows._usage import UsageLedger
 
 TASK_QUEUE = "chamberlain"
+MAX_CACHED_WORKFLOWS = 500
+"""Runs a worker keeps in memory by default (Temporal's own default is 1,000). A run beyond it
+— typically one parked at an approval — is evicted and replayed from its history when its next
+event arrives: a cached graph run holds on the order of 100 KB of the worker's memory, a
+replay costs milliseconds (docs/benchmarks.md, parked runs). Keep it above the runs a worker
+steps at once (its workflow task slots, 100)."""
 
 
 def create_worker(
@@ -37,12 +43,15 @@ def create_worker(
     activities: Sequence[Callable[..., Any]] = (),
     max_concurrent_activities: int = 50,
     sticky_queue_timeout: timedelta = timedelta(seconds=3),
+    max_cached_workflows: int = MAX_CACHED_WORKFLOWS,
 ) -> Worker:
     """A worker for graph runs (and ``workflows``/``activities`` of the caller's own) on a
     client from :func:`~chamberlain.workflows._converter.connect`. ``gate`` checks every step
     against Cedar policy and audits it; ``usage`` records model usage and enforces department
     budgets; ``run_index`` counts steps, tokens and cost for the console. A short sticky
-    timeout lets a crashed worker's runs move on quickly."""
+    timeout lets a crashed worker's runs move on quickly. ``max_cached_workflows`` bounds the
+    runs held in memory (see :data:`MAX_CACHED_WORKFLOWS`): a worker with thousands of runs
+    parked at approvals stays small, and replays a run from history when it wakes."""
     if any(isinstance(plugin, ChamberlainPlugin) for plugin in client.config()["plugins"]):
         raise ValueError(
             "this client already carries ChamberlainPlugin, which configures its workers: "
@@ -58,4 +67,5 @@ def create_worker(
         plugins=[plugin],
         max_concurrent_activities=max_concurrent_activities,
         sticky_queue_schedule_to_start_timeout=sticky_queue_timeout,
+        max_cached_workflows=max_cached_workflows,
     )

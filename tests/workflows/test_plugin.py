@@ -3,6 +3,7 @@ that would leak payloads or run with broken keys."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from temporalio.worker import Replayer, Worker
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier, parse_graph
 from chamberlain.tools import ToolRegistry
 from chamberlain.workflows import (
+    ApprovalAnswer,
     AuditLog,
     ChamberlainPlugin,
     DevServer,
@@ -24,11 +26,16 @@ from chamberlain.workflows import (
     PolicyEngine,
     Principal,
     create_worker,
+    decide,
     execute_run,
+    start_run,
 )
 from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV, new_key
+from chamberlain.workflows._worker import MAX_CACHED_WORKFLOWS
 from tests.conftest import run_id
 from tests.support import toolbox
+from tests.support.graphs import graph
+from tests.support.workers import gate_for_tests, wait_for_approval
 
 ANSWER = """
 name: answer
@@ -151,3 +158,48 @@ async def test_create_worker_refuses_a_client_with_the_plugin(dev_server: DevSer
     tools = toolbox.tools()
     with pytest.raises(ValueError, match="already carries ChamberlainPlugin"):
         create_worker(client, models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path))
+
+
+async def test_runs_evicted_from_a_small_cache_replay_when_approved(dev_server: DevServer, task_queue: str) -> None:
+    """The plugin bounds its workers' cache: with room for two runs, five parked runs are
+    evicted in turn and replayed from history when approved — each completes, each refund once."""
+    tools = toolbox.tools()
+    small = ChamberlainPlugin(models=toolbox.models(), tools=tools, gate=gate_for_tests(tools), max_cached_workflows=2)
+    client = await Client.connect(dev_server.address, plugins=[small])
+    manager = Principal(id="maria", roles=["manager"])
+    worker = Worker(client, task_queue=task_queue)
+    assert worker.config(active_config=True)["max_cached_workflows"] == 2
+    async with worker:
+        handles = [
+            await start_run(client, graph("approval"), {}, run_id=run_id(), principal=CUSTOMER, task_queue=task_queue)
+            for _ in range(5)
+        ]
+        pending = [await wait_for_approval(handle) for handle in handles]
+        for handle, request in zip(handles, pending, strict=True):
+            await decide(handle, ApprovalAnswer(step_id=request.step_id, outcome="approve", approver=manager))
+        results = await asyncio.gather(*(handle.result() for handle in handles))
+    assert [r.status for r in results] == ["completed"] * 5
+    assert sorted(step for _, step in toolbox.effects("refund")) == sorted(f"{h.id}/refund/1" for h in handles)
+
+
+async def test_create_worker_bounds_its_cache(client: Client, tmp_path: Path, task_queue: str) -> None:
+    tools = toolbox.tools()
+    worker = create_worker(
+        client, models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path), task_queue=task_queue
+    )
+    assert (
+        worker.config(active_config=True)["max_cached_workflows"] == MAX_CACHED_WORKFLOWS < 1000
+    )  # Temporal's default
+    small = create_worker(
+        client,
+        models=greeting_models(),
+        tools=tools,
+        gate=gate_for(tools, tmp_path),
+        task_queue=task_queue + "-small",
+        max_cached_workflows=50,
+    )
+    assert small.config(active_config=True)["max_cached_workflows"] == 50
+    with pytest.raises(ValueError, match="max_cached_workflows must be 0 or more"):
+        ChamberlainPlugin(
+            models=greeting_models(), tools=tools, gate=gate_for(tools, tmp_path), max_cached_workflows=-1
+        )
