@@ -221,16 +221,22 @@ class Graph:
         name: str,
         *,
         over: str,
-        graph: GraphSpec,
         write: str,
         next: Next,
+        graph: GraphSpec | None = None,
+        tool: str | None = None,
         input: Mapping[str, str] | None = None,
         concurrency: int = 4,
+        **options: Any,
     ) -> Graph:
-        """Run ``graph`` once per item of ``over`` (``input`` sees ``item`` and ``index``), results to ``write``."""
-        self._graphs[graph.name] = graph
-        fields = {"over": over, "graph": graph.name, "write": write, "input": input, "concurrency": concurrency}
-        return self._add(MapNode, name, {**_given(fields), "next": _next(next)})
+        """Run ``graph`` — or call ``tool`` — once per item of ``over`` (``input`` sees ``item`` and
+        ``index``: the child's fields, or the tool's arguments), results to ``write``. A tool map
+        takes ``timeout`` and ``retry`` for each call, as a tool node does."""
+        if graph is not None:
+            self._graphs[graph.name] = graph
+        fields: dict[str, Any] = {"over": over, "graph": graph.name if graph else None, "tool": tool}
+        fields |= {"write": write, "input": input, "concurrency": concurrency}
+        return self._add(MapNode, name, {**_given(fields), "next": _next(next), **options})
 
     def end(self, name: str, *, output: Sequence[str] | None = None, description: str = "") -> Graph:
         """Finish the run, returning the ``output`` state fields (default: all)."""

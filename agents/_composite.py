@@ -1,23 +1,27 @@
-"""Nodes that run other graphs: a subgraph once, a map once per item of a list.
+"""Nodes that run other graphs or a tool per item: a subgraph once, a map once per item of a list.
 
 Each child run is a :class:`~agents.steps.GraphCall` through the executor — a child workflow
 in the durable engine, a nested run in-process — whose step ID (``node/visit`` for a
 subgraph, ``node/visit/item`` for a map's item) becomes the child's run ID suffix, so its
 tool calls get their own idempotency keys and its approvals are its own. The child acts for
 the same principal, knows the parent's labels, and carries the parent's grant, which the
-gate holds its own grant within.
+gate holds its own grant within. A map over a tool makes each item a tool call
+(``node/visit/item``, its idempotency key) that the gate decides like any other; a refusal is
+that item's result, not the run's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
+from chamberlain.agents._label_flow import labelled_values
 from chamberlain.agents._labels import DataLabels
 from chamberlain.agents._outcomes import StepOutcome
 from chamberlain.agents._spec import MapNode, SubgraphNode
 from chamberlain.agents._state import State
-from chamberlain.agents._steps import GraphCall, GraphReply, StepContext, StepExecutor, TokenUsage
+from chamberlain.agents._steps import GraphCall, GraphReply, StepContext, StepExecutor, TokenUsage, ToolCall, ToolReply
 
 if TYPE_CHECKING:
     from chamberlain.agents._plan import GraphPlan
@@ -61,7 +65,10 @@ async def run_map(
     labels: DataLabels,
 ) -> StepOutcome:
     """Every item's run, at most ``concurrency`` at once; results in the items' order."""
+    if node.tool is not None:
+        return await _map_tool(plan, name, node, state, executor, ctx, labels)
     items = list(state[node.over] or [])
+    assert node.graph is not None
     child = plan.spec.graphs[node.graph]
     slots = asyncio.Semaphore(node.concurrency)
 
@@ -89,6 +96,57 @@ async def run_map(
         usage=usage,
         cost=sum(r.cost for r in replies),
         routing=[f"graph {node.graph} × {len(items)}: {counts}"],
+        labels=field_labels,
+        sensitive=sensitive,
+    )
+
+
+async def _map_tool(
+    plan: GraphPlan,
+    name: str,
+    node: MapNode,
+    state: State,
+    executor: StepExecutor,
+    ctx: StepContext,
+    labels: DataLabels,
+) -> StepOutcome:
+    """One gated tool call per item, at most ``concurrency`` at once; each item's result is
+    ``{"status", "output", "error"}`` and carries the labels of the tool's output."""
+    items = list(state[node.over] or [])
+    step = node.item_tool()
+    read = plan.labels_read(name, labels)
+    slots = asyncio.Semaphore(node.concurrency)
+
+    async def branch(index: int, item: object) -> ToolReply:
+        scope = {**state, "item": item, "index": index}
+        args = {k: expression(scope) for k, expression in plan.arguments(name).items()}
+        carried = sorted({*read, *labels.found_in(json.dumps(args, ensure_ascii=False, default=str))})
+        async with slots:
+            return await executor.call_tool(
+                ToolCall(step=ctx.part(index), tool=step.tool, args=args, labels=carried), step
+            )
+
+    replies = await asyncio.gather(*(branch(i, item) for i, item in enumerate(items, start=1)))
+    results = [
+        {"status": "refused", "output": None, "error": f"{r.error.kind}: {r.error.message}"}
+        if r.error is not None
+        else {"status": "completed", "output": r.output, "error": None}
+        for r in replies
+    ]
+    updates = {node.write: results}
+    produced = sorted({label for r in replies if r.error is None for ls in r.labels.values() for label in ls})
+    field_labels, sensitive = plan.labelled(updates, {node.write: sorted({*read, *produced})})
+    for r in replies:
+        if r.error is None:
+            for label, found in labelled_values(r.output, r.labels).items():
+                sensitive.setdefault(label, []).extend(found)
+    statuses = [str(r["status"]) for r in results]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    return StepOutcome(
+        node=name,
+        updates=updates,
+        next=plan.route(name, plan.merge(state, updates)),
+        routing=[f"tool {step.tool} × {len(items)}: {counts}"],
         labels=field_labels,
         sensitive=sensitive,
     )

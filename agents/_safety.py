@@ -5,6 +5,8 @@ Run when a graph is loaded with a tool registry, before any run starts:
 - an agent whose toolset holds an ``irreversible`` tool is an error unless the policy bounds
   that tool's action: the model picks when and how often to call it, so no approval node
   placed before the agent can stand for every call (the gate's approval policies can);
+- a map over an ``irreversible`` tool is an error on the same terms: it calls the tool once
+  per item, and one approval before it cannot stand for each call;
 - a child graph (subgraph, map) is reviewed like its parent;
 - an ``irreversible`` tool step is an error unless, on every path that reaches it, someone
   approved since the start or since that step's last call — or its action is one the
@@ -37,6 +39,7 @@ from chamberlain.agents._spec import (
     ClassifyNode,
     EndNode,
     GraphSpec,
+    MapNode,
     ModelNode,
     Tier,
     ToolNode,
@@ -59,6 +62,7 @@ def review_graph(
     return [
         *_unapproved_irreversible(spec, tools, bounded),
         *_unbounded_agents(spec, tools, bounded),
+        *_unbounded_maps(spec, tools, bounded),
         *_untrusted_flows(spec, tools, models),
         *children,
     ]
@@ -79,6 +83,22 @@ def _unbounded_agents(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[
                 suggestion=f"permit {adapter.policy_action} in Cedar only with @approvers or under an amount limit, "
                 "or take the tool out of the agent and call it from a tool node after an approval",
             )
+
+
+def _unbounded_maps(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[str]) -> Iterator[SpecIssue]:
+    for name, node in spec.nodes.items():
+        if not (isinstance(node, MapNode) and node.tool is not None and node.tool in tools):
+            continue
+        adapter = tools[node.tool]
+        if adapter.effect is not Effect.IRREVERSIBLE or adapter.policy_action in bounded:
+            continue
+        yield SpecIssue(
+            f"map '{name}' calls irreversible tool '{node.tool}' once per item of '{node.over}', and no policy "
+            f"bounds {adapter.policy_action} (an approval or a limit on context.amount in every permit)",
+            ("nodes", name, "tool"),
+            suggestion=f"permit {adapter.policy_action} in Cedar only with @approvers or under an amount limit, "
+            "so the gate asks for each item",
+        )
 
 
 def _unapproved_irreversible(spec: GraphSpec, tools: ToolRegistry, bounded: Collection[str]) -> Iterator[SpecIssue]:
@@ -219,6 +239,9 @@ def _flows(
         for f in [*(node.output or {}), *([node.write] if node.write else [])]:
             if not declassified(node.output, f):
                 yield f, read
+    elif isinstance(node, MapNode) and node.tool is not None:  # each item's output, and what its arguments read
+        produced = tools[node.tool].labels if node.tool in tools else {}
+        yield node.write, of(reads) | {label for ls in produced.values() for label in ls}
     elif isinstance(node, ToolNode):
         produced = tools[node.tool].labels if node.tool in tools else {}
         for f, expression in plan.outputs(name).items():

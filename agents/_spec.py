@@ -13,7 +13,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -244,16 +244,34 @@ class SubgraphNode(_Node):
 
 
 class MapNode(_Node):
-    """Run one of the graph's ``graphs`` once per item of the list ``over``, at most
-    ``concurrency`` at a time; ``input`` expressions see the state plus ``item`` and ``index``.
-    ``write`` receives the results in the items' order: each ``{"status", "output"}``."""
+    """Run one of the graph's ``graphs`` — or one ``tool`` — once per item of the list ``over``,
+    at most ``concurrency`` at a time; ``input`` expressions (a child graph's fields, or the
+    tool's arguments) see the state plus ``item`` and ``index`` (from 1). ``write`` receives the
+    results in the items' order: each ``{"status", "output"}``; a tool's also ``"error"``, its
+    status ``completed`` or ``refused`` (denied, not approved, or refused by the tool), so one
+    refused item does not stop the others. Each item is its own step ``node/visit/index`` —
+    a child run's ID, or a tool call's idempotency key — that the permission gate decides."""
 
     type: Literal["map"]
     over: str
-    graph: str
+    graph: str | None = Field(None, description="the graph (under 'graphs') each item runs; or give 'tool'")
+    tool: str | None = Field(None, description="the tool each item calls; or give 'graph'")
     input: dict[str, str] = {}
     write: str
     concurrency: int = Field(4, ge=1, le=100)
+    timeout: Duration = Field(timedelta(seconds=60), description="each tool call's timeout (tool form)")
+    retry: RetrySpec = Field(RetrySpec(), description="how each tool call is retried (tool form)")
+
+    @model_validator(mode="after")
+    def _graph_or_tool(self) -> MapNode:
+        if (self.graph is None) == (self.tool is None):
+            raise ValueError("a map runs either a 'graph' or a 'tool' per item: give exactly one")
+        return self
+
+    def item_tool(self) -> ToolNode:
+        """The tool step each item is, for the engines: this node's tool, timeout and retries."""
+        assert self.tool is not None
+        return ToolNode(type="tool", tool=self.tool, timeout=self.timeout, retry=self.retry)
 
 
 class EndNode(_Spec):
