@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -37,12 +39,50 @@ def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -
 def test_the_demo_starter_runs_with_an_empty_data_folder(
     tmp_path: Path, dev_server: DevServer, embedded_model: EmbeddedModelServer
 ) -> None:
-    """`make demo` on a fresh clone: the data folder does not exist, the starter brings its own model."""
+    """`make demo` on a fresh clone: the data folder does not exist, the starter brings its own
+    model, and it ends with the console's URL and the demo admin's password — which sign in to
+    a console listing the demo's runs with their steps (``--serve``: kept up as in a terminal)."""
     env = clean_env(tmp_path, TEMPORAL_ADDRESS=dev_server.address, QUICKSTART_DB=str(tmp_path / "shop.sqlite"))
-    done = run([sys.executable, "-m", "chamberlain.examples.quickstart.starter"], tmp_path, env, timeout=280)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "chain intact" in done.stdout and "Refunded 120.5 CNY" in done.stdout
-    assert (tmp_path / "fresh" / ".chamberlain" / "quickstart-model.log").exists()
+    command = [sys.executable, "-m", "chamberlain.examples.quickstart.starter", "--serve", "--port", str(free_port())]
+    errors = (tmp_path / "starter-stderr.txt").open("w")
+    starter = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=errors, text=True)
+    try:
+        assert starter.stdout is not None
+        printed = []
+        deadline = time.monotonic() + 280
+        while time.monotonic() < deadline:
+            line = starter.stdout.readline()
+            assert line, "the starter ended before printing the console: " + "".join(printed)[-3000:]
+            printed.append(line)
+            if "Ctrl-C" in line:
+                break
+        text = "".join(printed)
+        assert "chain intact" in text and "Refunded 120.5 CNY" in text
+        url = re.search(r"ops console\s+(http://127\.0\.0\.1:\d+)/console", text)
+        admin = re.search(r"sign in as (\S+), password (\S+) \(shown only now\)", text)
+        assert url and admin, text
+        runs = re.findall(r"(quickstart-[0-9a-f]{8}): ", text)
+        assert len(runs) == 3, text
+
+        with httpx.Client(base_url=url[1], timeout=30) as http:
+            form = http.get("/console/signin")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            signed = http.post("/console/signin", data={"csrf": csrf[1], "user": admin[1], "password": admin[2]})
+            assert signed.status_code == 303, signed.text
+            listed = http.get("/console/runs", params={"principal": "bob"})
+            assert runs[1] in listed.text
+            shown = http.get(f"/console/runs/{runs[1]}")
+            assert shown.status_code == 200 and "Refunded 120.5 CNY" in shown.text
+            assert all(f'data-node="{node}"' in shown.text for node in ("intent", "refund", "done"))
+        assert (tmp_path / "fresh" / ".chamberlain" / "quickstart-model.log").exists()
+        kept = [path for path in (tmp_path / "fresh").rglob("*") if path.is_file()]  # users, logs, databases
+        assert kept and not [path for path in kept if admin[2].encode() in path.read_bytes()]  # printed, never stored
+    finally:
+        starter.send_signal(signal.SIGINT)  # Ctrl-C
+        code = starter.wait(30)
+        errors.close()
+    assert code == 0, (tmp_path / "starter-stderr.txt").read_text()[-3000:]
 
 
 @pytest.mark.parametrize(
