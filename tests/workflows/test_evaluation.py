@@ -95,6 +95,34 @@ def test_fields_are_scored_as_a_person_reads_them() -> None:
     assert not same([1, 1], [1, 2]) and same("A1002", " a1002 ") and not same(200, "two hundred")
 
 
+def test_cited_documents_are_scored_as_one_of_the_good_ones_and_never_a_forbidden_one() -> None:
+    """``any_of``/``none_of`` over a list field's items (``sources.document``); a passage
+    (``doc#2``) counts as its document."""
+    case = Case(
+        id="q",
+        input={},
+        expect={
+            "sources.document": {"any_of": ["sb-e5", "error-codes"], "none_of": ["rca-secret"]},
+            "retrieved": {"none_of": ["rca-secret"]},
+            "language": {"any_of": ["zh", "en"]},
+        },
+    )
+    cited = [{"chunk_id": "error-codes#2", "document": "error-codes", "title": "Error codes"}]
+    state = {"sources": cited, "retrieved": ["error-codes#2", "sb-e5#1"], "language": "zh"}
+    outcome = Outcome(case="q", status="completed", end="done", state=state)
+    assert score(case, outcome) == dict.fromkeys(case.expect, True)
+
+    leaked = {**state, "retrieved": ["rca-secret#1", "error-codes#2"]}  # a forbidden passage retrieved
+    cited_other = {**state, "sources": [{"chunk_id": "faq#1", "document": "faq", "title": "FAQ"}]}
+    nothing = {**state, "sources": [], "language": "fr"}
+    assert score(case, outcome.model_copy(update={"state": leaked}))["retrieved"] is False
+    assert score(case, outcome.model_copy(update={"state": cited_other}))["sources.document"] is False
+    assert {k for k, ok in score(case, outcome.model_copy(update={"state": nothing})).items() if not ok} == {
+        "sources.document",
+        "language",
+    }
+
+
 def test_mcnemar_exact_and_thresholds() -> None:
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)

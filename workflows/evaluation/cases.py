@@ -20,8 +20,15 @@ Each key of ``expect`` is one scored field (:func:`score`):
 - ``refund_total``: the money paid out by irreversible tools, ±0.01;
 - ``denials``: how many steps the gate denied;
 - ``status``: completed, rejected or failed;
-- any other key: the run's final state field of that name. ``null`` expects no value
-  (absent, null, empty or ``"none"``); lists compare in any order; text ignores case.
+- any other key: the run's final state field of that name, or ``field.key`` for that key of
+  each item of a list field (``sources.document``). ``null`` expects no value (absent, null,
+  empty or ``"none"``); lists compare in any order; text ignores case.
+
+Instead of a value, ``{"any_of": [...]}`` and ``{"none_of": [...]}`` (one or both): the field's
+value — or, for a list, at least one of its items — is one of ``any_of``, and neither it nor
+any item is one of ``none_of`` (a cited document may be one of several good ones; a forbidden
+one must never appear). An ID with a ``#fragment`` counts as the one it is part of: the
+passage ``manual#3`` is from the document ``manual``.
 """
 
 from __future__ import annotations
@@ -105,7 +112,15 @@ class Outcome(BaseModel):
             "refund_total": self.refund_total,
             "denials": self.denials,
         }
-        return derived[name] if name in derived else self.state.get(name)
+        if name in derived:
+            return derived[name]
+        head, dot, key = name.partition(".")
+        if not dot or name in self.state:
+            return self.state.get(name)
+        value = self.state.get(head)
+        if isinstance(value, list):
+            return [item.get(key) if isinstance(item, dict) else None for item in value]
+        return value.get(key) if isinstance(value, dict) else None
 
 
 def load_cases(path: Path, limit: int | None = None) -> list[Case]:
@@ -144,7 +159,35 @@ def matches(name: str, expected: Any, actual: Any) -> bool:
         return not set(_names(expected)) & set(_names(actual))
     if name == "effects":
         return set(_names(expected)) <= set(_names(actual))
+    if _is_membership(expected):
+        return member(expected, actual)
     return same(expected, actual)
+
+
+MEMBERSHIP = frozenset({"any_of", "none_of"})
+
+
+def _is_membership(expected: Any) -> bool:
+    return isinstance(expected, dict) and bool(expected) and expected.keys() <= MEMBERSHIP
+
+
+def member(expected: dict[str, list[Any]], actual: Any) -> bool:
+    """``any_of``: the value, or one of a list's items, is among them; ``none_of``: none is."""
+    items = [v for v in (actual if isinstance(actual, list) else [actual]) if v not in NOTHING]
+
+    def among(values: list[Any]) -> bool:
+        return any(_part_of(item, value) for item in items for value in values)
+
+    if "any_of" in expected and not among(list(expected["any_of"])):
+        return False
+    return not among(list(expected.get("none_of", [])))
+
+
+def _part_of(item: Any, value: Any) -> bool:
+    """``item`` is ``value``, or a part of it (``manual#3`` of ``manual``)."""
+    if isinstance(item, str) and isinstance(value, str) and "#" in item and "#" not in value:
+        item = item.split("#", 1)[0]
+    return same(value, item)
 
 
 def same(expected: Any, actual: Any) -> bool:
