@@ -31,6 +31,8 @@ from chamberlain.agents._safety import review_graph
 from chamberlain.agents._schema import graph_json_schema, write_graph_schema
 from chamberlain.agents._scripted import ScriptedChatModel
 from chamberlain.agents._spec import (
+    AgentBounds,
+    AgentNode,
     ApprovalNode,
     Branch,
     Budget,
@@ -38,11 +40,13 @@ from chamberlain.agents._spec import (
     EndNode,
     FieldType,
     GraphSpec,
+    MapNode,
     ModelNode,
     OutputField,
     RetrySpec,
     RouteNode,
     StateField,
+    SubgraphNode,
     Tier,
     ToolNode,
 )
@@ -63,7 +67,9 @@ from chamberlain.agents._steps import (
 
 __all__ = [
     "EMBEDDED_MODEL",
+    "AgentBounds",
     "AgentError",
+    "AgentNode",
     "ApprovalAnswer",
     "ApprovalNode",
     "ApprovalRequest",
@@ -86,6 +92,7 @@ __all__ = [
     "GraphWarning",
     "Labels",
     "LocalExecutor",
+    "MapNode",
     "Masking",
     "Message",
     "ModelCall",
@@ -116,6 +123,7 @@ __all__ = [
     "StepFailed",
     "StepLimitExceeded",
     "StepOutcome",
+    "SubgraphNode",
     "Tier",
     "TokenUsage",
     "ToolCall",

@@ -16,17 +16,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import jsonschema
-from langchain_core.tools import BaseTool, StructuredTool
-from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.types import RequestParamsMeta
 from pydantic import BaseModel, ConfigDict
 
 from chamberlain.tools._adapter import Effect, ToolAdapter, ToolContext
 from chamberlain.tools._exceptions import ToolInputInvalid, ToolRejected, ToolUnavailable
+
+if TYPE_CHECKING:  # imported where used: ``chamberlain.tools`` stays light for those without bridges
+    from langchain_core.tools import BaseTool, StructuredTool
+    from mcp.client.stdio import StdioServerParameters
 
 
 class ToolResult(BaseModel):
@@ -88,6 +87,7 @@ def from_langchain(
 def to_langchain(adapter: ToolAdapter[Any, Any]) -> StructuredTool:
     """The adapter as a LangChain tool. Outside a durable step there is no step ID, so each
     call gets a fresh idempotency key: the caller is responsible for not repeating writes."""
+    from langchain_core.tools import StructuredTool
 
     async def run(**kwargs: Any) -> dict[str, Any]:
         key = f"langchain/{adapter.name}/{uuid.uuid4()}"
@@ -117,6 +117,8 @@ class McpServer:
     env: Mapping[str, str] | None = None
 
     def parameters(self) -> StdioServerParameters:
+        from mcp.client.stdio import StdioServerParameters
+
         return StdioServerParameters(
             command=self.command, args=list(self.args), env=dict(self.env) if self.env else None
         )
@@ -127,6 +129,9 @@ async def mcp_tools(
 ) -> list[ToolAdapter[Any, ToolResult]]:
     """Adapters for the declared tools of an MCP server (stdio); an undeclared tool is not imported,
     a declared one the server lacks is an error."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import stdio_client
+
     async with stdio_client(server.parameters()) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         listed = {t.name: t for t in (await session.list_tools()).tools}
@@ -139,6 +144,11 @@ async def mcp_tools(
 
 
 def _mcp_adapter(server: McpServer, listed: Any, declared: McpDeclaration, prefix: str) -> ToolAdapter[Any, ToolResult]:
+    import jsonschema
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import stdio_client
+    from mcp.types import RequestParamsMeta
+
     schema: dict[str, Any] = listed.input_schema or {"type": "object"}
     validator = jsonschema.Draft202012Validator(schema)
     model = type(f"Mcp_{listed.name}", (_McpArguments,), {"mcp_schema": schema})
