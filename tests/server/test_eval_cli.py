@@ -1,17 +1,21 @@
 """``chamberlain eval`` as a user runs it: a real process, a 3-case file on the real dev server with
-scripted models — record, replay with another model side by side, thresholds as the exit code."""
+scripted models — record, replay with another model side by side, thresholds as the exit code;
+the shipped field-support cases, each run as its asker."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import BaseMessage
 
+from chamberlain.agents import ModelRegistry, ScriptedChatModel, Tier
 from chamberlain.workflows import DevServer
 from tests.support import evaluation as shop
 
@@ -130,6 +134,56 @@ def test_eval_mistakes_are_one_line_naming_the_file_line_or_flag(tmp_path: Path)
     events.write_text('{"id": "e", "event": {"message": "hi"}}\n')
     done = chamberlain("eval", str(events), "--models", f"{APP}:reader")
     assert done.returncode == 1 and "webhooks.yaml does not exist — pass --sources" in done.stderr
+
+
+def quoting(messages: list[BaseMessage], _kwargs: dict[str, object]) -> str:
+    """A faithful model: the first numbered passage's first lines, citing it."""
+    prompt = str(messages[-1].content)
+    found = re.split(r"^\[(\d+)\] ", prompt.split("\n\nQuestion:")[0], flags=re.M)[1:]
+    answer = " ".join(found[1].strip().splitlines()[1:3]) if found else ""
+    return json.dumps({"answer": answer, "citations": [int(found[0])] if found else []}, ensure_ascii=False)
+
+
+def quoting_models() -> ModelRegistry:
+    """Both of the field-support scenario's models, quoting (``--models`` target)."""
+    models = ModelRegistry()
+    models.register("smollm2-135m", ScriptedChatModel(respond=quoting), Tier.EDGE, trust=["confidential"])
+    models.register("qwen2.5-14b-instruct", ScriptedChatModel(respond=quoting), Tier.PRIVATE, trust=["confidential"])
+    return models
+
+
+async def test_eval_scores_the_shipped_field_support_cases_per_asker(dev_server: DevServer, tmp_path: Path) -> None:
+    """Each case's asker is the run's principal (department, clearance): a document the asker may
+    not read is never retrieved nor cited, in all 30 cases; the engineer cleared for it cites it."""
+    report = tmp_path / "support.json"
+    done = await asyncio.to_thread(
+        chamberlain,
+        "eval",
+        "examples/field_support/cases.jsonl",
+        "--graph",
+        "examples/field_support/graph.yaml",
+        "--app",
+        "chamberlain.examples.field_support.app",
+        "--models",
+        "tests.server.test_eval_cli:quoting_models",
+        "--address",
+        dev_server.address,
+        "--json",
+        str(report),
+        "--work",
+        str(tmp_path / "work"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(report.read_text(encoding="utf-8"))
+    cases = {c["case"]: c for c in found["cases"]["quoting_models"]}
+    assert len(cases) == 30 and found["summaries"][0]["fields"]["retrieved"] == 1.0
+    forbidden = [c for c in cases.values() if "retrieved" in c["scores"]]  # the cases naming one
+    assert len(forbidden) == 7 and all(c["scores"]["retrieved"] for c in forbidden)
+    assert all(c["outcome"]["status"] == "completed" for c in cases.values())
+    secret = "rca-e5-ntc-drift"  # engineering's confidential root cause: dr.chen may read it, li.wei may not
+    assert secret in [s["document"] for s in cases["support-22"]["outcome"]["state"]["sources"]]
+    assert not any(secret in chunk for chunk in cases["support-23"]["outcome"]["state"]["retrieved"])
+    assert cases["support-29"]["outcome"]["escalations"] == ["expert"]  # the weather: nothing to retrieve
 
 
 @pytest.mark.slow
