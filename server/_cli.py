@@ -294,17 +294,18 @@ def run_list(
     address: AddressOption = "127.0.0.1:7233",
     namespace: NamespaceOption = "default",
 ) -> None:
-    """List graph runs, newest first, from Temporal's visibility store."""
+    """List graph runs, newest first, from Temporal's visibility store, with the graph (and its
+    version: declared + content hash) each started with."""
     if status is not None and status not in STATUSES:
         raise CliError(f"--status {status!r}: use one of {', '.join(STATUSES)}")
     found = _with_client(address, namespace, lambda client: list_runs(client, status, limit))
     if as_json:
         print(json.dumps([r.model_dump(mode="json") for r in found], indent=2))
         return
-    table = Table("run", "status", "started", "closed")
+    table = Table("run", "status", "graph", "version", "started", "closed")
     for r in found:
         started, closed = (f"{t:%Y-%m-%d %H:%M:%S}" if t else "" for t in (r.started_at, r.closed_at))
-        table.add_row(r.run_id, r.status, started, closed)
+        table.add_row(r.run_id, r.status, r.graph or "", r.graph_version or "", started, closed)
     console.print(table)
 
 
@@ -331,7 +332,8 @@ def run_show(
         print(view.model_dump_json(indent=2))
         return
     who = view.principal.id if view.principal else "nobody"
-    console.print(f"[bold]{view.run_id}[/bold]  {view.status}  graph {view.graph}  for {who}", highlight=False)
+    graph = f"{view.graph} v{view.graph_version}" if view.graph_version else view.graph
+    console.print(f"[bold]{view.run_id}[/bold]  {view.status}  graph {graph}  for {who}", highlight=False)
     if view.steps is None:
         console.print("steps: no worker answered (start one: chamberlain worker)")
     else:

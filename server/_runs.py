@@ -112,16 +112,36 @@ def visibility_query(status: str | None) -> str:
     return query
 
 
-async def list_runs(client: Client, status: str | None = None, limit: int = 50) -> list[RunSummary]:
-    """The newest graph runs first, from the visibility store (eventually consistent)."""
+class ListedRun(RunSummary):
+    """A run as ``chamberlain run list`` shows it: with its graph and the graph's version."""
+
+    graph: str | None = None
+    graph_version: str | None = None
+
+
+async def list_runs(client: Client, status: str | None = None, limit: int = 50) -> list[ListedRun]:
+    """The newest graph runs first, from the visibility store (eventually consistent), each with
+    the graph it started with (the first event of its history, read for the listed runs only)."""
     found = []
     async for execution in client.list_workflows(visibility_query(status), limit=limit):
         status_ = status_name(execution.status)
         found.append(
-            RunSummary(
+            ListedRun(
                 run_id=execution.id, status=status_, started_at=execution.start_time, closed_at=execution.close_time
             )
         )
+    reads = asyncio.Semaphore(16)
+
+    async def graph_of(run: ListedRun) -> None:
+        async with reads:
+            try:
+                request = await _request_of(client, run.run_id)
+            except (RPCError, ValueError):  # gone since listed, or another key: shown without its graph
+                return
+        if request is not None:
+            run.graph, run.graph_version = request.graph.name, graph_version(request.graph)
+
+    await asyncio.gather(*(graph_of(run) for run in found))
     return found
 
 

@@ -17,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from chamberlain.agents import parse_graph
 from chamberlain.tools import Effect, ToolContext, ToolRegistry, ToolRejected, tool
 from chamberlain.workflows import DevServer, GraphWorkflow, Principal, create_worker, start_run
+from chamberlain.workflows._run_index import graph_version
 from tests.conftest import run_id
 from tests.console.console_app import PASSWORD, console_server
 from tests.support import toolbox
@@ -72,11 +73,14 @@ async def test_sign_in_and_watch_a_run_progress_live_to_completion(
         spec, values = graph("slow_chain"), {"seconds": 1.5}
         handle = await start_run(client, spec, values, run_id=run_id(), principal=ALICE, task_queue=task_queue)
         await until_listed(page, f"{console}/console/runs?status=running", handle.id)
+        version = f"v{graph_version(spec)}"  # the graph each run uses: declared version + content hash
+        await expect(page.locator("tr", has=page.get_by_role("link", name=handle.id))).to_contain_text(version)
         await screenshot(page, "runs")
         await page.get_by_role("link", name=handle.id).click()
         await page.evaluate("window.sameDocument = true")
         status = page.locator("#run-status")
         await expect(status).to_have_text("running")
+        await expect(page.locator("#graph-version")).to_have_text(version)
         await expect(page.locator("li.step[data-node=s2]")).to_be_visible(timeout=15_000)
         await expect(status).to_have_text("running")  # a step arrived while the run was still going
         await expect(status).to_have_text("completed", timeout=30_000)

@@ -21,6 +21,7 @@ from chamberlain.agents import GraphSpec, load_graph
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.workflows import ApprovalAnswer, DevServer, Principal, decide, start_run
+from chamberlain.workflows._run_index import graph_version
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.servers import ThreadedServer
@@ -145,6 +146,7 @@ async def test_a_run_is_shown_masked_per_viewer_and_scoped_to_its_tenant(
         await handle.result()
         done = (await get(url, "maria")).json()
         assert done["status"] == "completed" and done["pending_approval"] is None
+        assert done["graph_version"] == graph_version(spec)
         assert [s["node"] for s in done["steps"]] == ["lookup", "manager", "done"]
         assert done["steps"][1]["approval"] == "approve"
         assert done["output"]["customer"] == "[pii]" and done["output"]["note"] == "[pii]"
@@ -169,6 +171,10 @@ async def test_cli_starts_lists_shows_and_cancels_a_durable_run(
         assert shown.returncode == 0, shown.stderr
         view = json.loads(shown.stdout)
         assert view["status"] == "running" and view["principal"]["id"] == "alice"
+        version = graph_version(load_graph(graph_file, tools=toolbox.tools()))  # declared "1" + a content hash
+        assert view["graph_version"] == version and version.startswith("1+")
+        table = await asyncio.to_thread(cli, "run", "show", run, *address)
+        assert f"v{version}" in table.stdout, table.stdout
         assert view["steps"][0]["updates"]["note"] == "[pii]"  # the CLI masks too, unless --clearance
         cleared_run = await asyncio.to_thread(cli, "run", "show", run, "--json", "--clearance", "pii", *address)
         cleared = json.loads(cleared_run.stdout)
@@ -181,6 +187,10 @@ async def test_cli_starts_lists_shows_and_cancels_a_durable_run(
             await asyncio.sleep(0.2)
         else:
             raise AssertionError(f"{run} never listed")
+        [ours] = [r for r in json.loads(listing.stdout) if r["run_id"] == run]
+        assert (ours["graph"], ours["graph_version"]) == (view["graph"], version)
+        table = await asyncio.to_thread(cli, "run", "list", "--status", "running", *address)
+        assert version in table.stdout, table.stdout
 
         cancelled = await asyncio.to_thread(cli, "run", "cancel", run, *address)
         assert cancelled.returncode == 0, cancelled.stderr
