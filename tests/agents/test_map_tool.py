@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from chamberlain.agents import GraphSpec, ModelRegistry, parse_graph
+from chamberlain.agents import GraphSpec, ModelRegistry, dump_graph, parse_graph
 from chamberlain.agents._builder import Graph
 from chamberlain.agents._exceptions import GraphSpecError
 from chamberlain.agents._loader import check_graph
@@ -75,6 +75,7 @@ def answer(step_id: str, local_id: str) -> ApprovalAnswer:
 def test_the_yaml_and_the_builder_say_the_same_map() -> None:
     from_yaml = parse_graph(YAML, tools=toolbox.tools())
     assert from_yaml.nodes == built().nodes and from_yaml.grant == built().grant
+    assert parse_graph(dump_graph(built())).nodes == built().nodes  # and exports back to YAML
     fan = from_yaml.nodes["fan"]
     assert fan.type == "map" and fan.tool == "erp.refund" and fan.graph is None and fan.timeout.total_seconds() == 20
 
