@@ -28,10 +28,10 @@ def servers() -> Iterator[dict[str, FakeModelServer]]:
         server.stop()
 
 
-def registry(servers: dict[str, FakeModelServer]) -> ModelRegistry:
+def registry(servers: dict[str, FakeModelServer], timeout: float = 0.5) -> ModelRegistry:
     models = ModelRegistry()
     for tier, server in servers.items():
-        client = PrivateChatModel(base_url=server.base_url, model=f"{tier}-model", timeout=0.5)
+        client = PrivateChatModel(base_url=server.base_url, model=f"{tier}-model", timeout=timeout)
         trust = [] if tier == "external" else ["pii"]
         models.register(f"{tier}-model", client, Tier(tier), trust=trust, cost_per_1k_input=1.0, cost_per_1k_output=2.0)
     return models
@@ -57,19 +57,39 @@ async def test_a_retryable_server_failure_is_retried(
 async def test_429_retry_after_sets_the_next_retry_delay(
     client: Client, task_queue: str, servers: dict[str, FakeModelServer]
 ) -> None:
+    """The model step's one retry follows the 429 and waits what its Retry-After says. The client
+    waits up to 10 s for an answer, so a loaded machine cannot turn the 429 into a timeout."""
     servers["edge"].then(Behaviour("429", retry_after=1))
     rid = run_id()
-    async with graph_worker(client, task_queue, registry(servers)):
+    async with graph_worker(client, task_queue, registry(servers, timeout=10)):
         await execute_run(client, graph("extract"), {"message": SECRET}, run_id=rid, task_queue=task_queue)
     history = await client.get_workflow_handle(rid).fetch_history()
+    model_steps = {
+        e.event_id
+        for e in history.events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "chamberlain.model_step"
+    }
     started = [
         e.activity_task_started_event_attributes
         for e in history.events
         if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in model_steps
     ]
-    assert started[0].attempt == 2
-    failure = started[0].last_failure.application_failure_info
-    assert failure.type == "ModelUnavailable" and failure.next_retry_delay.ToSeconds() == 1
+    assert len(started) == 1  # one model step, started once more after its failure
+    last = started[0]
+    chain: list[str] = []
+    failed: BaseException | None = await client.data_converter.decode_failure(last.last_failure)
+    while failed is not None:  # the server may wrap an oversized failure: its cause is the original
+        chain.append(repr(failed))
+        failed = failed.__cause__
+    why = (
+        f"attempt {last.attempt} of the model step followed {' <- '.join(chain)}, not the 429: the 429's answer "
+        "was not what failed last (a timeout or a dropped connection on a loaded machine would show here)"
+    )
+    assert last.attempt == 2, why
+    failure = last.last_failure.application_failure_info
+    assert failure.type == "ModelUnavailable" and failure.next_retry_delay.ToSeconds() == 1, why
+    assert len(servers["edge"].received) == 2 and servers["private"].received == []
 
 
 @pytest.mark.parametrize("refusal", ["400", "401", "404", "422"])
