@@ -196,7 +196,7 @@ async def load_run(client: Client, run_id: str, viewer: Principal, index: RunInd
     else:
         progress = await _closed_progress(client, handle, (run_id, described.run_id or ""), index)
     masker = _Masker(request, progress, set(viewer.clearance))
-    pending = progress.pending_approval if progress else None
+    pending = progress.pending_approval if progress and described.close_time is None else None  # closed: abandoned
     view = RunView(
         run_id=run_id,
         status=status,

@@ -175,6 +175,8 @@ async def test_an_operator_cancels_a_run(browser: Browser, console: str, client:
         await page.click("#cancel")
         await expect(page.locator("#run-status")).to_have_text("canceled", timeout=15_000)
         await expect(page.locator("li.operation")).to_contain_text("cancel by olga")
+        await page.reload()
+        await expect(page.locator("#pending")).to_have_count(0)  # a canceled run waits for nobody
         await screenshot(page, "run-canceled")
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert not toolbox.effects("refund")
