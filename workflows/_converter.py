@@ -8,18 +8,53 @@ that starts and follows runs; a worker process passes
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, ClientConfig, TLSConfig
 from temporalio.common import HeaderCodecBehavior
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import (
-    DataConverter,
-    DefaultFailureConverter,
-    DefaultFailureConverterWithEncodedAttributes,
-    PayloadCodec,
-)
+from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadCodec, PayloadConverter
 from temporalio.plugin import SimplePlugin
 
 from chamberlain.workflows._codec import EncryptionCodec
+
+STACK_TRACE_LIMIT = 600
+"""Characters of an outermost stack trace kept in a failure (its innermost frames)."""
+
+_NESTED: ContextVar[bool] = ContextVar("chamberlain_failure_nested", default=False)
+
+
+class CompactFailureConverter(DefaultFailureConverter):
+    """Failures small enough for Temporal to keep whole. The server replaces a retried
+    activity's failure of over 2 KB by "Failure exceeds size limit", losing its type and its
+    retry delay — which a model timeout chained through httpx and httpcore, with a stack trace
+    at each level, easily reaches. So a failure keeps every cause's type and message but only
+    the outermost stack trace, cut to its innermost frames; the worker's log has the whole."""
+
+    encode = False
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=False)
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        nested = _NESTED.get()
+        token = _NESTED.set(True)
+        try:
+            super().to_failure(exception, payload_converter, failure)  # the causes come back through here
+        finally:
+            _NESTED.reset(token)
+        failure.stack_trace = "" if nested else failure.stack_trace[-STACK_TRACE_LIMIT:]
+        if self.encode:
+            attributes = {"message": failure.message, "stack_trace": failure.stack_trace}
+            failure.encoded_attributes.CopyFrom(payload_converter.to_payloads([attributes])[0])
+            failure.message, failure.stack_trace = "Encoded failure", ""
+
+
+class EncodedCompactFailureConverter(CompactFailureConverter):
+    """The same, with message and stack trace moved into a payload the codec encrypts."""
+
+    encode = True
 
 
 def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
@@ -30,7 +65,7 @@ def data_converter(codec: PayloadCodec | None = None) -> DataConverter:
     return DataConverter(
         payload_converter_class=PydanticPayloadConverter,
         payload_codec=codec,
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes if codec else DefaultFailureConverter,
+        failure_converter_class=EncodedCompactFailureConverter if codec else CompactFailureConverter,
     )
 
 
