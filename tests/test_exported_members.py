@@ -28,6 +28,8 @@ def test_tools_exports() -> None:
         "REFERENCE_DAY",
         "SINGLES_DAY",
         "Effect",
+        "McpDeclaration",
+        "McpServer",
         "Resource",
         "ToolAdapter",
         "ToolContext",
@@ -40,7 +42,10 @@ def test_tools_exports() -> None:
         "business_tools",
         "crm_backend",
         "erp_backend",
+        "from_langchain",
+        "mcp_tools",
         "seed",
+        "to_langchain",
         "tool",
     ]
 
