@@ -22,7 +22,14 @@ from chamberlain.agents._steps import ClassifyCall, ClassifyReply, ModelCall, Mo
 from chamberlain.tools._exceptions import UnknownTool
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry
-from chamberlain.workflows._gate import Gate, GateCheck, GateDecision, NoValidTicket, current_ticket
+from chamberlain.workflows._gate import (
+    DecidedRead,
+    Gate,
+    GateCheck,
+    GateDecision,
+    NoValidTicket,
+    current_ticket,
+)
 from chamberlain.workflows._usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
@@ -47,6 +54,15 @@ class GraphActivities:
     async def check_gate(self, check: GateCheck) -> GateDecision:
         """The permission gate's decision for a tool step (run as a local activity)."""
         return await self.gate.check(check)
+
+    @activity.defn(name="chamberlain.gate_read")
+    async def check_gate_and_read(self, check: GateCheck) -> DecidedRead:
+        """A tool step's decision and, when the tool only reads and is allowed, the read itself
+        (one local activity for a read step)."""
+        try:
+            return await self.gate.check_and_read(check, activity.info().attempt)
+        except UnknownTool as exc:
+            raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 
     @activity.defn(name="chamberlain.audit")
     async def audit(self, entry: AuditEntry) -> None:
@@ -88,4 +104,12 @@ class GraphActivities:
             raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
 
     def all(self) -> list[Callable[..., Any]]:
-        return [self.model_step, self.classify_step, self.tool_step, self.record_usage, self.check_gate, self.audit]
+        return [
+            self.model_step,
+            self.classify_step,
+            self.tool_step,
+            self.record_usage,
+            self.check_gate,
+            self.check_gate_and_read,
+            self.audit,
+        ]

@@ -117,6 +117,14 @@ class GateCheck(BaseModel):
     seal: str | None = None
 
 
+class DecidedRead(BaseModel):
+    """A decision taken with the read it allowed: for a read-only tool the gate reads at once,
+    so a read step is one local activity (``reply`` is None when it did not read)."""
+
+    decision: GateDecision
+    reply: ToolReply | None = None
+
+
 current_ticket: ContextVar[Ticket | None] = ContextVar("chamberlain_ticket", default=None)
 """The ticket of the tool call under way: set by :class:`GatedExecutor` around the inner call,
 and at the effect site by the activity interceptor that read it from the header."""
@@ -272,6 +280,15 @@ class Gate:
         seal = self._sign("seal", call, resource)
         return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket})
 
+    async def check_and_read(self, check: GateCheck, attempt: int) -> DecidedRead:
+        """Decide a tool step; if it is allowed and the tool only reads, read now (its record
+        written behind, as :meth:`act` does for reads) and return the reply with the decision."""
+        decision = await self.check(check)
+        ticket = decision.ticket
+        if decision.outcome != "allow" or ticket is None or not ticket.read_only:
+            return DecidedRead(decision=decision)
+        return DecidedRead(decision=decision, reply=await self.act(check.call, ticket, attempt, reads_behind=True))
+
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
         if ticket is None or not hmac.compare_digest(
@@ -387,6 +404,7 @@ def who(principal: Principal | None) -> str:
 # -- the wrapper ------------------------------------------------------------------------------------
 
 Decide = Callable[[GateCheck], Awaitable[GateDecision]]
+DecideRead = Callable[[GateCheck, "ToolNode | AgentNode"], Awaitable[DecidedRead]]
 
 
 class GatedExecutor:
@@ -405,8 +423,10 @@ class GatedExecutor:
         principal: Principal | None,
         graph: GraphSpec,
         ceiling: list[str] | None = None,
+        decide_read: DecideRead | None = None,
     ) -> None:
         self.inner, self.decide, self.principal, self.graph = inner, decide, principal, graph
+        self.decide_read = decide_read  # a tool step's first decision, reading at once if the tool only reads
         self._standing: Principal | None = None  # who approved at the last approval node, if it approved
         # A child run's grant stays within its parent's (``ceiling``), whatever its own spec says.
         own = graph.grant if graph.grant is not None else ceiling
@@ -441,7 +461,13 @@ class GatedExecutor:
         decided again, with the approver, and is the one that runs; the reply names its arguments."""
         check = GateCheck(call=call, principal=self.principal, grant=self.grant, labels=call.labels)
         asked = call
-        verdict = await self.decide(check)
+        if self.decide_read is not None:
+            decided = await self.decide_read(check, node)
+            if decided.reply is not None:  # allowed, and read: the step is done
+                return decided.reply
+            verdict = decided.decision
+        else:
+            verdict = await self.decide(check)
         if verdict.invalid:
             return ToolReply(error=ToolFailure(kind="ToolInputInvalid", message=verdict.reason))
         check = check.model_copy(update={"resource": verdict.resource, "seal": verdict.seal})

@@ -49,7 +49,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from chamberlain.workflows._activities import GraphActivities
     from chamberlain.workflows._audit import AuditEntry
-    from chamberlain.workflows._gate import GateCheck, GateDecision, GatedExecutor, current_ticket, who
+    from chamberlain.workflows._gate import DecidedRead, GateCheck, GateDecision, GatedExecutor, current_ticket, who
     from chamberlain.workflows._types import (
         Cursor,
         PendingApproval,
@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
 
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 LOCAL_READS = "chamberlain-local-reads"  # patch: read-only tools run as local activities
+READ_WITH_DECISION = "chamberlain-read-with-decision"  # patch: a read runs in its decision's local activity
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
@@ -89,6 +90,7 @@ class GraphWorkflow:
         self._cursor: Cursor | None = None
         self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
         self._local_reads = False
+        self._read_with_decision = False
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
     @workflow.run
@@ -97,6 +99,7 @@ class GraphWorkflow:
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
         self._local_reads = workflow.patched(LOCAL_READS)
+        self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)
@@ -108,7 +111,12 @@ class GraphWorkflow:
             cursor = request.resume
         self._cursor = cursor
         executor = GatedExecutor(
-            self, self._decide, principal=request.principal, graph=request.graph, ceiling=request.ceiling
+            self,
+            self._decide,
+            principal=request.principal,
+            graph=request.graph,
+            ceiling=request.ceiling,
+            decide_read=self._decide_read if self._read_with_decision else None,
         )
         steps_this_segment = 0
         while True:
@@ -252,6 +260,25 @@ class GraphWorkflow:
         return await workflow.execute_local_activity_method(
             GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
         )
+
+    async def _decide_read(self, check: GateCheck, node: ToolNode | AgentNode) -> DecidedRead:
+        """A tool step's first decision, which also reads when the tool only reads (one local
+        activity for a read step), under the node's timeout and retry policy as the read's own
+        activity would be."""
+        try:
+            return await workflow.execute_local_activity_method(
+                GraphActivities.check_gate_and_read,
+                check,
+                start_to_close_timeout=max(node.timeout, timedelta(seconds=30)),
+                retry_policy=_retry_policy(node),
+            )
+        except ActivityError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            raise ApplicationError(
+                f"step {check.call.step.step_id} failed: {exc.cause}",
+                type=cause.type if cause else "StepFailed",
+                non_retryable=True,
+            ) from exc
 
     async def _activity(
         self,
