@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from chamberlain.agents._exceptions import ModelOutputInvalid
+from chamberlain.agents._exceptions import ModelOutputInvalid, ModelUnavailable
 from chamberlain.agents._models import output_model, parse_output
 from chamberlain.agents._outcomes import StepOutcome
 from chamberlain.agents._spec import AgentNode, ApprovalNode, ClassifyNode, ModelNode, OutputField, model_or_tier
@@ -103,7 +103,11 @@ async def ask(
             attempt=attempt,
             tools=tools or [],
         )
-        reply = await executor.call_model(call, node)
+        try:
+            reply = await executor.call_model(call, node)
+        except ModelUnavailable as exc:  # through its retries: the next model, or a person, answers
+            answer.routing.append(f"{candidate}: unavailable ({str(exc)[:120]})")
+            continue
         answer.add(reply)
         if reply.skipped:
             answer.routing.append(f"{reply.model}: skipped, {reply.skipped}")

@@ -19,9 +19,10 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from chamberlain.agents._exceptions import AgentError, ModelOutputInvalid, StepFailed
+    from chamberlain.agents._exceptions import AgentError, ModelOutputInvalid, ModelUnavailable, StepFailed
     from chamberlain.agents._plan import GraphPlan, StepOutcome, approval_values
     from chamberlain.agents._spec import (
         ActivityNode,
@@ -217,7 +218,15 @@ class GraphWorkflow:
     # -- the executor: effects as activities, approvals as updates ---------------------------
 
     async def call_model(self, call: ModelCall, node: ModelNode | ClassifyNode | AgentNode) -> ModelReply:
-        return await self._activity(GraphActivities.model_step, call, node, call.attempt)
+        """A model that stays unreachable or slow through the step's retries is
+        :class:`ModelUnavailable`: the cascade moves on to its next model, or to a person."""
+        try:
+            return await self._activity(GraphActivities.model_step, call, node, call.attempt)
+        except ApplicationError as exc:
+            failed = exc.__cause__.cause if isinstance(exc.__cause__, ActivityError) else None
+            if exc.type == "ModelUnavailable" or isinstance(failed, TemporalTimeout):
+                raise ModelUnavailable(f"{failed or exc}") from exc
+            raise
 
     async def classify(self, call: ClassifyCall, node: ClassifyNode) -> ClassifyReply:
         return await self._activity(GraphActivities.classify_step, call, node)
