@@ -1,8 +1,10 @@
 """Parked runs: N graph runs waiting for a manager's approval — the worker's resident memory,
 and the time to approve them all through the HTTP API until every run has completed —
 against N raw Temporal workflows waiting for an update, approved by direct updates. Each
-kind runs on its own fresh worker process (the worker keeps parked runs in its cache: the
-worst case for memory).
+kind runs on its own fresh worker process with its default cache: the graph worker keeps
+at most ``MAX_CACHED_WORKFLOWS`` runs (500) and replays an evicted run from history when its
+approval arrives, so the approve-all time includes those replays; the raw worker keeps
+Temporal's default of 1,000.
 
     python -m benchmarks.parked [--runs 1000] [--concurrency 32] [--out DIR] [--write]
 """

@@ -79,7 +79,11 @@ def _retry_policy(node: ActivityNode) -> RetryPolicy:
     )
 
 
-@workflow.defn(name="chamberlain.graph", failure_exception_types=[AgentError])
+# Unsandboxed: everything the workflow runs is imported once and passed through (see the plugin's
+# PASSTHROUGH), so the sandbox guarded nothing here but builtins, and its per-activation cost was
+# a third of a read step (docs/benchmarks.md). Determinism is held by the replay tests of
+# recorded histories. A business's own workflows on the same worker stay sandboxed.
+@workflow.defn(name="chamberlain.graph", failure_exception_types=[AgentError], sandboxed=False)
 class GraphWorkflow:
     def __init__(self) -> None:
         self._request: RunRequest | None = None
