@@ -123,7 +123,12 @@ async def stuck(client: Client, handles: list[WorkflowHandle[GraphWorkflow, RunR
                 failure = await client.data_converter.decode_failure(
                     event.workflow_task_failed_event_attributes.failure
                 )
-                found.setdefault(handle.id, []).append(str(failure)[:300])
+                chain: list[str] = []
+                cause: BaseException | None = failure
+                while cause is not None:
+                    chain.append(f"{type(cause).__name__}: {cause}"[:200])
+                    cause = cause.__cause__
+                found.setdefault(handle.id, []).append(" <- ".join(chain))
     return found
 
 
