@@ -186,6 +186,46 @@ async def test_eval_scores_the_shipped_field_support_cases_per_asker(dev_server:
     assert cases["support-29"]["outcome"]["escalations"] == ["expert"]  # the weather: nothing to retrieve
 
 
+def garbling_models() -> ModelRegistry:
+    """Both models answer what no schema accepts, so each cascade reaches a person."""
+    models = ModelRegistry()
+    for name, tier in (("smollm2-135m", Tier.EDGE), ("qwen2.5-14b-instruct", Tier.PRIVATE)):
+        models.register(name, ScriptedChatModel(respond=lambda _m, _k: "no JSON here"), tier, trust=["confidential"])
+    return models
+
+
+async def test_eval_answers_a_cascade_that_reaches_a_person_with_its_output(
+    dev_server: DevServer, tmp_path: Path
+) -> None:
+    """A model step whose cascade ends with ``human`` asks a person for the model's output: the
+    harness answers with values fitting it, and the run goes on (to the expert, here)."""
+    report = tmp_path / "garbled.json"
+    done = await asyncio.to_thread(
+        chamberlain,
+        "eval",
+        "examples/field_support/cases.jsonl",
+        "--graph",
+        "examples/field_support/graph.yaml",
+        "--app",
+        "chamberlain.examples.field_support.app",
+        "--models",
+        "tests.server.test_eval_cli:garbling_models",
+        "--limit",
+        "1",
+        "--address",
+        dev_server.address,
+        "--json",
+        str(report),
+        "--work",
+        str(tmp_path / "work"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (case,) = json.loads(report.read_text(encoding="utf-8"))["cases"]["garbling_models"]
+    outcome = case["outcome"]
+    assert (outcome["status"], outcome["end"], outcome["error"]) == ("completed", "done_expert", None)
+    assert outcome["escalations"] == ["answer", "answer_private", "expert"]
+
+
 @pytest.mark.slow
 async def test_eval_runs_shipped_promo_cases_on_the_embedded_model(
     dev_server: DevServer, embedded_model: object, tmp_path: Path

@@ -32,7 +32,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from chamberlain.agents._models import ModelRegistry
-from chamberlain.agents._spec import ApprovalNode, FieldType, GraphSpec, OutputField, ToolNode
+from chamberlain.agents._spec import ApprovalNode, FieldType, GraphSpec, ModelNode, OutputField, ToolNode
 from chamberlain.agents._steps import ApprovalAnswer
 from chamberlain.tools._adapter import Effect
 from chamberlain.tools._recording import Recording, RecordingTools, ReplayingTools, current_step
@@ -126,9 +126,20 @@ def sqlite_store(tools_over: Callable[[str], ToolRegistry], folder: Path) -> Cal
     return store
 
 
-def approval_values(node: ApprovalNode) -> dict[str, Any]:
-    """Placeholder values for a handoff that asks for values (a reply), valid for its output."""
+def approval_values(node: ApprovalNode | ModelNode) -> dict[str, Any]:
+    """Placeholder values for a handoff that asks for values (a reply, or the output a person
+    gives in a model's stead), valid for its output."""
     return {name: _placeholder(spec) for name, spec in (node.output or {}).items()}
+
+
+def _asks_values(node: Any, pending: PendingApproval) -> bool:
+    """A handoff answered with values: an approval node with an output, or a model's cascade
+    reaching ``human`` (its pending approval names the model node and the ``human`` roles)."""
+    if isinstance(node, ApprovalNode):
+        return bool(node.output)
+    if isinstance(node, ModelNode) and node.output and "human" in node.cascade:
+        return bool(set(pending.approvers) & set(node.human))
+    return False
 
 
 def _placeholder(spec: OutputField) -> Any:
@@ -273,7 +284,7 @@ async def _progress(handle: WorkflowHandle[GraphWorkflow, RunResult]) -> RunProg
 def _answer(pending: PendingApproval, graph: GraphSpec, case: Case) -> ApprovalAnswer:
     node = graph.nodes.get(pending.node)
     values = case.approval.values
-    if values is None and isinstance(node, ApprovalNode) and node.output:
+    if values is None and isinstance(node, ApprovalNode | ModelNode) and _asks_values(node, pending):
         values = approval_values(node)
     approver = Principal(id=APPROVER, roles=list(pending.approvers))
     return ApprovalAnswer(step_id=pending.step_id, outcome=case.approval.outcome, approver=approver, values=values)
