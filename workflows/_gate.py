@@ -173,7 +173,10 @@ def persisted_secret(folder: Path) -> bytes:
 
 
 class Gate:
-    """Policy decisions with their audit records, for the tools and models of one deployment."""
+    """Policy decisions with their audit records, for the tools and models of one deployment.
+    ``durable_reads``: commit a read-only tool's record before its step completes, as every
+    write's is (a crash then loses no read's record; reads are slower); by default the durable
+    engine writes reads' records behind."""
 
     def __init__(
         self,
@@ -183,6 +186,7 @@ class Gate:
         secret: bytes | None,
         *,
         development: bool = False,
+        durable_reads: bool = False,
     ) -> None:
         if not isinstance(policies, PolicyEngine):
             raise GateNotConfigured("the permission gate has no Cedar policies: pass PolicyEngine.load(<folder>)")
@@ -192,6 +196,7 @@ class Gate:
         self.commits = GroupCommit(audit)
         self.secret = grant_secret(secret or b"", setting=f"{GRANT_SECRET_ENV} (the gate's secret)")
         self.is_development = development
+        self.durable_reads = durable_reads
         self._pseudonym_key = hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest()
 
     @classmethod
@@ -326,7 +331,8 @@ class Gate:
                 policies=admitted.policies,
                 **money(admitted.resource.attributes),
             )
-            if reads_behind and admitted.read_only and self.tools[call.tool].effect is Effect.READ:
+            behind = reads_behind and not self.durable_reads
+            if behind and admitted.read_only and self.tools[call.tool].effect is Effect.READ:
                 self.commits.append_behind(entry)
             else:
                 await self.record(entry)

@@ -15,7 +15,11 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
+from chamberlain.agents._steps import StepContext, ToolCall
 from chamberlain.workflows._audit import AuditEntry, AuditLog, AuditLogError, AuditLogNotFound, _record_hash
+from chamberlain.workflows._gate import GateCheck
+from tests.support import toolbox
+from tests.support.workers import gate_for_tests
 
 ROOT = Path(__file__).parents[2]
 KEY = b"checkpoint-key"
@@ -242,3 +246,19 @@ def test_cli_checkpoint_then_verify_against_it(tmp_path: Path) -> None:
     assert run("verify").returncode == 0
     caught = run("verify", "--checkpoint", str(mark))
     assert caught.returncode == 1 and "records 3 to 5 are missing: the checkpoint of" in caught.stdout + caught.stderr
+
+
+async def test_a_read_is_recorded_behind_unless_the_gate_keeps_reads_durable(tmp_path: Path) -> None:
+    """The durable engine's read step (decision and read in one call) returns before the read's
+    record commits; a gate with ``durable_reads`` commits it first, as it does every write's."""
+    for durable in (False, True):
+        log = AuditLog(f"sqlite:///{tmp_path / f'audit-{durable}.sqlite'}")
+        tools = toolbox.tools()
+        gate = gate_for_tests(tools, log)
+        gate.durable_reads = durable
+        call = ToolCall(step=StepContext(run_id="r", node="lookup", visit=1), tool="erp.order", args={"order_id": "A1"})
+        read = await gate.check_and_read(GateCheck(call=call, principal=None, grant=None), attempt=1)
+        assert read.reply is not None and read.reply.error is None and read.decision.ticket is not None
+        assert len(list(log.records())) == (1 if durable else 0)
+        await gate.drain()
+        assert [(r.step_id, r.kind, r.action) for r in log.records()] == [("r/lookup/1", "effect", "erp.order.read")]
