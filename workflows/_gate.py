@@ -175,8 +175,9 @@ def persisted_secret(folder: Path) -> bytes:
 class Gate:
     """Policy decisions with their audit records, for the tools and models of one deployment.
     ``durable_reads``: commit a read-only tool's record before its step completes, as every
-    write's is (a crash then loses no read's record; reads are slower); by default the durable
-    engine writes reads' records behind."""
+    write's is, so a crash loses no record (the default). ``False`` writes reads' records
+    behind in the durable engine — faster reads, at the price that a crashed worker may lose
+    the records of its last reads (never a write's)."""
 
     def __init__(
         self,
@@ -186,7 +187,7 @@ class Gate:
         secret: bytes | None,
         *,
         development: bool = False,
-        durable_reads: bool = False,
+        durable_reads: bool = True,
     ) -> None:
         if not isinstance(policies, PolicyEngine):
             raise GateNotConfigured("the permission gate has no Cedar policies: pass PolicyEngine.load(<folder>)")
