@@ -119,7 +119,7 @@ class ChamberlainPlugin(SimplePlugin):
                 TicketInterceptor(),
                 *tracing_interceptors(),  # only when tracing is configured (OTEL_EXPORTER_OTLP_ENDPOINT)
                 TelemetryInterceptor(),
-                *([RunIndexInterceptor(run_index)] if run_index else []),
+                *([RunIndexInterceptor(run_index, codec=self.codec)] if run_index else []),
             ],
             workflow_runner=_with_passthrough,
             run_context=self._audit_drained,
