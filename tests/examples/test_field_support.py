@@ -10,7 +10,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,9 +233,19 @@ async def test_a_cited_secret_is_refused_by_the_gate(client: Client, tmp_path: P
     assert [s["document"] for s in result.output["sources"]] == ["sb-2024-07-e5-defrost"]
 
 
-@pytest.mark.timeout(900)  # the answer step may take two minutes, then a second model on the CPU
+@pytest.fixture
+def own_embedded_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedModelServer]:
+    """The embedded model on a server of its own: no request an earlier test left queued on the
+    shared one (llama.cpp answers one at a time, and finishes what a timed-out client asked) delays it."""
+    server = EmbeddedModelServer(log_file=tmp_path / "llama.log").start()
+    monkeypatch.setenv("CHAMBERLAIN_EMBEDDED_URL", server.base_url)
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(1200)  # a slow CPU: each model step may use its two minutes twice before a person answers
 async def test_one_question_on_the_embedded_model(
-    client: Client, embedded_model: EmbeddedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    client: Client, own_embedded_model: EmbeddedModelServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real SmolLM2: an answer whose citations are among the allowed passages, or a handoff.
     Its latency (the one-minute target) is printed, not asserted: it depends on the machine's load."""
@@ -244,14 +254,17 @@ async def test_one_question_on_the_embedded_model(
         started = time.monotonic()
         handle = await run.ask(E5, FIELD)
         result_task = asyncio.ensure_future(handle.result())
-        while not result_task.done() and not (await progress(handle)).pending_approval:
+        latency, handoffs = None, 0
+        while not result_task.done():  # an expert answers each handoff, as many as the run makes
+            if (await progress(handle)).pending_approval:
+                latency = latency or time.monotonic() - started
+                await expert_answers(handle, "Replace the NTC sensor with part 4021-18.")
+                handoffs += 1
             await asyncio.wait([result_task], timeout=0.2)
-        latency = time.monotonic() - started
-        if not result_task.done():
-            await expert_answers(handle, "Replace the NTC sensor with part 4021-18.")
+        latency = latency or time.monotonic() - started
         result = await result_task
         route = " → ".join(run.path(handle))
-    print(f"\nembedded model: {result.end} after {latency:.1f} s via {route}: {result.output}")
+    print(f"\nembedded model: {result.end}, {latency:.1f} s to a handoff or the end, {handoffs} handoffs: {route}")
     assert result.end in {"done", "done_private", "done_expert"}
     allowed = {"sb-2024-07-e5-defrost", "aw9-siting", "aw9-error-codes", "aw9-maintenance", "ticket-t3120-dhw"}
     for source in result.output.get("sources", []):
