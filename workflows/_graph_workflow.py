@@ -70,6 +70,15 @@ Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
 
+def _step_failed(step_id: str, exc: ActivityError) -> ApplicationError:
+    """A step's activity failed for good: the run fails with the cause's type (``StepFailed``
+    when the cause is no application error, e.g. a timeout)."""
+    cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+    return ApplicationError(
+        f"step {step_id} failed: {exc.cause}", type=cause.type if cause else "StepFailed", non_retryable=True
+    )
+
+
 def _retry_policy(node: ActivityNode) -> RetryPolicy:
     return RetryPolicy(
         maximum_attempts=node.retry.max_attempts,
@@ -286,12 +295,7 @@ class GraphWorkflow:
                 retry_policy=_retry_policy(node),
             )
         except ActivityError as exc:
-            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
-            raise ApplicationError(
-                f"step {check.call.step.step_id} failed: {exc.cause}",
-                type=cause.type if cause else "StepFailed",
-                non_retryable=True,
-            ) from exc
+            raise _step_failed(check.call.step.step_id, exc) from exc
 
     async def _activity(
         self,
@@ -317,12 +321,7 @@ class GraphWorkflow:
                 retry_policy=_retry_policy(node),
             )
         except ActivityError as exc:
-            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
-            raise ApplicationError(
-                f"step {call.step.step_id} failed: {exc.cause}",
-                type=cause.type if cause else "StepFailed",
-                non_retryable=True,
-            ) from exc
+            raise _step_failed(call.step.step_id, exc) from exc
 
     async def request_approval(self, request: ApprovalRequest, node: ApprovalNode) -> ApprovalAnswer:
         """Calls that need approval at the same time — a map's items over a tool — take turns:
