@@ -4,8 +4,8 @@
 2. a large one → a manager approves first;
 3. an ordinary order past its 7-day window → declined, with the policy's reason.
 
-When the exemplar classifier and the model read a message differently, the run parks in the
-support queue instead; the starter then answers as a support agent.
+When the exemplar classifier is unsure of a message's intent (a margin below ``min_margin``),
+the run parks in the support queue instead; the starter then answers as a support agent.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ async def main(console: Console | None = None) -> list[dict[str, object]]:
             while not result_task.done():
                 if pending := (await progress(handle)).pending_approval:
                     console.print(f"[yellow]{pending.node}[/yellow] {pending.ask}")
-                    if pending.node == "support":  # the readers disagreed: a person answers the customer
+                    if pending.node == "support":  # the classifier was unsure: a person answers the customer
                         agent, answer = Principal(id="wei", roles=["support"]), {"reply": "We will call you today."}
                     else:
                         agent, answer = Principal(id="maria", roles=["manager"]), None

@@ -25,8 +25,8 @@ async def test_three_returns_end_to_end(
     console = Console(record=True, width=140)
     automatic, approved, declined = await starter.main(console)
 
-    # On the embedded model a return completes, or — where the small model and the classifier read
-    # the intent differently — goes to the support queue, which the starter answers; never both.
+    # On the embedded model a return completes, or — where the classifier is unsure of the intent —
+    # goes to the support queue, which the starter answers; never both.
     assert automatic["end"] in ("done", "answered") and approved["end"] in ("done", "answered")
     if automatic["end"] == "done":
         assert automatic["rma"] == "RMA000001" and automatic["refund_id"] == "RF000001"
