@@ -136,7 +136,7 @@ async def list_runs(client: Client, status: str | None = None, limit: int = 50) 
         async with reads:
             try:
                 request = await _request_of(client, run.run_id)
-            except (RPCError, ValueError):  # gone since listed, or another key: shown without its graph
+            except (RPCError, ValueError, KeyError):  # gone since listed, another key or none: no graph shown
                 return
         if request is not None:
             run.graph, run.graph_version = request.graph.name, graph_version(request.graph)

@@ -369,7 +369,8 @@ async def _index_batch(client: Client, index: RunIndex, batch: list[WorkflowExec
         if execution.workflow_type == GRAPH_TYPE and execution.id not in known:
             try:
                 request = await _start_request(client, execution)
-            except ValueError:  # undecodable (another key) or an older request shape: listed without its graph
+            except (ValueError, KeyError):  # another key, no key (KeyError: unknown encoding) or an older shape:
+                # listed without its graph
                 request = None
         index.seen(execution, request)
 
@@ -398,7 +399,7 @@ async def open_progress(converter: DataConverter, sealed: bytes) -> RunProgress 
     """What :func:`seal_progress` kept, read with ``converter``; None if it cannot (another key)."""
     try:
         [progress] = await converter.decode([Payload.FromString(sealed)], [RunProgress])
-    except ValueError:  # PayloadDecodeError, a validation error, an undecodable payload
+    except (ValueError, KeyError):  # another key, no key (unknown encoding), a validation error
         return None
     return progress if isinstance(progress, RunProgress) else None
 

@@ -12,6 +12,8 @@ import httpx
 import pytest
 import yaml
 from temporalio.client import Client
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter
 
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
@@ -216,3 +218,17 @@ async def synced(client: Client, index: RunIndex, run: str, ready: object) -> Ru
             return row
         await asyncio.sleep(0.1)
     raise AssertionError(f"{run}: the index never caught up: {index.get(run)}")
+
+
+async def test_a_run_this_process_cannot_decrypt_is_listed_without_its_graph(
+    client: Client, dev_server: DevServer, task_queue: str, tmp_path: Path
+) -> None:
+    """A console without the payload keys (or with other ones) lists every run; the runs it
+    cannot read show no graph — one foreign run must not break the runs page."""
+    assert client.data_converter.payload_codec is not None  # the tests' runs are encrypted
+    encrypted = await start_run(client, graph("chat"), {"history": ["hi"]}, run_id=run_id(), task_queue=task_queue)
+    keyless = await Client.connect(dev_server.address, data_converter=DataConverter(PydanticPayloadConverter))
+    index = RunIndex(f"sqlite:///{tmp_path / 'runs.sqlite'}")
+    row = await synced(keyless, index, encrypted.id, lambda row: True)
+    assert row.status == "running" and row.graph is None
+    await encrypted.terminate()
