@@ -14,6 +14,7 @@ import yaml
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter
+from temporalio.worker import Worker
 
 from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
@@ -103,12 +104,7 @@ async def test_real_runs_feed_the_index_and_the_runs_api(
 ) -> None:
     index = RunIndex(f"sqlite:///{tmp_path / 'runs.sqlite'}")
     customer = Principal(id=CUSTOMER, roles=["customer"], department="support", tenant="acme")
-    models, _ = chat_models()
-    tools = toolbox.tools()
-    worker = create_worker(
-        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index
-    )
-    async with worker:
+    async with indexing_worker(client, task_queue, index):
         chat = await start_run(
             client,
             graph("chat"),
@@ -179,12 +175,7 @@ async def test_a_finished_run_keeps_its_steps_sealed_and_shows_them_with_no_work
     steps in the index as it finished, encrypted like its history."""
     index = RunIndex(f"sqlite:///{tmp_path / 'runs.sqlite'}")
     customer = Principal(id=CUSTOMER, roles=["customer"], department="support")
-    models, _ = chat_models()
-    tools = toolbox.tools()
-    worker = create_worker(
-        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index
-    )
-    async with worker:
+    async with indexing_worker(client, task_queue, index):
         chat = await start_run(
             client,
             graph("chat"),
@@ -206,6 +197,15 @@ async def test_a_finished_run_keeps_its_steps_sealed_and_shows_them_with_no_work
     view = await show_run(client, chat.id, Principal(id="olga", roles=["ops"]), index)  # no worker is running
     assert view.status == "completed" and view.graph_version == graph_version(graph("chat"))
     assert view.steps is not None and [s.node for s in view.steps] == ["reply", "summarize", "done"]
+
+
+def indexing_worker(client: Client, task_queue: str, index: RunIndex) -> Worker:
+    """A worker of the chat graph's tools and scripted models that feeds ``index``."""
+    models, _ = chat_models()
+    tools = toolbox.tools()
+    return create_worker(
+        client, models=models, tools=tools, gate=gate_for_tests(tools), task_queue=task_queue, run_index=index
+    )
 
 
 async def synced(client: Client, index: RunIndex, run: str, ready: object) -> RunRow:
