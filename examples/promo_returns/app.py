@@ -16,6 +16,7 @@ from sqlalchemy import inspect
 
 from chamberlain.agents import ModelCatalog, ModelRegistry
 from chamberlain.examples.promo_returns.language import detect_language
+from chamberlain.examples.promo_returns.stated import read_stated
 from chamberlain.tools import REFERENCE_DAY, ToolRegistry, business_tools, crm_backend, erp_backend, seed
 from chamberlain.tools.crm.contract import CrmBackend
 from chamberlain.tools.crm.embedded import EmbeddedCrm
@@ -51,9 +52,11 @@ def tools() -> ToolRegistry:
 
 
 def tools_over(erp: ErpBackend, crm: CrmBackend, *, labels_dir: Path) -> ToolRegistry:
-    """The scenario's tools over any ERP and CRM: the business tools and the language detection."""
+    """The scenario's tools over any ERP and CRM: the business tools, the language detection and
+    the reading of what a message states literally."""
     registry = business_tools(erp, crm, labels_dir=labels_dir, today=REFERENCE_DAY)
     registry.register(detect_language)
+    registry.register(read_stated)
     return registry
 
 

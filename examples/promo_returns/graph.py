@@ -4,7 +4,11 @@
 Promo-season returns: "return what I bought in the big sale" — and everything else a customer
 writes to the helpdesk in the sale. The intent is the nearest labelled exemplar's (WordLlama):
 trusted when its margin over the next class is clear, else a person in the support queue
-decides; the small model only extracts (order, lines, quantities, condition, reason).
+decides; the small model only extracts (order, lines, quantities, condition, reason), and what
+it read is held against what the message states in so many words (``text.stated``): an order ID
+the message does not contain is cleared (never guessed), a count of items the customer wrote is
+the one returned (never shrunk), and legal action or a payment dispute makes it a complaint for
+a person, however the classifier read it.
 Complaints, non-delivery claims, exchanges and other questions go to the support queue too:
 the run parks with a summary and resumes with the agent's reply. Status and cancellation go
 to the ERP. Returns: an order ID the customer did not write is never acted
@@ -36,6 +40,7 @@ class PromoState(BaseModel):
     everything: bool = False
     line_no: int = 1
     quantity: int = 1
+    threat: bool = False
     condition: str = "unopened"
     reason: str = ""
     order_status: str | None = None
@@ -64,6 +69,11 @@ INTENTS = {
         "我要退货退款",
         "买的东西不想要了，申请退货",
         "两件都退了吧",
+        "the box is still sealed, please take it back and refund me",
+        "这个订单的商品我要退回去",
+        "订单里的衣服不合适，还没拆封，帮我退掉",
+        "收到就是坏的，给我退钱",
+        "没拆封，申请退款",
     ],
     "exchange": [
         "can I swap it for a different size",
@@ -90,6 +100,10 @@ INTENTS = {
         "your service is terrible",
         "我要投诉",
         "重复扣款了，找你们经理",
+        "I will take legal action if this is not fixed",
+        "I am disputing the payment with my bank",
+        "再不解决我就起诉你们",
+        "我要去12315举报你们",
     ],
     "non_delivery": [
         "the courier says delivered but I never got it",
@@ -104,18 +118,19 @@ INTENTS = {
         "do you ship to Hong Kong",
         "你们有卖替换滤芯吗",
         "发票怎么开",
+        "can the refund be paid to a different card",
+        "退款能打到另一张银行卡吗",
     ],
 }
 
-# What the model read counts only where the customer wrote it: "everything", a quantity, a line —
-# else one item of line 1.
+# What the model read counts only where the customer wrote it: "everything", a line — else line 1;
+# the quantity is the one the message states (``text.stated``), else 1.
 ORDER_LINES = """\
 (result.open_lines if everything and ('everything' in lower(message) or 'all ' in lower(message) \
 or 'whole' in lower(message)
                    or '全部' in message or '都' in message or '所有' in message)
 else [{'line_no': line_no if 'line ' + str(line_no) in lower(message) or '第' + str(line_no) in message else 1,
-       'quantity': quantity if str(quantity) in message or (quantity == 2 and ('both' in lower(message)
-                   or 'two' in lower(message) or 'pair' in lower(message) or '两' in message)) else 1}])"""
+       'quantity': quantity}])"""
 
 
 def graph() -> Graph:
@@ -153,6 +168,18 @@ def graph() -> Graph:
             "condition": OutputField(enum=["unopened", "opened", "damaged_on_arrival", "wrong_item", "used"]),
             "reason": OutputField(max_length=80),
         },
+        next="stated",
+    )
+    g.tool(  # the model's reading held against what the message says in so many words
+        "stated",
+        tool="text.stated",
+        args={"text": "message", "order_id": "order_id"},
+        output={
+            "order_id": "result.order_id",  # null unless the message contains it: never a guessed identifier
+            "quantity": "result.quantity if result.quantity else 1",  # "return 10" is 10, never the model's 1
+            "threat": "result.threat",
+            "intent": "'complaint' if result.threat else intent",  # legal action, a chargeback: a person answers
+        },
         next="triage",
     )
     g.route(
@@ -160,7 +187,7 @@ def graph() -> Graph:
         [
             When("margin < min_margin", "support"),  # an unsure classifier (two classes close): a person
             When("intent in ['complaint', 'non_delivery', 'exchange', 'other']", "support"),
-            When("order_id == 'none' or order_id not in message", "ask_order"),  # never a guessed order
+            When("order_id == None", "ask_order"),  # the message names no order
             When("intent == 'status'", "status"),
             When("intent == 'cancel'", "cancel"),
         ],
@@ -170,7 +197,7 @@ def graph() -> Graph:
         "support",
         ask=(
             '[{language}] customer {customer_id}, order {order_id}: "{message}" —'
-            " read as {intent} (classifier margin {margin}). Reply to the customer."
+            " read as {intent} (classifier margin {margin}; threat or dispute: {threat}). Reply to the customer."
         ),
         approvers=["support"],
         escalate_to=["supervisor"],

@@ -133,11 +133,14 @@ class Runs:
     shop: Shop
     model: Model
 
-    async def start(self, message: str, customer: str, **extracted: Any) -> WorkflowHandle[GraphWorkflow, RunResult]:
+    async def start(
+        self, message: str, customer: str, state: dict[str, Any] | None = None, **extracted: Any
+    ) -> WorkflowHandle[GraphWorkflow, RunResult]:
+        """Start a run on ``message`` (with ``state`` set at the start); the model extracts ``extracted``."""
         self.model.extractions[message] = understanding(**extracted)
         spec = load_graph(GRAPH, tools=self.shop.tools)
         principal = Principal(id=f"helpdesk:{customer}", kind="service", roles=["helpdesk"], customer=customer)
-        values = {"message": message, "customer_id": customer}
+        values = {"message": message, "customer_id": customer, **(state or {})}
         return await start(self.client, spec, values, run_id=run_id(), principal=principal, task_queue=self.task_queue)
 
     async def finish(
@@ -272,16 +275,36 @@ async def test_claims_exchanges_and_questions_go_to_a_person_not_a_refund(
 
 
 async def test_an_unsure_classifier_hands_the_message_to_a_person(runs: Runs, shop: Shop) -> None:
-    """A threat that reads almost as much like a refund request as like a complaint: the classifier
-    leans to "return" by less than the margin it is trusted with, so a person answers; no refund."""
+    """A return the classifier reads by less than the margin it is trusted with goes to a person, not
+    to a refund. The run trusts no margin here (a cosine margin is below 2), so any reading is unsure."""
     order_id, owner = await delivered_order(shop)
-    handle = await runs.start(f"马上给 {order_id} 退款，不然我去消协投诉你们", owner, order_id=order_id)
+    message = f"Please take back order {order_id}, it is unopened"
+    handle = await runs.start(message, owner, state={"min_margin": 2.0}, order_id=order_id)
     pending = await parked(handle)
     assert pending.node == "support" and "read as return" in pending.ask
     answer = ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=AGENT, values={"reply": "已转主管"})
     await decide(handle, answer)
     result = await handle.result()
-    assert result.end == "answered" and result.output["margin"] < 0.03
+    assert result.end == "answered" and result.output["margin"] < 2.0
+    assert shop.refunds() == [] and shop.returns() == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["Refund order {order} by tonight or my lawyer takes you to court", "{order} 今天不退款我就申请信用卡拒付"],
+)
+async def test_a_threat_goes_to_a_person_as_a_complaint_however_the_classifier_reads_it(
+    runs: Runs, shop: Shop, message: str
+) -> None:
+    """Legal action or a payment dispute: a careful employee hands it on rather than paying it out."""
+    order_id, owner = await delivered_order(shop)
+    handle = await runs.start(message.format(order=order_id), owner, order_id=order_id)
+    pending = await parked(handle)
+    assert pending.node == "support" and "read as complaint" in pending.ask and "dispute: true" in pending.ask
+    reject = ApprovalAnswer(step_id=pending.step_id, outcome="reject", approver=AGENT, reason="called the customer")
+    await decide(handle, reject)
+    result = await handle.result()
+    assert (result.end, result.output["intent"]) == ("closed", "complaint")
     assert shop.refunds() == [] and shop.returns() == []
 
 
@@ -317,16 +340,37 @@ async def test_both_pairs_returns_two_and_a_manager_refusal_refunds_nothing(runs
             break
     else:
         raise AssertionError("the seed lacks a 2-unit line above 200")
+    # The model reads one item both times; the message's "both" is what counts.
     message = f"双十一买的 {candidate} 两双都退了，没穿过"
-    result, asked = await runs.finish(message, order.customer_id, approve=False, order_id=candidate, quantity=2)
+    result, asked = await runs.finish(message, order.customer_id, approve=False, order_id=candidate, quantity=1)
     assert (result.end, asked) == ("declined", 1) and shop.refunds() == [] and shop.returns() == []
+
+    message = f"Returning both pairs from order {candidate}, never worn"
+    result, asked = await runs.finish(message, order.customer_id, order_id=candidate, quantity=1)
+    assert (result.end, asked) == ("done", 1) and result.output["lines"] == [{"line_no": 1, "quantity": 2}]
+    assert [r.amount for r in shop.refunds()] == [pytest.approx(2 * line.unit_price)]
+
+
+async def test_more_items_than_the_order_holds_is_refused_not_shrunk(runs: Runs, shop: Shop) -> None:
+    """ "Return 10" of a line holding fewer: the model reads one item, but the run asks the policy
+    for the ten the customer wrote, which refuses them; nothing is returned or refunded."""
+    order_id, owner = await delivered_order(shop)
+    held = (await shop.erp.get_order(order_id)).lines[0].quantity
+    assert held < 10
+    result, asked = await runs.finish(f"Please return 10 of the items in order {order_id}", owner, order_id=order_id)
+    assert (result.end, asked) == ("declined", 0)
+    assert f"line 1 has {held} left to return, not 10" in result.output["reasons"]
+    assert shop.refunds() == [] and shop.returns() == []
 
 
 @pytest.mark.parametrize("said", ["none", "A1229"])
 async def test_a_return_naming_no_order_asks_for_it(runs: Runs, shop: Shop, said: str) -> None:
     """The model answers "none", or invents a real order: either way the run asks back."""
-    result, _ = await runs.finish("I want to return my jacket, it is too small", "C10001", order_id=said)
+    handle = await runs.start("I want to return my jacket, it is too small", "C10001", order_id=said)
+    result = await handle.result()
     assert (result.end, result.output["intent"]) == ("ask_order", "return")
+    written = [step.updates["order_id"] for step in (await progress(handle)).steps if "order_id" in step.updates]
+    assert written == [said, None]  # the model's reading, then cleared: the run's state keeps no guessed ID
     assert "order" in result.output["question"] and shop.returns() == [] and shop.refunds() == []
 
 
