@@ -1,6 +1,7 @@
 """Field-engineer support end to end on the real dev server: retrieval that only sees what the
 asker may read, answers with checked citations, escalation to the private model and then to an
 expert on low confidence, and the gate refusing another department's view or a cited secret.
+The small model only chooses a passage (the answer is quoted from it); the private model writes.
 Scripted models make the runs deterministic; one case runs on the real embedded model."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from temporalio.client import Client, WorkflowHandle
 from chamberlain.agents import EmbeddedModelServer, GraphSpec, ModelRegistry, ScriptedChatModel, Tier, load_graph
 from chamberlain.examples.field_support import app
 from chamberlain.tools.knowledge import POLICIES
+from chamberlain.tools.knowledge.quote import sentences
 from chamberlain.workflows import (
     ApprovalAnswer,
     AuditLog,
@@ -50,6 +52,16 @@ def passages(prompt: str) -> list[tuple[int, str]]:
     """The numbered passages of a prompt: (number, title and text)."""
     found = re.split(r"^\[(\d+)\] ", prompt.split("\n\nQuestion:")[0], flags=re.M)[1:]
     return [(int(n), text.strip()) for n, text in zip(found[::2], found[1::2], strict=True)]
+
+
+def top(question: str, found: list[tuple[int, str]]) -> dict[str, Any]:
+    """A small model that chooses the top-ranked passage."""
+    return {"passage": str(found[0][0])}
+
+
+def last(question: str, found: list[tuple[int, str]]) -> dict[str, Any]:
+    """A small model that chooses the lowest-ranked passage (another document, for these questions)."""
+    return {"passage": str(found[-1][0])}
 
 
 def quoting(question: str, found: list[tuple[int, str]]) -> dict[str, Any]:
@@ -123,6 +135,11 @@ async def support(client: Client, registry: ModelRegistry, tmp_path: Path) -> As
         yield Support(client, load_graph(GRAPH, tools=tools), task_queue, audit)
 
 
+def passages_of(chunk_id: str) -> str:
+    """The text of a chunk of the shipped corpus."""
+    return app.knowledge().by_id[chunk_id].text
+
+
 async def expert_answers(handle: WorkflowHandle[GraphWorkflow, RunResult], answer: str) -> str:
     """Wait for the handoff to the expert, answer it, and return what the expert was asked."""
     for _ in range(400):
@@ -138,7 +155,7 @@ async def expert_answers(handle: WorkflowHandle[GraphWorkflow, RunResult], answe
 
 
 async def test_answers_with_citations_from_what_the_asker_may_read(client: Client, tmp_path: Path) -> None:
-    registry, small_calls, large_calls = models(quoting, vague)
+    registry, small_calls, large_calls = models(top, vague)
     async with support(client, registry, tmp_path) as run:
         result = await (await run.ask(E5, FIELD)).result()
         assert result.end == "done"
@@ -157,25 +174,29 @@ async def test_answers_with_citations_from_what_the_asker_may_read(client: Clien
 
 
 async def test_chinese_question_answered_from_a_chinese_ticket(client: Client, tmp_path: Path) -> None:
-    registry, _, _ = models(quoting, vague)
+    registry, _, _ = models(top, vague)
     async with support(client, registry, tmp_path) as run:
         result = await (await run.ask("室外机除霜后底盘结冰，风扇被冰顶住了，怎么处理？", FIELD)).result()
     assert result.end == "done" and result.output["sources"][0]["document"] == "ticket-t3311-ice"
-    assert "除霜" in result.output["answer"]  # answered in Chinese, from the ticket
+    assert "除霜" in result.output["answer"]  # answered in Chinese, quoted from the ticket
+    quoted = passages_of(result.output["sources"][0]["chunk_id"])
+    assert all(s in quoted for s in sentences(result.output["answer"]))
 
 
 async def test_a_weak_answer_goes_to_the_private_model(client: Client, tmp_path: Path) -> None:
-    registry, small_calls, large_calls = models(vague, quoting)
+    """The small model's choice disagrees with the ranking (another document): its quoted answer is
+    not confident enough, and the private model writes one."""
+    registry, small_calls, large_calls = models(last, quoting)
     async with support(client, registry, tmp_path) as run:
         handle = await run.ask(E5, FIELD)
         result = await handle.result()
-        assert run.path(handle) == ["retrieve", "answer", "check", "answer_private", "recheck"]
+        assert run.path(handle) == ["retrieve", "answer", "quote", "answer_private", "recheck"]
     assert result.end == "done_private"
     assert small_calls() == 1 and large_calls() == 1
 
 
 async def test_weak_answers_end_with_an_expert(client: Client, tmp_path: Path) -> None:
-    registry, _, large_calls = models(vague, vague)
+    registry, _, large_calls = models(last, vague)
     async with support(client, registry, tmp_path) as run:
         handle = await run.ask(E5, FIELD)
         ask = await expert_answers(handle, "Replace the NTC with 4021-18 and update to 3.2.1.")
@@ -188,7 +209,7 @@ async def test_weak_answers_end_with_an_expert(client: Client, tmp_path: Path) -
     "question", ["What will the weather be like in Paris tomorrow?", "今年公司年会在哪里举办？"], ids=["en", "zh"]
 )
 async def test_nothing_relevant_goes_straight_to_an_expert(client: Client, tmp_path: Path, question: str) -> None:
-    registry, small_calls, large_calls = models(quoting, quoting)
+    registry, small_calls, large_calls = models(top, quoting)
     async with support(client, registry, tmp_path) as run:
         handle = await run.ask(question, FIELD)
         await expert_answers(handle, "Not a field-service question.")
@@ -199,7 +220,7 @@ async def test_nothing_relevant_goes_straight_to_an_expert(client: Client, tmp_p
 
 async def test_another_departments_view_is_refused_by_the_gate(client: Client, tmp_path: Path) -> None:
     """A run started with a view its asker does not have: the gate refuses the search itself."""
-    registry, small_calls, _ = models(quoting, quoting)
+    registry, small_calls, _ = models(top, quoting)
     async with support(client, registry, tmp_path) as run:
         handle = await run.ask(E5, FIELD, department="engineering", clearance=["confidential"])
         ask = await expert_answers(handle, "Handled by phone.")
@@ -209,7 +230,7 @@ async def test_another_departments_view_is_refused_by_the_gate(client: Client, t
     assert E5 in ask and "no policy permits knowledge.read" in ask
     assert "Kessler" not in json.dumps(result.model_dump(mode="json"))
 
-    registry, _, _ = models(quoting, quoting)
+    registry, _, _ = models(top, quoting)
     async with support(client, registry, tmp_path / "uncleared") as run:  # own department, clearance claimed
         handle = await run.ask(E5, FIELD, clearance=["confidential"])
         await expert_answers(handle, "Handled by phone.")
@@ -218,19 +239,23 @@ async def test_another_departments_view_is_refused_by_the_gate(client: Client, t
 
 
 async def test_a_cited_secret_is_refused_by_the_gate(client: Client, tmp_path: Path) -> None:
-    """The small model cites the engineering analysis by its ID (say, a prompt injection told it
-    the name): the check of its citations is denied, and the answer goes to the private model."""
+    """The private model cites the engineering analysis by its ID (say, a prompt injection told it
+    the name): the check of its citations is denied, and the question goes to the expert. (The
+    small model cannot cite a document at all: it chooses among the retrieved passages' numbers.)"""
 
     def injected(question: str, found: list[tuple[int, str]]) -> dict[str, Any]:
         return {"answer": "A recall is planned for batch 2403.", "citations": ["rca-e5-ntc-drift"]}
 
-    registry, _, large_calls = models(injected, quoting)
+    registry, _, large_calls = models(last, injected)
     (tmp_path / "cited").mkdir()
     async with support(client, registry, tmp_path / "cited") as run:
-        result = await (await run.ask(E5, FIELD)).result()
+        handle = await run.ask(E5, FIELD)
+        ask = await expert_answers(handle, "Replace the NTC with 4021-18.")
+        result = await handle.result()
         assert ('Knowledge::"rca-e5-ntc-drift"', "deny") in run.decisions()
-    assert result.end == "done_private" and large_calls() == 1
-    assert [s["document"] for s in result.output["sources"]] == ["sb-2024-07-e5-defrost"]
+        assert run.path(handle) == ["retrieve", "answer", "quote", "answer_private", "recheck", "expert"]
+    assert result.end == "done_expert" and large_calls() == 1
+    assert "recall" not in json.dumps(result.output) and "no policy permits knowledge.read" in ask
 
 
 @pytest.fixture

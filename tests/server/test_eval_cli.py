@@ -137,11 +137,13 @@ def test_eval_mistakes_are_one_line_naming_the_file_line_or_flag(tmp_path: Path)
 
 
 def quoting(messages: list[BaseMessage], _kwargs: dict[str, object]) -> str:
-    """A faithful model: the first numbered passage's first lines, citing it."""
+    """A faithful model: the first numbered passage's first lines, citing it (or, asked to choose
+    a passage, choosing it)."""
     prompt = str(messages[-1].content)
     found = re.split(r"^\[(\d+)\] ", prompt.split("\n\nQuestion:")[0], flags=re.M)[1:]
     answer = " ".join(found[1].strip().splitlines()[1:3]) if found else ""
-    return json.dumps({"answer": answer, "citations": [int(found[0])] if found else []}, ensure_ascii=False)
+    cited = [int(found[0])] if found else []
+    return json.dumps({"answer": answer, "citations": cited, "passage": found[0] if found else "1"}, ensure_ascii=False)
 
 
 def quoting_models() -> ModelRegistry:
@@ -198,7 +200,8 @@ async def test_eval_answers_a_cascade_that_reaches_a_person_with_its_output(
     dev_server: DevServer, tmp_path: Path
 ) -> None:
     """A model step whose cascade ends with ``human`` asks a person for the model's output: the
-    harness answers with values fitting it, and the run goes on (to the expert, here)."""
+    harness answers with values fitting it (the first passage, here), and the run goes on (to the
+    quoted answer from that passage)."""
     report = tmp_path / "garbled.json"
     done = await asyncio.to_thread(
         chamberlain,
@@ -222,8 +225,9 @@ async def test_eval_answers_a_cascade_that_reaches_a_person_with_its_output(
     assert done.returncode == 0, done.stdout + done.stderr
     (case,) = json.loads(report.read_text(encoding="utf-8"))["cases"]["garbling_models"]
     outcome = case["outcome"]
-    assert (outcome["status"], outcome["end"], outcome["error"]) == ("completed", "done_expert", None)
-    assert outcome["escalations"] == ["answer", "answer_private", "expert"]
+    assert (outcome["status"], outcome["end"], outcome["error"]) == ("completed", "done", None)
+    assert outcome["escalations"] == ["answer"]
+    assert outcome["state"]["passage"] == "1" and outcome["state"]["citations"] == [1]
 
 
 @pytest.mark.slow

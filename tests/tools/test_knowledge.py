@@ -1,7 +1,8 @@
 """The knowledge adapter: the corpus and its errors, access control inside retrieval (a
 document the reader may not see is never a candidate, even as the best match, and never
-weighs in a score), Chinese retrieval, the confidence signals, the citation check, the Cedar
-policy on ``knowledge.read``, and hit@3 over the scenario's 30 support questions."""
+weighs in a score), Chinese retrieval, the confidence signals, the citation check, the quoted
+(extractive) answer and its confidence, the Cedar policy on ``knowledge.read``, and hit@3 over
+the scenario's 30 support questions."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from chamberlain.tools.knowledge import (
     strictest,
 )
 from chamberlain.tools.knowledge.corpus import CHUNK_CHARS
+from chamberlain.tools.knowledge.quote import quote, sentences
 from chamberlain.workflows import PolicyEngine, Principal
 from chamberlain.workflows._policy import GateRequest, ResourceRef
 
@@ -36,6 +38,7 @@ ENGINEER, PARTNER = Reader("engineering", cleared=True), Reader(None)
 READERS = [FIELD, CLEARED, ENGINEER, PARTNER, Reader("sales"), Reader("sales", cleared=True)]
 CJK = re.compile(r"[\u4e00-\u9fff]")
 HEAD = "---\ntitle: x\n"
+E5_QUESTION = "The AW-9 shows E5 after defrost and the unit is from batch 2403. What part do I replace?"
 CTX = ToolContext(step_id="run/step/1", idempotency_key="run/step/1")
 
 
@@ -204,6 +207,44 @@ async def test_check_validates_citations_and_scores_grounding(kb: KnowledgeBase)
     for citations, problem in [([7], "names no passage"), ([], "cites nothing"), (["aw9-wiring"], "not among")]:
         bad = await tools["knowledge.check"].invoke({**args, "answer": passage[:200], "citations": citations}, CTX)
         assert not bad["valid"] and bad["confidence"] == 0 and problem in " ".join(bad["problems"])
+
+
+def test_a_quote_is_the_sentences_sharing_most_words_with_the_question() -> None:
+    text = (
+        "Units built in batch 2403 may show E5. Field fix: replace the sensor (part 4021-17) with part 4021-18.\n"
+        "Then update the controller to firmware 3.2.1 or later."
+    )
+    assert sentences(text)[-1] == "Then update the controller to firmware 3.2.1 or later."  # 3.2.1 stays whole
+    found = quote("Which firmware after replacing the sensor part?", text)
+    assert "4021-18" in found.text and "3.2.1" in found.text and "batch 2403" not in found.text
+    assert 0.5 < found.coverage <= 1
+    zh = quote("底盘结冰怎么处理？", "风扇被冰顶住。清除底盘结冰，疏通排水孔。更换电机。")
+    assert zh.text.startswith("清除底盘结冰") and "更换电机" not in zh.text
+    assert quote("unrelated words", "Alpha. Beta.").text == "Alpha."  # nothing shared: the first sentence
+
+
+async def test_quote_answers_from_the_chosen_passage_and_scores_the_choice(kb: KnowledgeBase) -> None:
+    tools = knowledge_tools(kb)
+    found = await tools["knowledge.search"].invoke({"query": E5_QUESTION, "department": "field-service"}, CTX)
+    args = {"question": E5_QUESTION, "retrieved": found["chunk_ids"], "retrieval_confidence": found["confidence"]}
+    assert [p["document"] for p in found["passages"]][:2] == ["sb-2024-07-e5-defrost"] * 2
+
+    best = await tools["knowledge.quote"].invoke({**args, "passage": "1"}, CTX)
+    assert best["valid"] and best["citations"] == [1] and best["grounding"] == 1 and best["agreement"] == 1
+    assert all(s in found["passages"][0]["text"] for s in sentences(best["answer"])) and "4021-18" in best["answer"]
+    assert best["sources"][0]["document"] == "sb-2024-07-e5-defrost" and best["confidence"] >= 0.6
+
+    same_document = await tools["knowledge.quote"].invoke({**args, "passage": 2}, CTX)
+    assert same_document["agreement"] == 0.5 and same_document["confidence"] < best["confidence"]
+    other = await tools["knowledge.quote"].invoke({**args, "passage": "3"}, CTX)
+    assert other["agreement"] == 0 and other["confidence"] < 0.6  # the graph's min_confidence
+
+    for passage in ["4", "0", "rca-e5-ntc-drift"]:
+        bad = await tools["knowledge.quote"].invoke({**args, "passage": passage}, CTX)
+        assert not bad["valid"] and bad["confidence"] == 0 and bad["answer"] == "" and bad["sources"] == []
+    chosen = await tools["knowledge.quote"].resource_of({**args, "passage": "1"})
+    assert chosen.id == "sb-2024-07-e5-defrost" and chosen.attributes["classification"] == "internal"
+    assert (await tools["knowledge.quote"].resource_of({**args, "passage": "rca-e5-ntc-drift"})).id == "none"
 
 
 async def test_the_gate_sees_the_view_asked_for_and_the_documents_cited(kb: KnowledgeBase) -> None:

@@ -1,12 +1,14 @@
 """The knowledge tools a graph calls: search what the reader may see, and check an answer's
 citations against what was found.
 
-    adapter            action           effect   resource (attributes)              output labels
-    knowledge.search   knowledge.read   read     Knowledge (department, classification)  passages, context: confidential
+    adapter            action           effect   resource (attributes)                   output labels
+    knowledge.search   knowledge.read   read     Knowledge (department, classification)  passages, context,
+                                                                                          extracts: confidential
     knowledge.check    knowledge.read   read     Knowledge (department, classification)  —
+    knowledge.quote    knowledge.read   read     Knowledge (department, classification)  answer: confidential
 
 The search's resource is the reader's view: the department and the most secret
-classification asked for; the check's is the documents the answer cites, read from the
+classification asked for; the check's and the quote's are the documents the answer cites, read from the
 corpus (never from the model's words). The same Cedar policy decides both, so a run that
 claims another department's view, or an answer that cites a document its asker may not
 read, is denied by the gate even if retrieval were wrong.
@@ -20,6 +22,7 @@ from chamberlain.tools._adapter import Resource, ToolContext, tool
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.tools.knowledge.access import CLEARANCE, Reader, strictest
 from chamberlain.tools.knowledge.corpus import Chunk, Document
+from chamberlain.tools.knowledge.quote import quote, sentences
 from chamberlain.tools.knowledge.retrieval import KnowledgeBase
 from chamberlain.tools.knowledge.text import words
 
@@ -52,6 +55,9 @@ class SearchResult(BaseModel):
     passages: list[Passage]
     chunk_ids: list[str]
     context: str = Field(description="the passages, numbered, for a prompt")
+    extracts: str = Field(
+        description="each passage's title and the sentences a quote from it would give, numbered: a short prompt"
+    )
     confidence: float
     signals: dict[str, float]
 
@@ -77,8 +83,30 @@ class CheckResult(BaseModel):
     problems: list[str]
 
 
+class QuoteRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=2000)
+    passage: int | str = Field(description="the number of the passage a model chose as the answer's")
+    retrieved: list[str] = Field(description="the chunk IDs the search returned, in passage order")
+    retrieval_confidence: float = Field(ge=0, le=1)
+
+
+class QuoteResult(BaseModel):
+    answer: str = Field(description="the chosen passage's sentences that answer the question, verbatim")
+    citations: list[int]
+    sources: list[Source]
+    valid: bool = Field(description="the choice names a retrieved passage and the quote is in it")
+    agreement: float = Field(description="1: the choice is the top-ranked passage; 0.5: its document; 0: neither")
+    coverage: float = Field(description="the share of the question's words the quote holds")
+    grounding: float = Field(description="1 when the quote is verbatim in the cited passage")
+    confidence: float
+    problems: list[str]
+
+
+QUOTE_WEIGHTS = {"retrieval": 0.4, "agreement": 0.3, "coverage": 0.3}  # set a priori, not fitted to the cases
+
+
 def knowledge_tools(knowledge: KnowledgeBase) -> ToolRegistry:
-    """``knowledge.search`` and ``knowledge.check`` over ``knowledge``."""
+    """``knowledge.search``, ``knowledge.check`` and ``knowledge.quote`` over ``knowledge``."""
 
     def view(args: SearchRequest) -> Resource:
         reader = args.reader
@@ -89,7 +117,17 @@ def knowledge_tools(knowledge: KnowledgeBase) -> ToolRegistry:
         documents = _documents(knowledge, [c for c in _resolve(knowledge, args) if c is not None])
         return Resource("Knowledge", "+".join(sorted(d.id for d in documents)) or "none", strictest(documents))
 
-    @tool("knowledge.search", action=READ_ACTION, resource=view, labels={"passages": SECRET, "context": SECRET})
+    def chosen(args: QuoteRequest) -> Resource:
+        chunk = _passage(knowledge, args.passage, args.retrieved)
+        documents = [chunk.document] if chunk else []
+        return Resource("Knowledge", "+".join(d.id for d in documents) or "none", strictest(documents))
+
+    @tool(
+        "knowledge.search",
+        action=READ_ACTION,
+        resource=view,
+        labels={"passages": SECRET, "context": SECRET, "extracts": SECRET},
+    )
     async def search(args: SearchRequest, ctx: ToolContext) -> SearchResult:
         """Find the passages that answer a question, among the documents the asker may read."""
         found = knowledge.search(args.query, args.reader, k=args.k)
@@ -106,10 +144,12 @@ def knowledge_tools(knowledge: KnowledgeBase) -> ToolRegistry:
             for n, h in enumerate(found.hits, start=1)
         ]
         context = "\n\n".join(f"[{p.n}] {p.title}\n{p.text}" for p in passages)
+        extracts = "\n".join(f"[{p.n}] {p.title}: {quote(args.query, p.text).text}" for p in passages)
         return SearchResult(
             passages=passages,
             chunk_ids=[p.chunk_id for p in passages],
             context=context,
+            extracts=extracts,
             confidence=found.confidence,
             signals=found.signals,
         )
@@ -133,7 +173,50 @@ def knowledge_tools(knowledge: KnowledgeBase) -> ToolRegistry:
         sources = [Source(chunk_id=c.id, document=c.document.id, title=c.document.title) for c in _unique(chunks)]
         return CheckResult(sources=sources, valid=valid, grounding=grounding, confidence=confidence, problems=problems)
 
-    return ToolRegistry([search, check])
+    @tool("knowledge.quote", action=READ_ACTION, resource=chosen, labels={"answer": SECRET})
+    async def quote_passage(args: QuoteRequest, ctx: ToolContext) -> QuoteResult:
+        """Answer with the sentences of the passage a model chose, quoted, and score the answer:
+        retrieval confidence, agreement of the choice with the ranking, and the question's
+        words the quote holds — 0 unless the choice is a retrieved passage and the quote is in it."""
+        chunk = _passage(knowledge, args.passage, args.retrieved)
+        if chunk is None:
+            problem = f"passage {args.passage!r} is not among the {len(args.retrieved)} retrieved"
+            return QuoteResult(
+                answer="", citations=[], sources=[], valid=False, agreement=0, coverage=0, grounding=0,
+                confidence=0, problems=[problem],
+            )  # fmt: skip
+        n = args.retrieved.index(chunk.id) + 1
+        quoted = quote(args.question, chunk.text)
+        problems = [] if quoted.text else ["the passage has no text to quote"]
+        grounding = 1.0 if quoted.text and all(s in chunk.text for s in sentences(quoted.text)) else 0.0
+        if quoted.text and not grounding:
+            problems.append("the quote is not verbatim in the passage")
+        top = knowledge.by_id.get(args.retrieved[0])
+        agreement = 1.0 if n == 1 else 0.5 if top is not None and top.document.id == chunk.document.id else 0.0
+        signals = {"retrieval": args.retrieval_confidence, "agreement": agreement, "coverage": quoted.coverage}
+        valid = not problems
+        confidence = round(sum(QUOTE_WEIGHTS[k] * signals[k] for k in QUOTE_WEIGHTS), 3) if valid else 0.0
+        return QuoteResult(
+            answer=quoted.text,
+            citations=[n],
+            sources=[Source(chunk_id=chunk.id, document=chunk.document.id, title=chunk.document.title)],
+            valid=valid,
+            agreement=agreement,
+            coverage=quoted.coverage,
+            grounding=grounding,
+            confidence=confidence,
+            problems=problems,
+        )
+
+    return ToolRegistry([search, check, quote_passage])
+
+
+def _passage(knowledge: KnowledgeBase, passage: int | str, retrieved: list[str]) -> Chunk | None:
+    """The retrieved chunk a passage number names (from 1), else none: never a chunk the search
+    did not return, whatever the model wrote."""
+    text = str(passage).strip().strip("[]")
+    n = int(text) if text.isdigit() else 0
+    return knowledge.by_id.get(retrieved[n - 1]) if 1 <= n <= len(retrieved) else None
 
 
 def _resolve(knowledge: KnowledgeBase, args: CheckRequest) -> list[Chunk | None]:
