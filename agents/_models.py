@@ -15,6 +15,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,14 +153,23 @@ class ModelRegistry:
 
 def output_model(fields: dict[str, OutputField]) -> type[BaseModel]:
     """The Pydantic model of a node's structured output; its JSON schema constrains decoding
-    (``enum``, ``maxLength`` and ``pattern`` included)."""
+    (``enum``, ``maxLength`` and ``pattern`` included). Built once per distinct set of fields:
+    every model step of every run asks for it, and building one costs a millisecond."""
+    key = tuple(
+        (name, spec.type, tuple(spec.enum or ()), spec.description, spec.max_length, spec.pattern)
+        for name, spec in fields.items()
+    )
+    return _output_model(key)
+
+
+@lru_cache(maxsize=1024)
+def _output_model(
+    fields: tuple[tuple[str, FieldType, tuple[str, ...], str, int | None, str | None], ...],
+) -> type[BaseModel]:
     definitions: dict[str, Any] = {}
-    for name, spec in fields.items():
-        annotation = Literal[tuple(spec.enum)] if spec.enum else _PYTHON_TYPES[spec.type]
-        definitions[name] = (
-            annotation,
-            Field(description=spec.description or None, max_length=spec.max_length, pattern=spec.pattern),
-        )
+    for name, type_, enum, description, max_length, pattern in fields:
+        annotation = Literal[enum] if enum else _PYTHON_TYPES[type_]
+        definitions[name] = (annotation, Field(description=description or None, max_length=max_length, pattern=pattern))
     return create_model("StepOutput", **definitions)
 
 

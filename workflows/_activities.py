@@ -23,6 +23,7 @@ from chamberlain.tools._exceptions import UnknownTool
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry
 from chamberlain.workflows._gate import (
+    ActedStep,
     DecidedRead,
     Gate,
     GateCheck,
@@ -69,6 +70,12 @@ class GraphActivities:
         """Append a decision the workflow received (an approval) to the audit log, once."""
         await self.gate.record(entry)
 
+    @activity.defn(name="chamberlain.audit_seal")
+    async def seal_audit(self, steps: list[ActedStep]) -> int:
+        """Make the records of a run's tool steps durable, rewriting any a crash lost (run as a
+        local activity before the run parks, continues or ends)."""
+        return await self.gate.seal(steps)
+
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
         try:
@@ -94,10 +101,9 @@ class GraphActivities:
 
     @activity.defn(name="chamberlain.tool_step")
     async def tool_step(self, call: ToolCall) -> ToolReply:
-        """Act only with the ticket the workflow's decision signed (carried in a header). A
-        read's audit record is written behind: the step does not wait for its commit."""
+        """Act only with the ticket the workflow's decision signed (carried in a header)."""
         try:
-            return await self.gate.act(call, current_ticket.get(), activity.info().attempt, reads_behind=True)
+            return await self.gate.act(call, current_ticket.get(), activity.info().attempt)
         except NoValidTicket as exc:
             raise ApplicationError(str(exc), type="PermissionDenied", non_retryable=True) from exc
         except UnknownTool as exc:
@@ -112,4 +118,5 @@ class GraphActivities:
             self.check_gate,
             self.check_gate_and_read,
             self.audit,
+            self.seal_audit,
         ]

@@ -247,6 +247,18 @@ class AuditLog:
                 )
         return [AuditRecord(**row) for row in result]
 
+    def missing(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
+        """The entries whose record (same step, kind and attempt) is not committed yet."""
+        if not entries:
+            return []
+        table = AuditRecord.__table__  # type: ignore[attr-defined]
+        keys = (table.c.step_id, table.c.kind, table.c.attempt)
+        with self.engine.connect() as connection:
+            steps = {entry.step_id for entry in entries}
+            query = table.select().with_only_columns(*keys).where(table.c.step_id.in_(steps))
+            found = {tuple(row) for row in connection.execute(query)}
+        return [entry for entry in entries if (entry.step_id, entry.kind, entry.attempt) not in found]
+
     def records(self) -> Iterator[AuditRecord]:
         with Session(self.engine) as session:
             yield from session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))

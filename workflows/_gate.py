@@ -23,6 +23,7 @@ shared key; :meth:`Gate.development` is the one announced exception.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -115,6 +116,16 @@ class GateCheck(BaseModel):
     attempt: int = 1
     resource: ResourceRef | None = None
     seal: str | None = None
+    write_ahead: bool = False  # the run seals its steps' records (:meth:`Gate.seal`): effects may write behind
+
+
+class ActedStep(BaseModel):
+    """A tool step as the run's history knows it — its call, its ticket, whether the tool
+    acted — from which :meth:`Gate.seal` rewrites a record a crash lost."""
+
+    call: ToolCall
+    ticket: Ticket
+    acted: bool
 
 
 class DecidedRead(BaseModel):
@@ -174,10 +185,12 @@ def persisted_secret(folder: Path) -> bytes:
 
 class Gate:
     """Policy decisions with their audit records, for the tools and models of one deployment.
-    ``durable_reads``: commit a read-only tool's record before its step completes, as every
-    write's is, so a crash loses no record (the default). ``False`` writes reads' records
-    behind in the durable engine — faster reads, at the price that a crashed worker may lose
-    the records of its last reads (never a write's)."""
+
+    Where the run's history is the write-ahead log (the durable engine, :class:`GateCheck`
+    ``write_ahead``), a step's record is written behind — queued, committed within 50 ms with
+    whatever else arrived — and the run seals its steps before it parks, continues or ends
+    (:meth:`seal`): a record a crash lost is rewritten from history then. Elsewhere (the
+    in-process engine) every record commits before its step completes."""
 
     def __init__(
         self,
@@ -187,7 +200,6 @@ class Gate:
         secret: bytes | None,
         *,
         development: bool = False,
-        durable_reads: bool = True,
     ) -> None:
         if not isinstance(policies, PolicyEngine):
             raise GateNotConfigured("the permission gate has no Cedar policies: pass PolicyEngine.load(<folder>)")
@@ -197,7 +209,6 @@ class Gate:
         self.commits = GroupCommit(audit)
         self.secret = grant_secret(secret or b"", setting=f"{GRANT_SECRET_ENV} (the gate's secret)")
         self.is_development = development
-        self.durable_reads = durable_reads
         self._pseudonym_key = hmac.new(self.secret, b"pseudonyms", hashlib.sha256).digest()
 
     @classmethod
@@ -265,6 +276,7 @@ class Gate:
                 policies=decision.policies,
                 attempt=check.attempt,
                 read_only=adapter.effect is Effect.READ,
+                write_ahead=check.write_ahead,
             )
             ticket.signature = self._sign("ticket", call, resource, principal, ticket.signed_fields())
         else:
@@ -287,13 +299,13 @@ class Gate:
         return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket})
 
     async def check_and_read(self, check: GateCheck, attempt: int) -> DecidedRead:
-        """Decide a tool step; if it is allowed and the tool only reads, read now (its record
-        written behind, as :meth:`act` does for reads) and return the reply with the decision."""
+        """Decide a tool step; if it is allowed and the tool only reads, read now and return the
+        reply with the decision."""
         decision = await self.check(check)
         ticket = decision.ticket
         if decision.outcome != "allow" or ticket is None or not ticket.read_only:
             return DecidedRead(decision=decision)
-        return DecidedRead(decision=decision, reply=await self.act(check.call, ticket, attempt, reads_behind=True))
+        return DecidedRead(decision=decision, reply=await self.act(check.call, ticket, attempt))
 
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
@@ -303,41 +315,50 @@ class Gate:
             raise NoValidTicket(f"step {call.step.step_id}: no valid ticket for {call.tool} with these arguments")
         return ticket
 
-    async def act(
-        self, call: ToolCall, ticket: Ticket | None, attempt: int, *, reads_behind: bool = False
-    ) -> ToolReply:
+    async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
         """Where a tool's effect happens, in either engine: admit, act, and record the step once —
         its allowance and, if the tool acted, its effect (``kind="effect"``; ``"decision"`` when
         the tool refused or failed). The record is keyed by the step and its decision, not by the
         activity's attempt, so a retry after a crash that followed the record writes no second one.
-        With ``reads_behind``, a read-only tool's record is written behind (queued, not waited
-        for: a read changed nothing, and the next acknowledged record commits after it); a
-        write's record is always committed before the step completes."""
+        A ticket issued ``write_ahead`` has its record written behind (the run seals it); any
+        other's is committed before the step completes."""
         admitted = self.admit(call, ticket)
         reply: ToolReply | None = None
         try:
             reply = await call_tool(self.tools, call, attempt)
         finally:
-            acted = reply is not None and reply.error is None
-            entry = AuditEntry(
-                run_id=call.step.run_id,
-                step_id=call.step.step_id,
-                attempt=admitted.attempt,
-                kind="effect" if acted else "decision",
-                principal=admitted.actor or admitted.principal,
-                action=self.tools[call.tool].policy_action,
-                resource=_named(admitted.resource),
-                args=call.args,
-                decision="allow",
-                policies=admitted.policies,
-                **money(admitted.resource.attributes),
-            )
-            behind = reads_behind and not self.durable_reads
-            if behind and admitted.read_only and self.tools[call.tool].effect is Effect.READ:
+            entry = self._record_of(call, admitted, acted=reply is not None and reply.error is None)
+            if admitted.write_ahead:
                 self.commits.append_behind(entry)
             else:
                 await self.record(entry)
         return reply
+
+    async def seal(self, steps: list[ActedStep]) -> int:
+        """Return once the record of every step in ``steps`` is committed, rewriting from the
+        run's history any that a crash lost before its commit; how many were rewritten."""
+        entries = [self._record_of(step.call, self.admit(step.call, step.ticket), step.acted) for step in steps]
+        await self.commits.drain()  # what this worker queued commits now; what is still missing was lost
+        missing = await asyncio.to_thread(self.audit.missing, entries)
+        if missing:
+            log.warning("audit: %d record(s) of run %s rewritten from its history", len(missing), missing[0].run_id)
+            await asyncio.gather(*(self.record(entry) for entry in missing))
+        return len(missing)
+
+    def _record_of(self, call: ToolCall, ticket: Ticket, acted: bool) -> AuditEntry:
+        return AuditEntry(
+            run_id=call.step.run_id,
+            step_id=call.step.step_id,
+            attempt=ticket.attempt,
+            kind="effect" if acted else "decision",
+            principal=ticket.actor or ticket.principal,
+            action=self.tools[call.tool].policy_action,
+            resource=_named(ticket.resource),
+            args=call.args,
+            decision="allow",
+            policies=ticket.policies,
+            **money(ticket.resource.attributes),
+        )
 
     async def drain(self) -> None:
         """Return once every audit record queued so far is committed (a worker stopping)."""
@@ -431,9 +452,12 @@ class GatedExecutor:
         graph: GraphSpec,
         ceiling: list[str] | None = None,
         decide_read: DecideRead | None = None,
+        write_ahead: bool = False,
     ) -> None:
         self.inner, self.decide, self.principal, self.graph = inner, decide, principal, graph
         self.decide_read = decide_read  # a tool step's first decision, reading at once if the tool only reads
+        self.write_ahead = write_ahead  # the run seals its steps' records: keep them in ``acted``
+        self.acted: list[ActedStep] = []  # allowed tool steps not yet sealed
         self._standing: Principal | None = None  # who approved at the last approval node, if it approved
         # A child run's grant stays within its parent's (``ceiling``), whatever its own spec says.
         own = graph.grant if graph.grant is not None else ceiling
@@ -466,11 +490,14 @@ class GatedExecutor:
     async def call_tool(self, call: ToolCall, node: ToolNode | AgentNode) -> ToolReply:
         """An approver may edit the arguments (``values={"args": {...}}``): the edited call is
         decided again, with the approver, and is the one that runs; the reply names its arguments."""
-        check = GateCheck(call=call, principal=self.principal, grant=self.grant, labels=call.labels)
+        check = GateCheck(
+            call=call, principal=self.principal, grant=self.grant, labels=call.labels, write_ahead=self.write_ahead
+        )
         asked = call
         if self.decide_read is not None:
             decided = await self.decide_read(check, node)
-            if decided.reply is not None:  # allowed, and read: the step is done
+            if decided.reply is not None and decided.decision.ticket is not None:  # allowed, and read: done
+                self._acted(call, decided.decision.ticket, decided.reply)
                 return decided.reply
             verdict = decided.decision
         else:
@@ -506,11 +533,17 @@ class GatedExecutor:
         if verdict.outcome != "allow" or verdict.ticket is None:
             return ToolReply(error=ToolFailure(kind="PermissionDenied", message=verdict.reason), args=edited)
         carried = current_ticket.set(verdict.ticket)
+        reply = None
         try:
             reply = await self.inner.call_tool(call, node)
         finally:
             current_ticket.reset(carried)
+            self._acted(call, verdict.ticket, reply)
         return reply.model_copy(update={"args": edited}) if edited is not None else reply
+
+    def _acted(self, call: ToolCall, ticket: Ticket, reply: ToolReply | None) -> None:
+        if self.write_ahead:
+            self.acted.append(ActedStep(call=call, ticket=ticket, acted=reply is not None and reply.error is None))
 
 
 # -- carrying the ticket from the workflow to the activity --------------------------------------

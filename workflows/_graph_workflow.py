@@ -66,6 +66,8 @@ with workflow.unsafe.imports_passed_through():
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 LOCAL_READS = "chamberlain-local-reads"  # patch: read-only tools run as local activities
 READ_WITH_DECISION = "chamberlain-read-with-decision"  # patch: a read runs in its decision's local activity
+WRITE_AHEAD = "chamberlain-audit-write-ahead"  # patch: steps' records written behind, sealed by the run
+LOCAL_USAGE = "chamberlain-local-usage"  # patch: a model step's usage is recorded by a local activity
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
@@ -105,6 +107,8 @@ class GraphWorkflow:
         self._approvals: Counter[str] = Counter()  # approvals decided per step ID, for their audit records
         self._local_reads = False
         self._read_with_decision = False
+        self._local_usage = False
+        self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
     @workflow.run
@@ -114,6 +118,8 @@ class GraphWorkflow:
         # workflow task and would not replay (seen under load).
         self._local_reads = workflow.patched(LOCAL_READS)
         self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
+        write_ahead = self._read_with_decision and workflow.patched(WRITE_AHEAD)
+        self._local_usage = write_ahead and workflow.patched(LOCAL_USAGE)
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)
@@ -131,7 +137,19 @@ class GraphWorkflow:
             graph=request.graph,
             ceiling=request.ceiling,
             decide_read=self._decide_read if self._read_with_decision else None,
+            write_ahead=write_ahead,
         )
+        self._executor = executor
+        try:
+            result = await self._walk(request, plan, cursor, executor)
+        except Exception:  # not the SDK tearing a cached run down (a BaseException): that seals nothing
+            await self._seal()
+            raise
+        await self._seal()
+        return result
+
+    async def _walk(self, request: RunRequest, plan: GraphPlan, cursor: Cursor, executor: GatedExecutor) -> RunResult:
+        """Step through the graph from ``cursor`` until an end node, or continue as new."""
         steps_this_segment = 0
         while True:
             self._node = cursor.node
@@ -185,8 +203,19 @@ class GraphWorkflow:
             cursor.node = outcome.next
             if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._seal()
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
+
+    async def _seal(self) -> None:
+        """The records of the tool steps since the last seal, made durable (any a crash lost
+        rewritten from this run's history) before the run parks, continues as new or ends."""
+        if self._executor is None or not self._executor.acted:
+            return
+        steps, self._executor.acted = self._executor.acted, []
+        await workflow.execute_local_activity_method(
+            GraphActivities.seal_audit, steps, start_to_close_timeout=timedelta(seconds=30)
+        )
 
     async def _record_usage(self, request: RunRequest, ctx: StepContext, outcome: StepOutcome) -> str | None:
         """Record the step's model usage; why the department is over budget, if it is."""
@@ -202,12 +231,17 @@ class GraphWorkflow:
             output_tokens=outcome.usage.output_tokens,
             cost=outcome.cost,
         )
-        spend = await workflow.execute_activity_method(
-            GraphActivities.record_usage,
-            entry,
-            activity_id=f"{ctx.node}/{ctx.visit}/usage",
-            start_to_close_timeout=timedelta(seconds=30),
-        )
+        if self._local_usage:  # one row in the worker's own database: no round trip through the server
+            spend = await workflow.execute_local_activity_method(
+                GraphActivities.record_usage, entry, start_to_close_timeout=timedelta(seconds=30)
+            )
+        else:
+            spend = await workflow.execute_activity_method(
+                GraphActivities.record_usage,
+                entry,
+                activity_id=f"{ctx.node}/{ctx.visit}/usage",
+                start_to_close_timeout=timedelta(seconds=30),
+            )
         return spend.exceeded
 
     async def _over_budget(self, plan: GraphPlan, cursor: Cursor, excess: str, ctx: StepContext) -> None:
@@ -334,6 +368,7 @@ class GraphWorkflow:
         then fall back to the node's default. Pending approvals are marked in the
         ``ChamberlainApproval`` search attribute so the console can list them across runs."""
         assert self._request is not None and self._cursor is not None
+        await self._seal()  # a run may wait for days: its records do not
         principal = self._request.principal
         self._pending = PendingApproval(
             step_id=request.step.step_id,

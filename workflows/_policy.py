@@ -55,7 +55,8 @@ class Ticket(BaseModel):
     """An allowed tool step's proof, carried to the effect site: signed over the step, the tool,
     the arguments, the resource decided on, the principal, and the decision the effect site
     records with the effect (who decided, which policies, which decision attempt, whether
-    the tool only reads — a read runs as a local activity)."""
+    the tool only reads — a read runs as a local activity — and whether the run rewrites the
+    step's record from its history if a crash loses it, so the effect site may write it behind)."""
 
     resource: ResourceRef
     principal: str
@@ -64,12 +65,16 @@ class Ticket(BaseModel):
     policies: list[str] = []
     attempt: int = 1
     read_only: bool = False
+    write_ahead: bool = False
 
     def signed_fields(self) -> list[Any]:
         """The fields signed besides the call, resource and principal. A ticket with no actor
-        was issued before tickets carried the decision (a run in flight across an upgrade):
-        it is checked as it was signed then, and acts as it would have."""
-        return [self.actor, self.policies, self.attempt, self.read_only] if self.actor else []
+        was issued before tickets carried the decision, one without ``write_ahead`` before runs
+        sealed their records (a run in flight across an upgrade): each is checked as it was
+        signed then, and acts as it would have."""
+        if not self.actor:
+            return []
+        return [self.actor, self.policies, self.attempt, self.read_only] + (["write-ahead"] if self.write_ahead else [])
 
 
 class GateDecision(BaseModel):

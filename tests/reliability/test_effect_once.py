@@ -1,7 +1,9 @@
 """One audit record per effect, whatever the crash: a worker SIGKILLed after a refund's audit
 record was committed but before its activity completed used to leave a second record when
 the retry ran on another worker (records were keyed by the activity's attempt). Now the
-record is keyed by the step and its decision, and the refund's allowance and effect are one record."""
+record is keyed by the step and its decision, and the refund's allowance and effect are one record.
+And a worker killed after its steps completed but before their records (written behind)
+committed loses none: the run's seal rewrites them from its history."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from chamberlain.agents import GraphSpec
-from chamberlain.workflows import DevServer, start_run
+from chamberlain.workflows import DevServer, RunResult, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.workers import audit_log
@@ -24,36 +27,35 @@ from tests.support.workers import audit_log
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).parents[2]
 
-REFUND = GraphSpec.model_validate(
-    {
-        "name": "refund-once",
-        "state": {
-            "order_id": {"type": "str", "default": "A1005"},
-            "total": {"type": "float", "default": 0},
-            "refund_id": {"type": "str"},
+REFUND_GRAPH = {
+    "name": "refund-once",
+    "state": {
+        "order_id": {"type": "str", "default": "A1005"},
+        "total": {"type": "float", "default": 0},
+        "refund_id": {"type": "str"},
+    },
+    "start": "lookup",
+    "nodes": {
+        "lookup": {
+            "type": "tool",
+            "tool": "erp.order",
+            "args": {"order_id": "order_id"},
+            "output": {"total": "result.total"},
+            "next": "refund",
         },
-        "start": "lookup",
-        "nodes": {
-            "lookup": {
-                "type": "tool",
-                "tool": "erp.order",
-                "args": {"order_id": "order_id"},
-                "output": {"total": "result.total"},
-                "next": "refund",
-            },
-            "refund": {
-                "type": "tool",
-                "tool": "erp.refund",
-                "args": {"order_id": "order_id", "amount": "total"},
-                "output": {"refund_id": "result.refund_id"},
-                "timeout": "3s",
-                "retry": {"max_attempts": 5, "initial_interval": "200ms"},
-                "next": "done",
-            },
-            "done": {"type": "end", "output": ["refund_id"]},
+        "refund": {
+            "type": "tool",
+            "tool": "erp.refund",
+            "args": {"order_id": "order_id", "amount": "total"},
+            "output": {"refund_id": "result.refund_id"},
+            "timeout": "3s",
+            "retry": {"max_attempts": 5, "initial_interval": "200ms"},
+            "next": "done",
         },
-    }
-)
+        "done": {"type": "end", "output": ["refund_id"]},
+    },
+}
+REFUND = GraphSpec.model_validate(REFUND_GRAPH)
 
 
 def spawn(address: str, task_queue: str, *mode: str) -> subprocess.Popen[str]:
@@ -68,11 +70,21 @@ def spawn(address: str, task_queue: str, *mode: str) -> subprocess.Popen[str]:
     return process
 
 
+async def finish_on_another_worker(address: str, task_queue: str, handle: WorkflowHandle[Any, RunResult]) -> RunResult:
+    """The run's result, with a fresh worker process polling its queue."""
+    worker = spawn(address, task_queue)
+    try:
+        return await handle.result()
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 async def test_a_worker_killed_between_the_record_and_completion_leaves_one_record(
     client: Client, dev_server: DevServer, task_queue: str
 ) -> None:
     rid = run_id()
-    holding = spawn(dev_server.address, task_queue, "refund")
+    holding = spawn(dev_server.address, task_queue, "hold", "refund")
     try:
         handle = await start_run(client, REFUND, {}, run_id=rid, task_queue=task_queue)
         assert holding.stdout is not None
@@ -81,12 +93,7 @@ async def test_a_worker_killed_between_the_record_and_completion_leaves_one_reco
     finally:
         holding.kill()
         holding.wait()
-    second = spawn(dev_server.address, task_queue)
-    try:
-        result = await handle.result()
-    finally:
-        second.kill()
-        second.wait()
+    result = await finish_on_another_worker(dev_server.address, task_queue, handle)
     assert result.status == "completed" and result.output["refund_id"] == "R-A1005"
     assert Counter(toolbox.effects("refund")) == {("refund", f"{rid}/refund/1"): 2}  # the tool ran again…
     audit = audit_log()
@@ -94,5 +101,52 @@ async def test_a_worker_killed_between_the_record_and_completion_leaves_one_reco
     assert mine == [  # …but the step has one record: its allowance and its effect
         (f"{rid}/lookup/1", "effect", "allow"),
         (f"{rid}/refund/1", "effect", "allow"),
+    ]
+    assert audit.verify() is None
+
+
+STALL = {
+    "type": "tool",
+    "tool": "test.slow",
+    "args": {"seconds": "2"},
+    "timeout": "4s",
+    "retry": {"max_attempts": 3, "initial_interval": "200ms"},
+    "next": "done",
+}
+NODES = REFUND_GRAPH["nodes"]
+STALL_AFTER_REFUND = GraphSpec.model_validate(
+    {**REFUND_GRAPH, "nodes": {**NODES, "refund": {**NODES["refund"], "next": "stall"}, "stall": STALL}}
+)
+
+
+async def test_records_a_killed_worker_never_committed_are_rewritten_from_history(
+    client: Client, dev_server: DevServer, task_queue: str
+) -> None:
+    """The refund completes on a worker whose records written behind never commit; it is
+    killed during the next step. Nothing of the run is in the audit log then; after the run
+    ends on another worker, each step's record is there once, the refund paid once."""
+    rid = run_id()
+    losing = spawn(dev_server.address, task_queue, "lose")
+    try:
+        handle = await start_run(client, STALL_AFTER_REFUND, {}, run_id=rid, task_queue=task_queue)
+        for _ in range(600):  # the stall has started: the lookup and the refund have completed
+            if ("start", f"{rid}/stall/1") in toolbox.effects("start"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the stall step never started")
+    finally:
+        losing.kill()
+        losing.wait()
+    assert [r for r in audit_log().records() if r.run_id == rid] == []  # lost with the worker
+    result = await finish_on_another_worker(dev_server.address, task_queue, handle)
+    assert result.status == "completed" and result.output["refund_id"] == "R-A1005"
+    assert Counter(toolbox.effects("refund")) == {("refund", f"{rid}/refund/1"): 1}
+    audit = audit_log()
+    mine = [(r.step_id, r.kind, r.amount) for r in audit.records() if r.run_id == rid]
+    assert sorted(mine) == [
+        (f"{rid}/lookup/1", "effect", None),
+        (f"{rid}/refund/1", "effect", toolbox.ORDER_TOTAL),
+        (f"{rid}/stall/1", "effect", None),
     ]
     assert audit.verify() is None

@@ -1,40 +1,52 @@
 """A graph worker in its own process, for tests that kill it:
-``python -m tests.support.worker_process ADDRESS QUEUE [NODE]``.
+``python -m tests.support.worker_process ADDRESS QUEUE [hold NODE | lose]``.
 
 It runs behind the test gate with the fixed test key, and audits beside the test's ledger
 (``CHAMBERLAIN_TEST_LEDGER``), so a restarted worker accepts the tickets of the one killed.
-Given a ``NODE``, that node's tool activity stops right after its audit record is committed
-and before it completes (printing ``recorded <step ID>``): the window a SIGKILL must survive."""
+``hold NODE``: that node's tool activity stops right after its audit record is committed and
+before it completes (printing ``recorded <step ID>``): the window a SIGKILL must survive.
+``lose``: records written behind are never committed by this worker (as if it died within
+their 50 ms): only the run's seal, on another worker, can write them."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
+from chamberlain.agents._steps import ToolCall, ToolReply
 from chamberlain.workflows import Gate, PolicyEngine, connect, create_worker
-from chamberlain.workflows._audit import AuditEntry
+from chamberlain.workflows._policy import Ticket
 from tests.support import toolbox
-from tests.support.workers import TEST_POLICY, TEST_SECRET, audit_log, graph_worker
+from tests.support.workers import TEST_POLICY, TEST_SECRET, audit_log, gate_for_tests, graph_worker
 
 
 class HoldAfterRecord(Gate):
-    """The test gate, except that the effect record of ``node`` is followed by a wait until killed."""
+    """The test gate, except that once the record of ``node``'s effect is committed, its
+    activity waits until killed."""
 
     node = ""
 
-    async def record(self, entry: AuditEntry) -> None:
-        await super().record(entry)
-        if entry.kind == "effect" and entry.step_id.rsplit("/", 2)[-2] == self.node:
-            print(f"recorded {entry.step_id}", flush=True)
+    async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
+        reply = await super().act(call, ticket, attempt)
+        if call.step.node == self.node:
+            await self.drain()
+            print(f"recorded {call.step.step_id}", flush=True)
             await asyncio.Event().wait()
+        return reply
 
 
-async def main(address: str, task_queue: str, hold: str | None) -> None:
+async def main(address: str, task_queue: str, mode: list[str]) -> None:
     client = await connect(address)
-    if hold:
-        tools = toolbox.tools()
-        gate = HoldAfterRecord(PolicyEngine([TEST_POLICY.read_text(encoding="utf-8")]), audit_log(), tools, TEST_SECRET)
-        gate.node = hold
+    tools = toolbox.tools()
+    if mode and mode[0] == "hold":
+        gate: Gate = HoldAfterRecord(
+            PolicyEngine([TEST_POLICY.read_text(encoding="utf-8")]), audit_log(), tools, TEST_SECRET
+        )
+        gate.node = mode[1]
+        worker = create_worker(client, models=toolbox.models(), tools=tools, gate=gate, task_queue=task_queue)
+    elif mode == ["lose"]:
+        gate = gate_for_tests(tools)
+        gate.commits.behind = 3600
         worker = create_worker(client, models=toolbox.models(), tools=tools, gate=gate, task_queue=task_queue)
     else:
         worker = graph_worker(client, task_queue)
@@ -44,4 +56,4 @@ async def main(address: str, task_queue: str, hold: str | None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3:]))

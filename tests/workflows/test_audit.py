@@ -17,9 +17,11 @@ from sqlmodel import Session
 
 from chamberlain.agents._steps import StepContext, ToolCall
 from chamberlain.workflows._audit import AuditEntry, AuditLog, AuditLogError, AuditLogNotFound, _record_hash
-from chamberlain.workflows._gate import GateCheck
+from chamberlain.workflows._gate import ActedStep, GateCheck, NoValidTicket
 from tests.support import toolbox
 from tests.support.workers import gate_for_tests
+
+REFUND = {"order_id": "A1", "amount": 5.0}
 
 ROOT = Path(__file__).parents[2]
 KEY = b"checkpoint-key"
@@ -248,17 +250,47 @@ def test_cli_checkpoint_then_verify_against_it(tmp_path: Path) -> None:
     assert caught.returncode == 1 and "records 3 to 5 are missing: the checkpoint of" in caught.stdout + caught.stderr
 
 
-async def test_a_read_is_recorded_behind_unless_the_gate_keeps_reads_durable(tmp_path: Path) -> None:
-    """The durable engine's read step (decision and read in one call) returns before the read's
-    record commits; a gate with ``durable_reads`` commits it first, as it does every write's."""
-    for durable in (False, True):
-        log = AuditLog(f"sqlite:///{tmp_path / f'audit-{durable}.sqlite'}")
-        tools = toolbox.tools()
-        gate = gate_for_tests(tools, log)
-        gate.durable_reads = durable
-        call = ToolCall(step=StepContext(run_id="r", node="lookup", visit=1), tool="erp.order", args={"order_id": "A1"})
-        read = await gate.check_and_read(GateCheck(call=call, principal=None, grant=None), attempt=1)
+async def test_a_step_whose_run_seals_is_recorded_behind_others_before_they_complete(tmp_path: Path) -> None:
+    """A ticket issued ``write_ahead`` (the durable engine's runs, which seal their records)
+    returns before the record commits, for a write as for a read; any other commits first."""
+    for write_ahead in (False, True):
+        log = AuditLog(f"sqlite:///{tmp_path / f'audit-{write_ahead}.sqlite'}")
+        gate = gate_for_tests(toolbox.tools(), log)
+        step = StepContext(run_id="r", node="lookup", visit=1)
+        call = ToolCall(step=step, tool="erp.order", args={"order_id": "A1"})
+        check = GateCheck(call=call, principal=None, grant=None, write_ahead=write_ahead)
+        read = await gate.check_and_read(check, attempt=1)
         assert read.reply is not None and read.reply.error is None and read.decision.ticket is not None
-        assert len(list(log.records())) == (1 if durable else 0)
+        refund = ToolCall(step=step.model_copy(update={"node": "pay"}), tool="erp.refund", args=REFUND)
+        decided = await gate.check(GateCheck(call=refund, principal=None, grant=None, write_ahead=write_ahead))
+        assert decided.ticket is not None and decided.ticket.write_ahead is write_ahead
+        await gate.act(refund, decided.ticket, attempt=1)
+        assert len(list(log.records())) == (0 if write_ahead else 2)
         await gate.drain()
-        assert [(r.step_id, r.kind, r.action) for r in log.records()] == [("r/lookup/1", "effect", "erp.order.read")]
+        assert [(r.step_id, r.kind) for r in log.records()] == [("r/lookup/1", "effect"), ("r/pay/1", "effect")]
+
+
+async def test_seal_rewrites_from_history_a_record_a_crash_lost(tmp_path: Path) -> None:
+    """Write-ahead: the worker that acted dies before its record commits; the run's seal, on
+    another worker, rewrites it from what history holds (call, ticket, acted) — once."""
+    log_url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    crashed = gate_for_tests(toolbox.tools(), AuditLog(log_url))
+    crashed.commits.behind = 3600  # the queued record never commits: as if the process died
+    call = ToolCall(step=StepContext(run_id="r", node="pay", visit=1), tool="erp.refund", args=REFUND)
+    decided = await crashed.check(GateCheck(call=call, principal=None, grant=None, write_ahead=True))
+    assert decided.ticket is not None
+    reply = await crashed.act(call, decided.ticket, attempt=1)
+    assert reply.error is None and list(AuditLog(log_url).records()) == []
+
+    survivor = gate_for_tests(toolbox.tools(), AuditLog(log_url))
+    step = ActedStep(call=call, ticket=decided.ticket, acted=True)
+    assert await survivor.seal([step]) == 1
+    assert await survivor.seal([step]) == 0  # sealed twice (a replayed seal): still one record
+    records = list(survivor.audit.records())
+    assert [(r.step_id, r.kind, r.action, r.amount) for r in records] == [
+        ("r/pay/1", "effect", "erp.refund.create", 5.0)
+    ]
+    assert survivor.audit.verify() is None
+    forged = step.model_copy(update={"call": call.model_copy(update={"args": {**REFUND, "amount": 500.0}})})
+    with pytest.raises(NoValidTicket):  # a seal writes only what a signed ticket allowed
+        await survivor.seal([forged])

@@ -48,11 +48,10 @@ async def test_each_effectful_step_is_an_activity_with_the_spec_options(client: 
     ]
     assert [(a.activity_type.name, a.activity_id) for a in scheduled] == [
         ("chamberlain.model_step", "classify/1"),
-        ("chamberlain.record_usage", "classify/1/usage"),
         ("chamberlain.tool_step", "refund/1"),  # lookup reads only: a local activity, no round trip
-    ]
+    ]  # the model's usage, the gate's decisions and the audit seal are local activities too
     assert scheduled[0].start_to_close_timeout.ToSeconds() == 20
-    assert scheduled[2].retry_policy.maximum_attempts == 5
+    assert scheduled[1].retry_policy.maximum_attempts == 5
 
 
 async def test_messages_keep_their_types_across_the_activity_boundary(client: Client, task_queue: str) -> None:
