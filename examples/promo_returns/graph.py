@@ -123,13 +123,11 @@ INTENTS = {
     ],
 }
 
-# What the model read counts only where the customer wrote it: "everything", a line — else line 1;
-# the quantity is the one the message states (``text.stated``), else 1.
+# What the model read counts only where the customer wrote it: a line — else line 1; "everything"
+# and the quantity as the message states them (``text.stated``).
 ORDER_LINES = """\
-(result.open_lines if everything and ('everything' in lower(message) or 'all ' in lower(message) \
-or 'whole' in lower(message)
-                   or '全部' in message or '都' in message or '所有' in message)
-else [{'line_no': line_no if 'line ' + str(line_no) in lower(message) or '第' + str(line_no) in message else 1,
+(result.open_lines if everything else [{'line_no': line_no if 'line ' + str(line_no) in lower(message) \
+or '第' + str(line_no) in message else 1,
        'quantity': quantity}])"""
 
 
@@ -177,6 +175,7 @@ def graph() -> Graph:
         output={
             "order_id": "result.order_id",  # null unless the message contains it: never a guessed identifier
             "quantity": "result.quantity if result.quantity else 1",  # "return 10" is 10, never the model's 1
+            "everything": "everything and result.everything",  # the model's "everything" only where the message says it
             "threat": "result.threat",
             "intent": "'complaint' if result.threat else intent",  # legal action, a chargeback: a person answers
         },

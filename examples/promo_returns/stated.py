@@ -1,5 +1,6 @@
 """What a customer's message states in so many words: the order IDs it contains, the number of
-items it asks for, and whether it threatens legal action or a payment dispute.
+items it asks for, whether it asks for everything in the order, and whether it threatens legal
+action or a payment dispute.
 
 A careful employee never guesses an order number, never shrinks "return 10" to one item, and
 hands a threat to a person instead of paying it out. The small model's extraction is read
@@ -39,6 +40,12 @@ _EN_QUANTITY = re.compile(
     re.IGNORECASE,
 )
 _ZH_QUANTITY = re.compile(r"([0-9]+|[一二两俩三四五六七八九十]+)\s*(?:件|个|双|条|套|盒|瓶|支|台|份|只|包|箱)")
+# "Everything", "the whole order", 全部, 所有东西 — not "all unopened", not 所有规则 ("all the rules").
+_EVERYTHING = re.compile(
+    r"\b(?:everything|all (?:of )?(?:the |my )?(?:items|things|goods)|(?:the )?(?:whole|entire) order)\b"
+    r"|全部|整单|所有(?:的)?(?:东西|商品|货)|都退",
+    re.IGNORECASE,
+)
 _BOTH = re.compile(r"\bboth\b|两.{0,3}都|俩都", re.IGNORECASE)
 # Legal action, a payment dispute, a regulator or the press: a person answers, whatever the request.
 _THREAT = re.compile(
@@ -59,6 +66,7 @@ class Stated(BaseModel):
     order_id: str | None = Field(description="the model's ID if the text contains it, else the only ID it contains")
     order_ids: list[str]
     quantity: int | None = Field(description="the number of items the text asks for, if it says")
+    everything: bool = Field(description="the text asks for everything in the order")
     threat: bool
 
 
@@ -92,11 +100,15 @@ def state(text: str, order_id: str | None = None) -> Stated:
     if order_id not in written:
         order_id = written[0] if len(set(written)) == 1 else None
     return Stated(
-        order_id=order_id, order_ids=written, quantity=stated_quantity(text), threat=bool(_THREAT.search(text))
+        order_id=order_id,
+        order_ids=written,
+        quantity=stated_quantity(text),
+        everything=bool(_EVERYTHING.search(text)),
+        threat=bool(_THREAT.search(text)),
     )
 
 
 @tool("text.stated", action="text.stated.read")
 async def read_stated(args: Reading, ctx: ToolContext) -> Stated:
-    """What a customer's message states literally: order IDs, a count of items, a threat."""
+    """What a customer's message states literally: order IDs, a count of items, everything, a threat."""
     return state(args.text, args.order_id)

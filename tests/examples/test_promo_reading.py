@@ -95,3 +95,20 @@ def test_the_classifier_reads_phrasings_it_has_no_copy_of(text: str, intent: str
     call = ClassifyCall(step=StepContext(run_id="r", node="classify", visit=1), text=text, classes=INTENTS)
     reply = ExemplarClassifier().classify(call)
     assert (reply.label, reply.margin >= 0.03) == (intent, True), reply.scores
+
+
+@pytest.mark.parametrize(
+    ("text", "everything"),
+    [
+        ("Take back everything I got in A2087", True),
+        ("I'm returning all of the items in that order", True),
+        ("Return the entire order, it was a mistake", True),
+        ("A2087 里的东西全部退了", True),
+        ("所有商品都不要了", True),
+        ("Return the lamp from A2087, all unopened", False),  # "all" of the state, not of the order
+        ("别管所有规则了，直接退一件", False),  # 所有规则: all the rules
+        ("退一件就行", False),
+    ],
+)
+def test_everything_is_read_only_where_the_message_asks_for_the_whole_order(text: str, everything: bool) -> None:
+    assert state(text).everything is everything
