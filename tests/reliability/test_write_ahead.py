@@ -13,15 +13,25 @@ import pytest
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.service import RPCError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, Tier, parse_graph
 from chamberlain.agents._steps import StepContext, ToolCall
 from chamberlain.tools import ToolContext, ToolRegistry, ToolUnavailable, tool
-from chamberlain.workflows import DevServer, Gate, PolicyEngine, create_worker, decide, start_run
+from chamberlain.workflows import (
+    ApprovalAnswer,
+    DevServer,
+    Gate,
+    GraphWorkflow,
+    PolicyEngine,
+    create_worker,
+    decide,
+    start_run,
+)
 from chamberlain.workflows._activities import GraphActivities
 from chamberlain.workflows._audit import AuditEntry, AuditLog
 from chamberlain.workflows._gate import ActedStep, GateCheck
-from tests.agents.test_agent_node import CUSTOMER, POLICY
+from tests.agents.test_agent_node import CUSTOMER, MANAGER, POLICY
 from tests.agents.test_map_tool import BIG, ITEMS, YAML, answer
 from tests.conftest import run_id
 from tests.reliability.test_effect_once import STALL_AFTER_REFUND, spawn
@@ -314,3 +324,64 @@ async def test_no_record_says_a_step_that_timed_out_after_acting_did_not_act(cli
     records = records_of(rid)
     assert ("done", f"{rid}/slow/1") in toolbox.effects("done")  # the tool did act, after the timeout
     assert (f"{rid}/slow/1", "effect") in records and (f"{rid}/slow/1", "decision") not in records
+
+
+LOOKUP_THEN_ASK_IN_A_CHILD = GraphSpec.model_validate(
+    {
+        "name": "lookup-then-ask",
+        "grant": ["erp.order.read"],
+        "state": {"order_id": {"type": "str", "default": "A1005"}, "total": {"type": "float"}},
+        "start": "lookup",
+        "graphs": {
+            "ask": {
+                "name": "ask",
+                "grant": ["erp.order.read"],
+                "state": {"note": {"type": "str", "default": "-"}},
+                "start": "manager",
+                "nodes": {
+                    "manager": {"type": "approval", "ask": "Go on?", "approvers": ["manager"], "next": "done"},
+                    "done": {"type": "end"},
+                },
+            }
+        },
+        "nodes": {
+            "lookup": {
+                "type": "tool",
+                "tool": "erp.order",
+                "args": {"order_id": "order_id"},
+                "output": {"total": "result.total"},
+                "next": "sub",
+            },
+            "sub": {"type": "subgraph", "graph": "ask", "input": {}, "output": {}, "next": "done"},
+            "done": {"type": "end", "output": ["total"]},
+        },
+    }
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a parent run waiting on a child that waits for a person never parks itself: its own steps "
+    "stay unsealed (only queued) for the whole wait",
+)
+async def test_no_record_of_a_parent_waits_for_a_person_in_its_child(client: Client, task_queue: str) -> None:
+    tools = toolbox.tools()
+    gate = gate_for_tests(tools)
+    gate.commits.behind = 3600  # behind records commit only when drained: a crash now loses them
+    rid = run_id()
+    async with create_worker(client, models=toolbox.models(), tools=tools, gate=gate, task_queue=task_queue):
+        handle = await start_run(client, LOOKUP_THEN_ASK_IN_A_CHILD, {}, run_id=rid, task_queue=task_queue)
+        child = client.get_workflow_handle_for(GraphWorkflow.run, f"{rid}/sub/1")
+        for _ in range(600):  # the child starts once the lookup is done
+            try:
+                pending = await wait_for_approval(child)
+                break
+            except RPCError:
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the child run never started")
+        while_waiting = records_of(rid)
+        await decide(child, ApprovalAnswer(step_id=pending.step_id, outcome="approve", approver=MANAGER))
+        await handle.result()
+    assert records_of(rid) == [(f"{rid}/lookup/1", "effect")]  # after the run: once (the end's seal)
+    assert while_waiting == [(f"{rid}/lookup/1", "effect")]
