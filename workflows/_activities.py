@@ -74,7 +74,10 @@ class GraphActivities:
     async def seal_audit(self, steps: list[ActedStep]) -> int:
         """Make the records of a run's tool steps durable, rewriting any a crash lost (run as a
         local activity before the run parks, continues or ends)."""
-        return await self.gate.seal(steps)
+        try:
+            return await self.gate.seal(steps)
+        except NoValidTicket as exc:
+            raise ApplicationError(str(exc), type="PermissionDenied", non_retryable=True) from exc
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:

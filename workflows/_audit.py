@@ -248,7 +248,9 @@ class AuditLog:
         return [AuditRecord(**row) for row in result]
 
     def missing(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
-        """The entries whose record (same step, kind and attempt) is not committed yet."""
+        """The entries not committed yet: an effect without its record; a decision where the
+        step (same attempt) has neither its decision nor an effect recorded — an effect tells
+        more than the decision that allowed it, and is never contradicted by one."""
         if not entries:
             return []
         table = AuditRecord.__table__  # type: ignore[attr-defined]
@@ -257,7 +259,12 @@ class AuditLog:
             steps = {entry.step_id for entry in entries}
             query = table.select().with_only_columns(*keys).where(table.c.step_id.in_(steps))
             found = {tuple(row) for row in connection.execute(query)}
-        return [entry for entry in entries if (entry.step_id, entry.kind, entry.attempt) not in found]
+
+        def recorded(entry: AuditEntry) -> bool:
+            kinds = ("effect",) if entry.kind == "effect" else (entry.kind, "effect")
+            return any((entry.step_id, kind, entry.attempt) in found for kind in kinds)
+
+        return [entry for entry in entries if not recorded(entry)]
 
     def records(self) -> Iterator[AuditRecord]:
         with Session(self.engine) as session:

@@ -121,11 +121,12 @@ class GateCheck(BaseModel):
 
 class ActedStep(BaseModel):
     """A tool step as the run's history knows it — its call, its ticket, whether the tool
-    acted — from which :meth:`Gate.seal` rewrites a record a crash lost."""
+    acted (None: the run does not know, its activity failed or timed out) — from which
+    :meth:`Gate.seal` rewrites a record a crash lost."""
 
     call: ToolCall
     ticket: Ticket
-    acted: bool
+    acted: bool | None
 
 
 class DecidedRead(BaseModel):
@@ -328,7 +329,7 @@ class Gate:
             reply = await call_tool(self.tools, call, attempt)
         finally:
             entry = self._record_of(call, admitted, acted=reply is not None and reply.error is None)
-            if admitted.write_ahead:
+            if admitted.write_ahead and reply is not None:  # the run learns of the step, and seals it
                 self.commits.append_behind(entry)
             else:
                 await self.record(entry)
@@ -336,16 +337,24 @@ class Gate:
 
     async def seal(self, steps: list[ActedStep]) -> int:
         """Return once the record of every step in ``steps`` is committed, rewriting from the
-        run's history any that a crash lost before its commit; how many were rewritten."""
-        entries = [self._record_of(step.call, self.admit(step.call, step.ticket), step.acted) for step in steps]
+        run's history any that a crash lost before its commit; how many were rewritten. Only a
+        step whose ticket is valid is written; any other is refused after the valid ones."""
+        entries, refused = [], []
+        for step in steps:
+            try:
+                entries.append(self._record_of(step.call, self.admit(step.call, step.ticket), step.acted))
+            except NoValidTicket as exc:
+                refused.append(exc)
         await self.commits.drain()  # what this worker queued commits now; what is still missing was lost
         missing = await asyncio.to_thread(self.audit.missing, entries)
         if missing:
             log.warning("audit: %d record(s) of run %s rewritten from its history", len(missing), missing[0].run_id)
             await asyncio.gather(*(self.record(entry) for entry in missing))
+        if refused:
+            raise refused[0]
         return len(missing)
 
-    def _record_of(self, call: ToolCall, ticket: Ticket, acted: bool) -> AuditEntry:
+    def _record_of(self, call: ToolCall, ticket: Ticket, acted: bool | None) -> AuditEntry:
         return AuditEntry(
             run_id=call.step.run_id,
             step_id=call.step.step_id,
@@ -543,7 +552,8 @@ class GatedExecutor:
 
     def _acted(self, call: ToolCall, ticket: Ticket, reply: ToolReply | None) -> None:
         if self.write_ahead:
-            self.acted.append(ActedStep(call=call, ticket=ticket, acted=reply is not None and reply.error is None))
+            acted = None if reply is None else reply.error is None
+            self.acted.append(ActedStep(call=call, ticket=ticket, acted=acted))
 
 
 # -- carrying the ticket from the workflow to the activity --------------------------------------

@@ -142,8 +142,11 @@ class GraphWorkflow:
         self._executor = executor
         try:
             result = await self._walk(request, plan, cursor, executor)
-        except Exception:  # not the SDK tearing a cached run down (a BaseException): that seals nothing
-            await self._seal()
+        except (Exception, asyncio.CancelledError):  # not the SDK evicting a cached run: that seals nothing
+            try:
+                await self._seal()
+            except ActivityError as exc:  # the run's own error says why it ended; the seal's is logged
+                workflow.logger.error("run %s: audit seal failed: %s", workflow.info().workflow_id, exc.cause)
             raise
         await self._seal()
         return result
@@ -207,9 +210,13 @@ class GraphWorkflow:
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
 
+    def _unsealed(self) -> bool:
+        return self._executor is not None and bool(self._executor.acted)
+
     async def _seal(self) -> None:
         """The records of the tool steps since the last seal, made durable (any a crash lost
-        rewritten from this run's history) before the run parks, continues as new or ends."""
+        rewritten from this run's history) before the run waits — for a person or a child run —
+        continues as new or ends."""
         if self._executor is None or not self._executor.acted:
             return
         steps, self._executor.acted = self._executor.acted, []
@@ -298,6 +305,7 @@ class GraphWorkflow:
             labels=call.labels,
             publish_approvals=self._request.publish_approvals,
         )
+        await self._seal()  # the child may wait for a person
         try:
             result = await workflow.execute_child_workflow(
                 GraphWorkflow.run, request, id=call.step.step_id, task_queue=workflow.info().task_queue
@@ -386,7 +394,7 @@ class GraphWorkflow:
             self._pending.approvers, self._pending.escalated = group, i > 0
             self._pending.deadline = workflow.now() + node.timeout
             try:
-                await workflow.wait_condition(lambda: self._decision is not None, timeout=node.timeout)
+                await self._wait_for_decision(node.timeout)
                 break
             except TimeoutError:
                 note = f"{workflow.now():%Y-%m-%d %H:%M} no decision from {', '.join(group)} within {node.timeout}"
@@ -402,6 +410,17 @@ class GraphWorkflow:
         if publish:
             workflow.upsert_search_attributes([APPROVAL_STATE.value_set("none")])
         return answer
+
+    async def _wait_for_decision(self, timeout: timedelta) -> None:
+        """Wait up to ``timeout`` for the decision (``TimeoutError`` then), sealing meanwhile the
+        steps other branches of the run complete (a map's items): no record waits for a person."""
+        deadline = workflow.now() + timeout
+        while self._decision is None:
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                raise TimeoutError
+            await workflow.wait_condition(lambda: self._decision is not None or self._unsealed(), timeout=remaining)
+            await self._seal()
 
     async def _audit_approval(self, request: ApprovalRequest, answer: ApprovalAnswer) -> None:
         """An approval is a decision like the gate's: it goes to the audit log, from an activity."""

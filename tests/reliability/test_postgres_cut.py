@@ -76,7 +76,7 @@ class Cut:
             pid = conn.connection.dbapi_connection.info.backend_pid
             with self.admin.connect() as other:
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-                for _ in range(100):  # gone for sure before the write goes on
+                for _ in range(600):  # gone for sure before the write goes on (slow on a loaded machine)
                     alive = other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
                     if alive.scalar_one() == 0:
                         break

@@ -27,7 +27,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from chamberlain.agents import GraphSpec
 from chamberlain.workflows import ApprovalAnswer, DevServer, GraphWorkflow, Principal, RunResult, decide, start_run
-from chamberlain.workflows._graph_workflow import LOCAL_READS, READ_WITH_DECISION
+from chamberlain.workflows._graph_workflow import LOCAL_READS, LOCAL_USAGE, READ_WITH_DECISION, WRITE_AHEAD
 from tests.conftest import run_id
 from tests.support import old_version, toolbox
 from tests.support.graphs import graph
@@ -77,6 +77,7 @@ LOOP = GraphSpec.model_validate(
 
 # Each old version: the patch whose introduction it precedes, and the markers its runs carry.
 OLD_VERSIONS = {
+    "before-write-ahead": (WRITE_AHEAD, {LOCAL_READS, READ_WITH_DECISION}),
     "before-read-with-decision": (READ_WITH_DECISION, {LOCAL_READS}),
     "before-local-reads": (LOCAL_READS, set()),
 }
@@ -213,12 +214,17 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
         patches, local, failed = history_facts((await handle.fetch_history()).events)
         assert failed == 0, f"{handle.id}: a workflow task failed on replay"
         assert patches == old_markers, handle.id  # it started on the old code, and stays on its path
-        assert "chamberlain.gate_read" not in local, handle.id  # reads kept the old shape after the upgrade
-    for handle in loops:
+        assert "chamberlain.audit_seal" not in local, handle.id  # its steps' records kept being waited for
+        if READ_WITH_DECISION not in old_markers:
+            assert "chamberlain.gate_read" not in local, handle.id  # reads kept the old shape after the upgrade
+    for handle in loops:  # each turn a read and a write: how the old code ran them, it still does
         _, local, _ = history_facts((await handle.fetch_history()).events)
-        reads_as_local = local.count("chamberlain.tool_step")
-        assert reads_as_local == (TURNS if LOCAL_READS in old_markers else 0), (handle.id, local)
+        if READ_WITH_DECISION in old_markers:  # a read and its decision, and a write's decision, per turn
+            assert local.count("chamberlain.gate_read") == 2 * TURNS, (handle.id, local)
+        else:
+            reads_as_local = local.count("chamberlain.tool_step")
+            assert reads_as_local == (TURNS if LOCAL_READS in old_markers else 0), (handle.id, local)
     patches, local, failed = history_facts((await control.fetch_history()).events)
-    assert (patches, failed) == ({LOCAL_READS, READ_WITH_DECISION}, 0)
-    assert "chamberlain.gate_read" in local  # a run started on the new code takes the new path
+    assert (patches, failed) == ({LOCAL_READS, READ_WITH_DECISION, WRITE_AHEAD, LOCAL_USAGE}, 0)
+    assert {"chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # a new run takes the new path
     assert audit_log().verify() is None

