@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test docs bench lint clean
+.PHONY: install demo test docs bench eval lint clean
 
 # llama-cpp-python is compiled here (5-7 min on 2 cores, once per virtualenv). The default
 # -march=native build dies with "Illegal instruction" (AMX) on these machines: pin the ISA.
@@ -39,6 +39,17 @@ docs: $(STAMP)
 # replaces the committed figures in docs/benchmarks/.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Every shipped case of both scenarios on the embedded model (~12 min on 2 cores; CI runs a
+# subset): tables, JSON and charts in $CHAMBERLAIN_DATA/eval (default .chamberlain/eval).
+EVAL_OUT ?= $${CHAMBERLAIN_DATA:-.chamberlain}/eval
+eval: $(STAMP)
+	mkdir -p $(EVAL_OUT)
+	$(BIN)/chamberlain eval examples/promo_returns/cases.jsonl --app chamberlain.examples.promo_returns.app \
+	    --case-timeout 420 --json $(EVAL_OUT)/promo-returns.json --chart $(EVAL_OUT)/promo-returns.png
+	$(BIN)/chamberlain eval examples/field_support/cases.jsonl --graph examples/field_support/graph.yaml \
+	    --app chamberlain.examples.field_support.app --case-timeout 420 \
+	    --json $(EVAL_OUT)/field-support.json --chart $(EVAL_OUT)/field-support.png
 
 clean:
 	rm -rf $(VENV) .chamberlain site

@@ -173,6 +173,13 @@ def _output_model(
     return create_model("StepOutput", **definitions)
 
 
+@lru_cache(maxsize=1024)
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A cached output model's JSON schema, built once rather than at every model call (shared:
+    read it, never change it)."""
+    return model.model_json_schema()
+
+
 def parse_output(schema: type[BaseModel], text: str) -> tuple[dict[str, Any] | None, str | None]:
     """The validated output, or why it is not valid."""
     try:
@@ -224,7 +231,7 @@ async def call_model(
     if schema is not None:
         kwargs["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": "step_output", "schema": schema.model_json_schema(), "strict": True},
+            "json_schema": {"name": "step_output", "schema": _json_schema(schema), "strict": True},
         }
     usage = TokenUsage()
     async with chosen.slots():

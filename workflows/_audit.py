@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, UniqueConstraint, inspect, text, update
+from sqlalchemy import BindParameter, Engine, UniqueConstraint, bindparam, inspect, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -86,6 +86,30 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     records: int = 0
     last_hash: str = GENESIS
+
+
+# The statements on every append's path, built once (building and keying one costs more than
+# running it on SQLite).
+_TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
+_LOCK_HEAD = (
+    update(AuditHead)
+    .where(col(AuditHead.id) == 1)
+    .values(records=col(AuditHead.records))
+    .returning(col(AuditHead.records), col(AuditHead.last_hash))
+)
+_MOVE_HEAD = (
+    update(AuditHead)
+    .where(col(AuditHead.id) == 1)
+    .values(records=bindparam("records"), last_hash=bindparam("last_hash"))
+)
+_STEPS: BindParameter[list[str]] = bindparam("steps", expanding=True)
+_RECORDS_OF_STEPS = _TABLE.select().where(_TABLE.c.step_id.in_(_STEPS))
+_KEYS_OF_STEPS = (
+    _TABLE.select()
+    .with_only_columns(_TABLE.c.step_id, _TABLE.c.kind, _TABLE.c.attempt)
+    .where(_TABLE.c.step_id.in_(_STEPS))
+)
+_INSERT = _TABLE.insert()
 
 
 class AuditEntry(BaseModel):
@@ -210,18 +234,12 @@ class AuditLog:
         """Add ``entries`` in order as the next records, in one transaction (one commit); an
         entry whose record exists already (same step, kind and attempt) gets that record back.
         Plain SQL statements rather than ORM sessions: an append is on every step's path."""
-        table = AuditRecord.__table__  # type: ignore[attr-defined]
         with self.engine.begin() as connection:
-            head = connection.execute(  # take the chain's lock first, and learn where the log ends
-                update(AuditHead)
-                .where(col(AuditHead.id) == 1)
-                .values(records=col(AuditHead.records))
-                .returning(col(AuditHead.records), col(AuditHead.last_hash))
-            ).one_or_none()
+            head = connection.execute(_LOCK_HEAD).one_or_none()  # take the chain's lock, learn where it ends
             if head is None:
                 raise AuditLogError(f"{self._where()} has lost its head; run `chamberlain audit verify`")
-            steps = {entry.step_id for entry in entries}
-            found = connection.execute(table.select().where(table.c.step_id.in_(steps))).mappings().all()
+            steps = sorted({entry.step_id for entry in entries})
+            found = connection.execute(_RECORDS_OF_STEPS, {"steps": steps}).mappings().all()
             known = {(r["step_id"], r["kind"], r["attempt"]): dict(r) for r in found}
             seq, last_hash, rows, result = head.records, head.last_hash, [], []
             for entry in entries:
@@ -241,10 +259,8 @@ class AuditLog:
                     known[key] = row
                 result.append(known[key])
             if rows:
-                connection.execute(table.insert(), rows)
-                connection.execute(
-                    update(AuditHead).where(col(AuditHead.id) == 1).values(records=seq, last_hash=last_hash)
-                )
+                connection.execute(_INSERT, rows)
+                connection.execute(_MOVE_HEAD, {"records": seq, "last_hash": last_hash})
         return [AuditRecord(**row) for row in result]
 
     def missing(self, entries: Sequence[AuditEntry]) -> list[AuditEntry]:
@@ -253,12 +269,9 @@ class AuditLog:
         more than the decision that allowed it, and is never contradicted by one."""
         if not entries:
             return []
-        table = AuditRecord.__table__  # type: ignore[attr-defined]
-        keys = (table.c.step_id, table.c.kind, table.c.attempt)
         with self.engine.connect() as connection:
-            steps = {entry.step_id for entry in entries}
-            query = table.select().with_only_columns(*keys).where(table.c.step_id.in_(steps))
-            found = {tuple(row) for row in connection.execute(query)}
+            steps = sorted({entry.step_id for entry in entries})
+            found = {tuple(row) for row in connection.execute(_KEYS_OF_STEPS, {"steps": steps})}
 
         def recorded(entry: AuditEntry) -> bool:
             kinds = ("effect",) if entry.kind == "effect" else (entry.kind, "effect")

@@ -64,10 +64,12 @@ with workflow.unsafe.imports_passed_through():
 
 
 APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
-LOCAL_READS = "chamberlain-local-reads"  # patch: read-only tools run as local activities
-READ_WITH_DECISION = "chamberlain-read-with-decision"  # patch: a read runs in its decision's local activity
-WRITE_AHEAD = "chamberlain-audit-write-ahead"  # patch: steps' records written behind, sealed by the run
-LOCAL_USAGE = "chamberlain-local-usage"  # patch: a model step's usage is recorded by a local activity
+# Patches, newest first. A run started on this code carries only the newest marker, which
+# implies the changes before it (each marker also costs the server a search attribute upsert);
+# an older run is asked for its markers as its code asked.
+WRITE_AHEAD = "chamberlain-audit-write-ahead"  # steps' records written behind and sealed; usage recorded locally
+READ_WITH_DECISION = "chamberlain-read-with-decision"  # a read runs in its decision's local activity
+LOCAL_READS = "chamberlain-local-reads"  # read-only tools run as local activities
 Call = TypeVar("Call", ModelCall, ClassifyCall, ToolCall)
 Reply = TypeVar("Reply", ModelReply, ClassifyReply, ToolReply)
 
@@ -116,10 +118,12 @@ class GraphWorkflow:
         self._request = request
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
-        self._local_reads = workflow.patched(LOCAL_READS)
-        self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
-        write_ahead = self._read_with_decision and workflow.patched(WRITE_AHEAD)
-        self._local_usage = write_ahead and workflow.patched(LOCAL_USAGE)
+        write_ahead = self._local_usage = workflow.patched(WRITE_AHEAD)
+        if write_ahead:
+            self._local_reads = self._read_with_decision = True
+        else:  # an older run: its markers are asked for in the order its code asked, every one
+            self._local_reads = workflow.patched(LOCAL_READS)
+            self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)

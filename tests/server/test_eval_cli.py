@@ -258,3 +258,40 @@ async def test_eval_runs_shipped_promo_cases_on_the_embedded_model(
     assert [c["case"] for c in cases] == ["return-1", "return-2"]
     assert [c["outcome"]["error"] for c in cases] == [None, None]
     assert found["summaries"][0]["tokens_per_case"] > 0 and set(cases[0]["scores"]) >= {"intent", "decision"}
+
+
+@pytest.mark.slow
+async def test_eval_runs_shipped_field_support_cases_on_the_embedded_model(
+    dev_server: DevServer, embedded_model: object, tmp_path: Path
+) -> None:
+    """CI's subset of the field-support cases on SmolLM2-135M: one the model should answer with a
+    cited quote, one whose retrieval finds nothing for a person to answer instead."""
+    report = tmp_path / "support.json"
+    cases_file = tmp_path / "cases.jsonl"
+    chosen = {"support-01", "support-29"}
+    lines = Path("examples/field_support/cases.jsonl").read_text(encoding="utf-8").splitlines()
+    cases_file.write_text("\n".join(line for line in lines if json.loads(line)["id"] in chosen) + "\n")
+    done = await asyncio.to_thread(
+        chamberlain,
+        "eval",
+        str(cases_file),
+        "--graph",
+        "examples/field_support/graph.yaml",
+        "--app",
+        "chamberlain.examples.field_support.app",
+        "--address",
+        dev_server.address,
+        "--json",
+        str(report),
+        "--work",
+        str(tmp_path / "work"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (results,) = json.loads(report.read_text(encoding="utf-8"))["cases"].values()
+    cases = {c["case"]: c for c in results}
+    assert set(cases) == chosen and [c["outcome"]["error"] for c in cases.values()] == [None, None]
+    assert cases["support-29"]["outcome"]["escalations"] == ["expert"]  # nothing to retrieve: a person answers
+    first = cases["support-01"]
+    assert first["outcome"]["end"] in ("done", "done_expert"), first["outcome"]
+    if first["outcome"]["end"] == "done":  # the small model's choice agreed with the ranking: a cited quote
+        assert first["scores"]["sources.document"] is True, first
