@@ -119,14 +119,13 @@ STALL_AFTER_REFUND = GraphSpec.model_validate(
 )
 
 
-async def test_records_a_killed_worker_never_committed_are_rewritten_from_history(
-    client: Client, dev_server: DevServer, task_queue: str
-) -> None:
-    """The refund completes on a worker whose records written behind never commit; it is
-    killed during the next step. Nothing of the run is in the audit log then; after the run
-    ends on another worker, each step's record is there once, the refund paid once."""
+async def lose_records_then_stall(
+    address: str, task_queue: str, client: Client
+) -> tuple[str, WorkflowHandle[Any, RunResult]]:
+    """A run whose lookup and refund completed on a worker that never committed their records
+    (killed during the next step): nothing of it is in the audit log."""
     rid = run_id()
-    losing = spawn(dev_server.address, task_queue, "lose")
+    losing = spawn(address, task_queue, "lose")
     try:
         handle = await start_run(client, STALL_AFTER_REFUND, {}, run_id=rid, task_queue=task_queue)
         for _ in range(600):  # the stall has started: the lookup and the refund have completed
@@ -139,6 +138,16 @@ async def test_records_a_killed_worker_never_committed_are_rewritten_from_histor
         losing.kill()
         losing.wait()
     assert [r for r in audit_log().records() if r.run_id == rid] == []  # lost with the worker
+    return rid, handle
+
+
+async def test_records_a_killed_worker_never_committed_are_rewritten_from_history(
+    client: Client, dev_server: DevServer, task_queue: str
+) -> None:
+    """The refund completes on a worker whose records written behind never commit; it is
+    killed during the next step. Nothing of the run is in the audit log then; after the run
+    ends on another worker, each step's record is there once, the refund paid once."""
+    rid, handle = await lose_records_then_stall(dev_server.address, task_queue, client)
     result = await finish_on_another_worker(dev_server.address, task_queue, handle)
     assert result.status == "completed" and result.output["refund_id"] == "R-A1005"
     assert Counter(toolbox.effects("refund")) == {("refund", f"{rid}/refund/1"): 1}

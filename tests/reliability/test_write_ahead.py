@@ -34,7 +34,7 @@ from chamberlain.workflows._gate import ActedStep, GateCheck
 from tests.agents.test_agent_node import CUSTOMER, MANAGER, POLICY
 from tests.agents.test_map_tool import BIG, ITEMS, YAML, answer
 from tests.conftest import run_id
-from tests.reliability.test_effect_once import STALL_AFTER_REFUND, spawn
+from tests.reliability.test_effect_once import lose_records_then_stall, spawn
 from tests.support import toolbox
 from tests.support.workers import TEST_SECRET, audit_log, gate_for_tests, wait_for_approval
 from tests.workflows.test_map_tool import next_pending
@@ -45,26 +45,6 @@ REFUND = {"order_id": "A1", "amount": 5.0}
 
 def records_of(rid: str, log: AuditLog | None = None) -> list[tuple[str, str]]:
     return sorted((r.step_id, r.kind) for r in (log or audit_log()).records() if r.run_id == rid)
-
-
-async def lose_records_then_stall(address: str, task_queue: str, client: Client) -> tuple[str, Any]:
-    """A run whose lookup and refund completed on a worker that never committed their records
-    (killed during the next step): nothing of it is in the log."""
-    rid = run_id()
-    losing = spawn(address, task_queue, "lose")
-    try:
-        handle = await start_run(client, STALL_AFTER_REFUND, {}, run_id=rid, task_queue=task_queue)
-        for _ in range(600):
-            if ("start", f"{rid}/stall/1") in toolbox.effects("start"):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the stall step never started")
-    finally:
-        losing.kill()
-        losing.wait()
-    assert records_of(rid) == []
-    return rid, handle
 
 
 @pytest.mark.xfail(
