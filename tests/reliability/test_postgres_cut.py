@@ -74,9 +74,11 @@ class Cut:
         self.statements.append(statement.split()[0])
         if self.terminated is None and statement.lstrip().startswith("UPDATE erp_payment"):
             pid = conn.connection.dbapi_connection.info.backend_pid
-            with self.admin.connect() as other:
+            # Autocommit: within one transaction pg_stat_activity is a snapshot taken at its first
+            # read, so a backend still exiting then would look alive for ever.
+            with self.admin.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
                 other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-                for _ in range(600):  # gone for sure before the write goes on (slow on a loaded machine)
+                for _ in range(100):  # gone for sure before the write goes on
                     alive = other.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid})
                     if alive.scalar_one() == 0:
                         break
