@@ -154,20 +154,20 @@ def quoting_models() -> ModelRegistry:
     return models
 
 
-async def test_eval_scores_the_shipped_field_support_cases_per_asker(dev_server: DevServer, tmp_path: Path) -> None:
-    """Each case's asker is the run's principal (department, clearance): a document the asker may
-    not read is never retrieved nor cited, in all 30 cases; the engineer cleared for it cites it."""
-    report = tmp_path / "support.json"
-    done = await asyncio.to_thread(
+async def eval_field_support(
+    cases: str, dev_server: DevServer, report: Path, tmp_path: Path, *more: str
+) -> subprocess.CompletedProcess[str]:
+    """``chamberlain eval`` of field-support cases on the scenario's graph and app, its report in ``report``."""
+    graph, app = "examples/field_support/graph.yaml", "chamberlain.examples.field_support.app"
+    return await asyncio.to_thread(
         chamberlain,
         "eval",
-        "examples/field_support/cases.jsonl",
+        cases,
         "--graph",
-        "examples/field_support/graph.yaml",
+        graph,
         "--app",
-        "chamberlain.examples.field_support.app",
-        "--models",
-        "tests.server.test_eval_cli:quoting_models",
+        app,
+        *more,
         "--address",
         dev_server.address,
         "--json",
@@ -175,6 +175,14 @@ async def test_eval_scores_the_shipped_field_support_cases_per_asker(dev_server:
         "--work",
         str(tmp_path / "work"),
     )
+
+
+async def test_eval_scores_the_shipped_field_support_cases_per_asker(dev_server: DevServer, tmp_path: Path) -> None:
+    """Each case's asker is the run's principal (department, clearance): a document the asker may
+    not read is never retrieved nor cited, in all 30 cases; the engineer cleared for it cites it."""
+    report = tmp_path / "support.json"
+    quoting = ("--models", "tests.server.test_eval_cli:quoting_models")
+    done = await eval_field_support("examples/field_support/cases.jsonl", dev_server, report, tmp_path, *quoting)
     assert done.returncode == 0, done.stdout + done.stderr
     found = json.loads(report.read_text(encoding="utf-8"))
     cases = {c["case"]: c for c in found["cases"]["quoting_models"]}
@@ -203,25 +211,8 @@ async def test_eval_answers_a_cascade_that_reaches_a_person_with_its_output(
     harness answers with values fitting it (the first passage, here), and the run goes on (to the
     quoted answer from that passage)."""
     report = tmp_path / "garbled.json"
-    done = await asyncio.to_thread(
-        chamberlain,
-        "eval",
-        "examples/field_support/cases.jsonl",
-        "--graph",
-        "examples/field_support/graph.yaml",
-        "--app",
-        "chamberlain.examples.field_support.app",
-        "--models",
-        "tests.server.test_eval_cli:garbling_models",
-        "--limit",
-        "1",
-        "--address",
-        dev_server.address,
-        "--json",
-        str(report),
-        "--work",
-        str(tmp_path / "work"),
-    )
+    garbling = ("--models", "tests.server.test_eval_cli:garbling_models", "--limit", "1")
+    done = await eval_field_support("examples/field_support/cases.jsonl", dev_server, report, tmp_path, *garbling)
     assert done.returncode == 0, done.stdout + done.stderr
     (case,) = json.loads(report.read_text(encoding="utf-8"))["cases"]["garbling_models"]
     outcome = case["outcome"]
@@ -271,21 +262,7 @@ async def test_eval_runs_shipped_field_support_cases_on_the_embedded_model(
     chosen = {"support-01", "support-29"}
     lines = Path("examples/field_support/cases.jsonl").read_text(encoding="utf-8").splitlines()
     cases_file.write_text("\n".join(line for line in lines if json.loads(line)["id"] in chosen) + "\n")
-    done = await asyncio.to_thread(
-        chamberlain,
-        "eval",
-        str(cases_file),
-        "--graph",
-        "examples/field_support/graph.yaml",
-        "--app",
-        "chamberlain.examples.field_support.app",
-        "--address",
-        dev_server.address,
-        "--json",
-        str(report),
-        "--work",
-        str(tmp_path / "work"),
-    )
+    done = await eval_field_support(str(cases_file), dev_server, report, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     (results,) = json.loads(report.read_text(encoding="utf-8"))["cases"].values()
     cases = {c["case"]: c for c in results}
