@@ -317,3 +317,13 @@ class GraphSpec(_Spec):
     graphs: dict[str, GraphSpec] = Field(
         {}, description="the graphs its subgraph and map nodes run; each one's grant within this one's"
     )
+
+    def called_tools(self) -> list[str]:
+        """The tools this graph's own nodes may call (its child graphs name their own)."""
+        names: set[str] = set()
+        for node in self.nodes.values():
+            if isinstance(node, ToolNode | MapNode) and node.tool is not None:
+                names.add(node.tool)
+            elif isinstance(node, AgentNode):
+                names.update(node.tools)
+        return sorted(names)

@@ -24,7 +24,7 @@ from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry
 from chamberlain.workflows._gate import (
     ActedStep,
-    DecidedRead,
+    DecidedStep,
     Gate,
     GateCheck,
     GateDecision,
@@ -57,13 +57,30 @@ class GraphActivities:
         return await self.gate.check(check)
 
     @activity.defn(name="chamberlain.gate_read")
-    async def check_gate_and_read(self, check: GateCheck) -> DecidedRead:
+    async def check_gate_and_read(self, check: GateCheck) -> DecidedStep:
         """A tool step's decision and, when the tool only reads and is allowed, the read itself
         (one local activity for a read step)."""
+        return await self._decide_and_act(check, writes=False)
+
+    @activity.defn(name="chamberlain.decide_and_act")
+    async def decide_and_act(self, check: GateCheck) -> DecidedStep:
+        """A tool step's decision and, when it is allowed, the effect (one activity for a write
+        step; a retry acts on the ticket the first attempt held)."""
+        return await self._decide_and_act(check, writes=True)
+
+    async def _decide_and_act(self, check: GateCheck, *, writes: bool) -> DecidedStep:
         try:
-            return await self.gate.check_and_read(check, activity.info().attempt)
+            return await self.gate.decide_and_act(check, activity.info().attempt, writes=writes)
+        except NoValidTicket as exc:
+            raise ApplicationError(str(exc), type="PermissionDenied", non_retryable=True) from exc
         except UnknownTool as exc:
             raise ApplicationError(str(exc), type="UnknownTool", non_retryable=True) from exc
+
+    @activity.defn(name="chamberlain.tool_effects")
+    async def tool_effects(self, tools: list[str]) -> dict[str, str]:
+        """What each of a run's tools does (read, write, irreversible) as this worker offers it:
+        recorded in the run's history, so a replay sends each step the way it went."""
+        return {name: self.tools[name].effect.value for name in tools if name in self.tools}
 
     @activity.defn(name="chamberlain.audit")
     async def audit(self, entry: AuditEntry) -> None:
@@ -120,6 +137,8 @@ class GraphActivities:
             self.record_usage,
             self.check_gate,
             self.check_gate_and_read,
+            self.decide_and_act,
+            self.tool_effects,
             self.audit,
             self.seal_audit,
         ]

@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import BindParameter, Engine, UniqueConstraint, bindparam, inspect, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from chamberlain.tools._database import open_engine
@@ -88,6 +88,18 @@ class AuditHead(SQLModel, table=True):
     last_hash: str = GENESIS
 
 
+class HeldTicket(SQLModel, table=True):
+    """A write step's ticket, kept before its tool acts where the step is decided in the tool's
+    own activity: a retry of that activity acts on this allowance instead of deciding again on
+    a resource the first attempt's effect may have changed. Not part of the chain: the step's
+    record is (:meth:`Gate.decide_and_act <chamberlain.workflows.Gate.decide_and_act>`)."""
+
+    __tablename__ = "audit_held_ticket"
+    step_id: str = Field(primary_key=True)
+    run_id: str = Field(index=True)
+    ticket: str  # the signed ticket's JSON
+
+
 # The statements on every append's path, built once (building and keying one costs more than
 # running it on SQLite).
 _TABLE = AuditRecord.__table__  # type: ignore[attr-defined]
@@ -110,6 +122,10 @@ _KEYS_OF_STEPS = (
     .where(_TABLE.c.step_id.in_(_STEPS))
 )
 _INSERT = _TABLE.insert()
+_HELD_TABLE = HeldTicket.__table__  # type: ignore[attr-defined]
+_HELD = _HELD_TABLE.select().with_only_columns(_HELD_TABLE.c.step_id, _HELD_TABLE.c.ticket)
+_HELD_OF_STEPS = _HELD.where(_HELD_TABLE.c.step_id.in_(_STEPS))
+_HOLD = _HELD_TABLE.insert()
 
 
 class AuditEntry(BaseModel):
@@ -187,7 +203,7 @@ class AuditLog:
     def __init__(self, url: str | Engine = "sqlite:///.chamberlain/audit.sqlite", *, create: bool = True) -> None:
         self.engine = open_engine(url) if isinstance(url, str) else url
         if create:
-            SQLModel.metadata.create_all(self.engine, tables=[AuditRecord.__table__, AuditHead.__table__])  # type: ignore[attr-defined]
+            SQLModel.metadata.create_all(self.engine, tables=[_TABLE, AuditHead.__table__, _HELD_TABLE])  # type: ignore[attr-defined]
         self._check_layout()
         if create:
             with Session(self.engine) as session:
@@ -278,6 +294,23 @@ class AuditLog:
             return any((entry.step_id, kind, entry.attempt) in found for kind in kinds)
 
         return [entry for entry in entries if not recorded(entry)]
+
+    def hold(self, run_id: str, step_id: str, ticket: str) -> str:
+        """Keep ``ticket`` (JSON) for ``step_id``, committed before the step's tool acts; the
+        ticket held for the step — this one, or the one an earlier attempt held first."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(_HOLD, {"step_id": step_id, "run_id": run_id, "ticket": ticket})
+            return ticket
+        except IntegrityError:  # an earlier attempt held one: that is the step's allowance
+            return self.held([step_id])[step_id]
+
+    def held(self, step_ids: Sequence[str]) -> dict[str, str]:
+        """The tickets held for ``step_ids``, by step (a step decided elsewhere has none)."""
+        if not step_ids:
+            return {}
+        with self.engine.connect() as connection:
+            return {row.step_id: row.ticket for row in connection.execute(_HELD_OF_STEPS, {"steps": sorted(step_ids)})}
 
     def records(self) -> Iterator[AuditRecord]:
         with Session(self.engine) as session:

@@ -122,16 +122,17 @@ class GateCheck(BaseModel):
 class ActedStep(BaseModel):
     """A tool step as the run's history knows it — its call, its ticket, whether the tool
     acted (None: the run does not know, its activity failed or timed out) — from which
-    :meth:`Gate.seal` rewrites a record a crash lost."""
+    :meth:`Gate.seal` rewrites a record a crash lost. No ticket: the step was decided in its
+    tool's activity, which failed; the seal looks for the ticket it held."""
 
     call: ToolCall
-    ticket: Ticket
+    ticket: Ticket | None
     acted: bool | None
 
 
-class DecidedRead(BaseModel):
-    """A decision taken with the read it allowed: for a read-only tool the gate reads at once,
-    so a read step is one local activity (``reply`` is None when it did not read)."""
+class DecidedStep(BaseModel):
+    """A decision taken with the effect it allowed: the gate acts at once where the step was
+    decided where it acts (``reply`` is None when it did not act)."""
 
     decision: GateDecision
     reply: ToolReply | None = None
@@ -299,14 +300,34 @@ class Gate:
         seal = self._sign("seal", call, resource)
         return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket})
 
-    async def check_and_read(self, check: GateCheck, attempt: int) -> DecidedRead:
-        """Decide a tool step; if it is allowed and the tool only reads, read now and return the
-        reply with the decision."""
-        decision = await self.check(check)
+    async def decide_and_act(self, check: GateCheck, attempt: int, *, writes: bool = False) -> DecidedStep:
+        """Decide a tool step and, if it is allowed, act at once: a read (one local activity for a
+        read step), and with ``writes`` a write too (one activity for a write step). A write's
+        ticket is held — committed — before its tool acts, and a retry acts on the held ticket
+        rather than deciding again on a resource the first attempt's effect may have changed."""
+        held = await self._held(check.call) if writes and attempt > 1 else None
+        decision = held or await self.check(check)
         ticket = decision.ticket
-        if decision.outcome != "allow" or ticket is None or not ticket.read_only:
-            return DecidedRead(decision=decision)
-        return DecidedRead(decision=decision, reply=await self.act(check.call, ticket, attempt))
+        if decision.outcome != "allow" or ticket is None or not (ticket.read_only or writes):
+            return DecidedStep(decision=decision)
+        if not ticket.read_only and held is None:
+            kept = await asyncio.to_thread(
+                self.audit.hold, check.call.step.run_id, check.call.step.step_id, ticket.model_dump_json()
+            )
+            ticket = Ticket.model_validate_json(kept)
+            decision = decision.model_copy(update={"ticket": ticket})
+        return DecidedStep(decision=decision, reply=await self.act(check.call, ticket, attempt))
+
+    async def _held(self, call: ToolCall) -> GateDecision | None:
+        """The allowance an earlier attempt of this step held, if it reached that far."""
+        kept = (await asyncio.to_thread(self.audit.held, [call.step.step_id])).get(call.step.step_id)
+        if kept is None:
+            return None
+        ticket = self.admit(call, Ticket.model_validate_json(kept))
+        seal = self._sign("seal", call, ticket.resource)
+        return GateDecision(
+            outcome="allow", policies=ticket.policies, resource=ticket.resource, seal=seal, ticket=ticket
+        )
 
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
@@ -340,9 +361,15 @@ class Gate:
         run's history any that a crash lost before its commit; how many were rewritten. Only a
         step whose ticket is valid is written; any other is refused after the valid ones."""
         entries, refused = [], []
+        unknown = [step.call.step.step_id for step in steps if step.ticket is None]
+        held = await asyncio.to_thread(self.audit.held, unknown) if unknown else {}
         for step in steps:
+            ticket, kept = step.ticket, held.get(step.call.step.step_id)
+            if ticket is None and kept is None:  # decided in its tool's activity, failed before it held a ticket
+                continue
+            ticket = ticket or Ticket.model_validate_json(kept or "")
             try:
-                entries.append(self._record_of(step.call, self.admit(step.call, step.ticket), step.acted))
+                entries.append(self._record_of(step.call, self.admit(step.call, ticket), step.acted))
             except NoValidTicket as exc:
                 refused.append(exc)
         await self.commits.drain()  # what this worker queued commits now; what is still missing was lost
@@ -441,7 +468,7 @@ def who(principal: Principal | None) -> str:
 # -- the wrapper ------------------------------------------------------------------------------------
 
 Decide = Callable[[GateCheck], Awaitable[GateDecision]]
-DecideRead = Callable[[GateCheck, "ToolNode | AgentNode"], Awaitable[DecidedRead]]
+DecideStep = Callable[[GateCheck, "ToolNode | AgentNode"], Awaitable[DecidedStep]]
 
 
 class GatedExecutor:
@@ -460,11 +487,11 @@ class GatedExecutor:
         principal: Principal | None,
         graph: GraphSpec,
         ceiling: list[str] | None = None,
-        decide_read: DecideRead | None = None,
+        decide_and_act: DecideStep | None = None,
         write_ahead: bool = False,
     ) -> None:
         self.inner, self.decide, self.principal, self.graph = inner, decide, principal, graph
-        self.decide_read = decide_read  # a tool step's first decision, reading at once if the tool only reads
+        self.decide_and_act = decide_and_act  # a tool step's first decision, acting at once where it can
         self.write_ahead = write_ahead  # the run seals its steps' records: keep them in ``acted``
         self.acted: list[ActedStep] = []  # allowed tool steps not yet sealed
         self._standing: Principal | None = None  # who approved at the last approval node, if it approved
@@ -503,9 +530,13 @@ class GatedExecutor:
             call=call, principal=self.principal, grant=self.grant, labels=call.labels, write_ahead=self.write_ahead
         )
         asked = call
-        if self.decide_read is not None:
-            decided = await self.decide_read(check, node)
-            if decided.reply is not None and decided.decision.ticket is not None:  # allowed, and read: done
+        if self.decide_and_act is not None:
+            try:
+                decided = await self.decide_and_act(check, node)
+            except BaseException:  # it may have held a ticket and acted: the seal looks for it
+                self._acted(call, None, None)
+                raise
+            if decided.reply is not None and decided.decision.ticket is not None:  # allowed, and acted: done
                 self._acted(call, decided.decision.ticket, decided.reply)
                 return decided.reply
             verdict = decided.decision
@@ -550,7 +581,7 @@ class GatedExecutor:
             self._acted(call, verdict.ticket, reply)
         return reply.model_copy(update={"args": edited}) if edited is not None else reply
 
-    def _acted(self, call: ToolCall, ticket: Ticket, reply: ToolReply | None) -> None:
+    def _acted(self, call: ToolCall, ticket: Ticket | None, reply: ToolReply | None) -> None:
         if self.write_ahead:
             acted = None if reply is None else reply.error is None
             self.acted.append(ActedStep(call=call, ticket=ticket, acted=acted))

@@ -48,9 +48,10 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
         ToolReply,
     )
+    from chamberlain.tools._adapter import Effect
     from chamberlain.workflows._activities import GraphActivities
     from chamberlain.workflows._audit import AuditEntry
-    from chamberlain.workflows._gate import DecidedRead, GateCheck, GateDecision, GatedExecutor, current_ticket, who
+    from chamberlain.workflows._gate import DecidedStep, GateCheck, GateDecision, GatedExecutor, current_ticket, who
     from chamberlain.workflows._types import (
         Cursor,
         PendingApproval,
@@ -67,6 +68,7 @@ APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 # Patches, newest first. A run started on this code carries only the newest marker, which
 # implies the changes before it (each marker also costs the server a search attribute upsert);
 # an older run is asked for its markers as its code asked.
+DECIDED_WHERE_ACTED = "chamberlain-decided-where-acted"  # a write step decided in its tool's activity
 WRITE_AHEAD = "chamberlain-audit-write-ahead"  # steps' records written behind and sealed; usage recorded locally
 READ_WITH_DECISION = "chamberlain-read-with-decision"  # a read runs in its decision's local activity
 LOCAL_READS = "chamberlain-local-reads"  # read-only tools run as local activities
@@ -110,6 +112,7 @@ class GraphWorkflow:
         self._local_reads = False
         self._read_with_decision = False
         self._local_usage = False
+        self._writes: set[str] = set()  # the tools that write, decided in their own activity
         self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
@@ -118,12 +121,20 @@ class GraphWorkflow:
         self._request = request
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
-        write_ahead = self._local_usage = workflow.patched(WRITE_AHEAD)
-        if write_ahead:
-            self._local_reads = self._read_with_decision = True
+        if workflow.patched(DECIDED_WHERE_ACTED):
+            write_ahead = self._local_usage = self._local_reads = self._read_with_decision = True
+            if tools := request.graph.called_tools():
+                effects = await workflow.execute_local_activity_method(
+                    GraphActivities.tool_effects, tools, start_to_close_timeout=timedelta(seconds=30)
+                )
+                self._writes = {name for name, effect in effects.items() if effect != Effect.READ}
         else:  # an older run: its markers are asked for in the order its code asked, every one
-            self._local_reads = workflow.patched(LOCAL_READS)
-            self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
+            write_ahead = self._local_usage = workflow.patched(WRITE_AHEAD)
+            if write_ahead:
+                self._local_reads = self._read_with_decision = True
+            else:
+                self._local_reads = workflow.patched(LOCAL_READS)
+                self._read_with_decision = self._local_reads and workflow.patched(READ_WITH_DECISION)
         plan = GraphPlan(request.graph)
         if request.resume is None:
             state = plan.initial_state(request.input)
@@ -140,7 +151,7 @@ class GraphWorkflow:
             principal=request.principal,
             graph=request.graph,
             ceiling=request.ceiling,
-            decide_read=self._decide_read if self._read_with_decision else None,
+            decide_and_act=self._decide_and_act if self._read_with_decision else None,
             write_ahead=write_ahead,
         )
         self._executor = executor
@@ -329,11 +340,20 @@ class GraphWorkflow:
             GraphActivities.check_gate, check, start_to_close_timeout=timedelta(seconds=30)
         )
 
-    async def _decide_read(self, check: GateCheck, node: ToolNode | AgentNode) -> DecidedRead:
-        """A tool step's first decision, which also reads when the tool only reads (one local
-        activity for a read step), under the node's timeout and retry policy as the read's own
-        activity would be."""
+    async def _decide_and_act(self, check: GateCheck, node: ToolNode | AgentNode) -> DecidedStep:
+        """A tool step's first decision, acting at once where it can: a read in the decision's
+        local activity, a write in one activity that decides and acts (the gate holds its ticket
+        first, so a retry acts on that allowance); under the node's timeout and retry policy as
+        the tool's own activity would be."""
         try:
+            if check.call.tool in self._writes:
+                return await workflow.execute_activity_method(
+                    GraphActivities.decide_and_act,
+                    check,
+                    activity_id=check.call.step.local_id,
+                    start_to_close_timeout=node.timeout,
+                    retry_policy=_retry_policy(node),
+                )
             return await workflow.execute_local_activity_method(
                 GraphActivities.check_gate_and_read,
                 check,

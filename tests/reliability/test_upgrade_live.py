@@ -27,7 +27,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from chamberlain.agents import GraphSpec
 from chamberlain.workflows import ApprovalAnswer, DevServer, GraphWorkflow, Principal, RunResult, decide, start_run
-from chamberlain.workflows._graph_workflow import LOCAL_READS, READ_WITH_DECISION, WRITE_AHEAD
+from chamberlain.workflows._graph_workflow import DECIDED_WHERE_ACTED, LOCAL_READS, READ_WITH_DECISION, WRITE_AHEAD
 from tests.conftest import run_id
 from tests.support import old_version, toolbox
 from tests.support.graphs import graph
@@ -77,6 +77,7 @@ LOOP = GraphSpec.model_validate(
 
 # Each old version: the patch whose introduction it precedes, and the markers its runs carry.
 OLD_VERSIONS = {
+    "before-decided-where-acted": (DECIDED_WHERE_ACTED, {WRITE_AHEAD}),
     "before-write-ahead": (WRITE_AHEAD, {LOCAL_READS, READ_WITH_DECISION}),
     "before-read-with-decision": (READ_WITH_DECISION, {LOCAL_READS}),
     "before-local-reads": (LOCAL_READS, set()),
@@ -166,6 +167,7 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
 ) -> None:
     version, folder = old_tree
     _, old_markers = OLD_VERSIONS[version]
+    ways = old_markers | ({LOCAL_READS, READ_WITH_DECISION} if WRITE_AHEAD in old_markers else set())  # implied
     old = old_version.spawn_worker(folder, dev_server.address, task_queue)
     try:
         assert old.stdout is not None
@@ -214,17 +216,19 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
         patches, local, failed = history_facts((await handle.fetch_history()).events)
         assert failed == 0, f"{handle.id}: a workflow task failed on replay"
         assert patches == old_markers, handle.id  # it started on the old code, and stays on its path
-        assert "chamberlain.audit_seal" not in local, handle.id  # its steps' records kept being waited for
-        if READ_WITH_DECISION not in old_markers:
+        assert ("chamberlain.audit_seal" in local) == (WRITE_AHEAD in ways), handle.id  # records as it kept them
+        assert "chamberlain.tool_effects" not in local, handle.id  # its writes kept their decision's local activity
+        if READ_WITH_DECISION not in ways:
             assert "chamberlain.gate_read" not in local, handle.id  # reads kept the old shape after the upgrade
     for handle in loops:  # each turn a read and a write: how the old code ran them, it still does
         _, local, _ = history_facts((await handle.fetch_history()).events)
-        if READ_WITH_DECISION in old_markers:  # a read and its decision, and a write's decision, per turn
+        if READ_WITH_DECISION in ways:  # a read and its decision, and a write's decision, per turn
             assert local.count("chamberlain.gate_read") == 2 * TURNS, (handle.id, local)
         else:
             reads_as_local = local.count("chamberlain.tool_step")
-            assert reads_as_local == (TURNS if LOCAL_READS in old_markers else 0), (handle.id, local)
+            assert reads_as_local == (TURNS if LOCAL_READS in ways else 0), (handle.id, local)
     patches, local, failed = history_facts((await control.fetch_history()).events)
-    assert (patches, failed) == ({WRITE_AHEAD}, 0)  # the newest marker implies those before it
-    assert {"chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # a new run takes the new path
+    assert (patches, failed) == ({DECIDED_WHERE_ACTED}, 0)  # the newest marker implies those before it
+    assert {"chamberlain.tool_effects", "chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
+    assert local.count("chamberlain.gate_read") == 1  # the write decided in its own activity
     assert audit_log().verify() is None

@@ -186,9 +186,10 @@ async def test_mcp_and_langchain_tools_in_an_agents_toolset_pass_the_gate_on_the
         ]
     assert result.status == "completed"
     check(result.output, rid, audit, model, durable=True)
-    # the SMS (a write) is its own activity, scheduled once; the reads ran as local activities
+    # the reads ran as local activities; a write is decided in its own activity: the voucher's
+    # (denied: it never ran), the SMS's (it needed approval), then the approved SMS's effect
     calls = [a for a in scheduled if a.count("/") == 3 and not a.endswith("/model")]  # node/visit/turn/call
-    assert calls == ["agent/1/3/1"]
+    assert calls == ["agent/1/2/1", "agent/1/3/1", "agent/1/3/1"]
 
 
 async def test_mcp_and_langchain_tools_in_an_agents_toolset_pass_the_gate_in_process(tmp_path: Path) -> None:

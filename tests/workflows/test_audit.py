@@ -259,7 +259,7 @@ async def test_a_step_whose_run_seals_is_recorded_behind_others_before_they_comp
         step = StepContext(run_id="r", node="lookup", visit=1)
         call = ToolCall(step=step, tool="erp.order", args={"order_id": "A1"})
         check = GateCheck(call=call, principal=None, grant=None, write_ahead=write_ahead)
-        read = await gate.check_and_read(check, attempt=1)
+        read = await gate.decide_and_act(check, attempt=1)
         assert read.reply is not None and read.reply.error is None and read.decision.ticket is not None
         refund = ToolCall(step=step.model_copy(update={"node": "pay"}), tool="erp.refund", args=REFUND)
         decided = await gate.check(GateCheck(call=refund, principal=None, grant=None, write_ahead=write_ahead))

@@ -48,8 +48,8 @@ async def test_each_effectful_step_is_an_activity_with_the_spec_options(client: 
     ]
     assert [(a.activity_type.name, a.activity_id) for a in scheduled] == [
         ("chamberlain.model_step", "classify/1"),
-        ("chamberlain.tool_step", "refund/1"),  # lookup reads only: a local activity, no round trip
-    ]  # the model's usage, the gate's decisions and the audit seal are local activities too
+        ("chamberlain.decide_and_act", "refund/1"),  # the refund's decision and effect, in one activity
+    ]  # lookup reads only: a local activity, as are the model's usage, the tools' effects and the seal
     assert scheduled[0].start_to_close_timeout.ToSeconds() == 20
     assert scheduled[1].retry_policy.maximum_attempts == 5
 
