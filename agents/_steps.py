@@ -88,6 +88,9 @@ class ModelCall(BaseModel):
     sensitive: dict[str, list[str]] = {}
     attempt: int = 0
     tools: list[str] = Field([], description="the tools an agent's turn may ask for; the worker describes them")
+    metered: bool = Field(
+        False, description="record the call's usage where it runs (the durable engine's model activity)"
+    )
 
 
 class RequestedCall(BaseModel):
@@ -112,6 +115,7 @@ class ModelReply(BaseModel):
     skipped: str | None = None
     masked: list[str] = []
     tool_calls: list[RequestedCall] = []
+    over_budget: str | None = Field(None, description="a metered call: why its department is now over budget")
 
     @property
     def confidence(self) -> float:

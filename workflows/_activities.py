@@ -18,7 +18,15 @@ from temporalio.exceptions import ApplicationError
 from chamberlain.agents._classifier import ExemplarClassifier
 from chamberlain.agents._exceptions import ModelOutputInvalid, ModelRequestRejected, ModelUnavailable
 from chamberlain.agents._models import ModelRegistry, call_model
-from chamberlain.agents._steps import ClassifyCall, ClassifyReply, ModelCall, ModelReply, ToolCall, ToolReply
+from chamberlain.agents._steps import (
+    ClassifyCall,
+    ClassifyReply,
+    ModelCall,
+    ModelReply,
+    TokenUsage,
+    ToolCall,
+    ToolReply,
+)
 from chamberlain.tools._exceptions import UnknownTool
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditEntry
@@ -30,6 +38,7 @@ from chamberlain.workflows._gate import (
     GateDecision,
     NoValidTicket,
     current_ticket,
+    model_step_id,
 )
 from chamberlain.workflows._usage import DepartmentSpend, UsageEntry, UsageLedger
 
@@ -98,8 +107,10 @@ class GraphActivities:
 
     @activity.defn(name="chamberlain.model_step")
     async def model_step(self, call: ModelCall) -> ModelReply:
+        """A model call behind the gate; a metered call's usage is recorded here, once, and the
+        reply says if its department is over budget now."""
         try:
-            return await call_model(self.models, call, self.gate.model_permit(call.step.principal), self.tools)
+            reply = await call_model(self.models, call, self.gate.model_permit(call.step.principal), self.tools)
         except ModelUnavailable as exc:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after is not None else None
             raise ApplicationError(str(exc), type="ModelUnavailable", next_retry_delay=delay) from exc
@@ -107,6 +118,22 @@ class GraphActivities:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
         except LookupError as exc:
             raise ApplicationError(str(exc), type="ModelNotFound", non_retryable=True) from exc
+        if not call.metered or reply.usage == TokenUsage():
+            return reply
+        principal = call.step.principal
+        spend = await self.record_usage(
+            UsageEntry(
+                step_id=model_step_id(call),
+                run_id=call.step.run_id,
+                principal=principal.id if principal else None,
+                department=principal.department if principal else None,
+                model=reply.model,
+                input_tokens=reply.usage.input_tokens,
+                output_tokens=reply.usage.output_tokens,
+                cost=reply.cost,
+            )
+        )
+        return reply.model_copy(update={"over_budget": spend.exceeded})
 
     @activity.defn(name="chamberlain.record_usage")
     async def record_usage(self, entry: UsageEntry) -> DepartmentSpend:

@@ -68,7 +68,7 @@ APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 # Patches, newest first. A run started on this code carries only the newest marker, which
 # implies the changes before it (each marker also costs the server a search attribute upsert);
 # an older run is asked for its markers as its code asked.
-DECIDED_WHERE_ACTED = "chamberlain-decided-where-acted"  # a write step decided in its tool's activity
+DECIDED_WHERE_ACTED = "chamberlain-decided-where-acted"  # a write decided in its tool's activity; usage metered there
 WRITE_AHEAD = "chamberlain-audit-write-ahead"  # steps' records written behind and sealed; usage recorded locally
 READ_WITH_DECISION = "chamberlain-read-with-decision"  # a read runs in its decision's local activity
 LOCAL_READS = "chamberlain-local-reads"  # read-only tools run as local activities
@@ -112,6 +112,8 @@ class GraphWorkflow:
         self._local_reads = False
         self._read_with_decision = False
         self._local_usage = False
+        self._metered = False  # model calls record their usage where they run
+        self._department_over: str | None = None  # a metered call of this step found its department over budget
         self._writes: set[str] = set()  # the tools that write, decided in their own activity
         self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
@@ -122,7 +124,7 @@ class GraphWorkflow:
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
         if workflow.patched(DECIDED_WHERE_ACTED):
-            write_ahead = self._local_usage = self._local_reads = self._read_with_decision = True
+            write_ahead = self._local_reads = self._read_with_decision = self._metered = True
             if tools := request.graph.called_tools():
                 effects = await workflow.execute_local_activity_method(
                     GraphActivities.tool_effects, tools, start_to_close_timeout=timedelta(seconds=30)
@@ -181,7 +183,7 @@ class GraphWorkflow:
             ctx = StepContext(
                 run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
             )
-            started = workflow.now()
+            started, self._department_over = workflow.now(), None
             try:
                 outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
             except StepFailed as exc:
@@ -201,7 +203,9 @@ class GraphWorkflow:
                 )
                 cursor.cost += outcome.cost
             excess = plan.over_budget(cursor.usage, cursor.cost)
-            if outcome.usage and outcome.model:
+            if self._metered:
+                excess = excess or self._department_over
+            elif outcome.usage and outcome.model:
                 excess = excess or await self._record_usage(request, ctx, outcome)
             if outcome.next is not None and excess:
                 await self._over_budget(plan, cursor, excess, ctx)
@@ -290,7 +294,11 @@ class GraphWorkflow:
         """A model that stays unreachable or slow through the step's retries is
         :class:`ModelUnavailable`: the cascade moves on to its next model, or to a person."""
         try:
-            return await self._activity(GraphActivities.model_step, call, node, call.attempt)
+            if self._metered:
+                call = call.model_copy(update={"metered": True})
+            reply = await self._activity(GraphActivities.model_step, call, node, call.attempt)
+            self._department_over = self._department_over or reply.over_budget
+            return reply
         except ApplicationError as exc:
             failed = exc.__cause__.cause if isinstance(exc.__cause__, ActivityError) else None
             if exc.type == "ModelUnavailable" or isinstance(failed, TemporalTimeout):

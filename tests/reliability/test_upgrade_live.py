@@ -231,4 +231,5 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
     assert (patches, failed) == ({DECIDED_WHERE_ACTED}, 0)  # the newest marker implies those before it
     assert {"chamberlain.tool_effects", "chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
     assert local.count("chamberlain.gate_read") == 1  # the write decided in its own activity
+    assert "chamberlain.record_usage" not in local  # model usage is recorded where the model is called
     assert audit_log().verify() is None
