@@ -249,12 +249,19 @@ class Gate:
         """Decide a tool step and sign a ticket if it is allowed. A refusal or a request for
         approval is recorded now; an allowance travels in the ticket and is recorded once, with
         its effect, where the tool acts (:meth:`act`) — one audit record per allowed step."""
+        decision, refusal = await self._decide(check)
+        if refusal is not None:
+            await self.record(refusal)
+        return decision
+
+    async def _decide(self, check: GateCheck) -> tuple[GateDecision, AuditEntry | None]:
+        """The decision, and the record of a refusal or a request for approval, not yet written."""
         call = check.call
         adapter = self.tools[call.tool]
         try:
             resource = await self._resource(check)
         except ToolInputInvalid as exc:  # arguments the model may correct: not a policy matter yet
-            return GateDecision(outcome="deny", reason=str(exc), invalid=True)
+            return GateDecision(outcome="deny", reason=str(exc), invalid=True), None
         labels = sorted({*check.labels, *(label for ls in adapter.labels.values() for label in ls)})
         request = GateRequest(
             principal=check.principal,
@@ -268,7 +275,7 @@ class Gate:
         decision = self.policies.decide(request)
         principal = who(check.principal)
         actor = principal + (f" approved by {who(check.approver)}" if check.approver else "")
-        ticket = None
+        ticket, refusal = None, None
         if decision.outcome == "allow":
             ticket = Ticket(
                 resource=resource,
@@ -282,23 +289,21 @@ class Gate:
             )
             ticket.signature = self._sign("ticket", call, resource, principal, ticket.signed_fields())
         else:
-            await self.record(
-                AuditEntry(
-                    run_id=call.step.run_id,
-                    step_id=call.step.step_id,
-                    attempt=check.attempt,
-                    kind="decision",
-                    principal=actor,
-                    action=request.action,
-                    resource=_named(resource),
-                    args=call.args,
-                    decision=decision.outcome,
-                    policies=decision.policies,
-                    **money(resource.attributes),
-                )
+            refusal = AuditEntry(
+                run_id=call.step.run_id,
+                step_id=call.step.step_id,
+                attempt=check.attempt,
+                kind="decision",
+                principal=actor,
+                action=request.action,
+                resource=_named(resource),
+                args=call.args,
+                decision=decision.outcome,
+                policies=decision.policies,
+                **money(resource.attributes),
             )
         seal = self._sign("seal", call, resource)
-        return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket})
+        return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket}), refusal
 
     async def decide_and_act(self, check: GateCheck, attempt: int, *, writes: bool = False) -> DecidedStep:
         """Decide a tool step and, if it is allowed, act at once: a read (one local activity for a
@@ -306,7 +311,15 @@ class Gate:
         ticket is held — committed — before its tool acts, and a retry acts on the held ticket
         rather than deciding again on a resource the first attempt's effect may have changed."""
         held = await self._held(check.call) if writes and attempt > 1 else None
-        decision = held or await self.check(check)
+        if held is None:
+            decision, refusal = await self._decide(check)
+            if refusal is not None and writes:
+                # Another attempt of this step (one that outlived its timeout) may have held a ticket
+                # and acted since this one looked: then its effect is what this decision refused.
+                held = await self._held(check.call)
+            if refusal is not None and held is None:
+                await self.record(refusal)
+        decision = held or decision
         ticket = decision.ticket
         if decision.outcome != "allow" or ticket is None or not (ticket.read_only or writes):
             return DecidedStep(decision=decision)
