@@ -131,8 +131,8 @@ class ActedStep(BaseModel):
 
 
 class DecidedStep(BaseModel):
-    """A decision taken with the effect it allowed: the gate acts at once where the step was
-    decided where it acts (``reply`` is None when it did not act)."""
+    """A tool step's decision and, if the gate acted at once, its reply (None when it did not):
+    a read acts in its decision's local activity, a write in its tool's own activity."""
 
     decision: GateDecision
     reply: ToolReply | None = None
@@ -310,25 +310,26 @@ class Gate:
         read step), and with ``writes`` a write too (one activity for a write step). A write's
         ticket is held — committed — before its tool acts, and a retry acts on the held ticket
         rather than deciding again on a resource the first attempt's effect may have changed."""
-        held = await self._held(check.call) if writes and attempt > 1 else None
-        if held is None:
+        decision = await self._held(check.call) if writes and attempt > 1 else None
+        held = decision is not None
+        if decision is None:
             decision, refusal = await self._decide(check)
-            if refusal is not None and writes:
-                # Another attempt of this step (one that outlived its timeout) may have held a ticket
-                # and acted since this one looked: then its effect is what this decision refused.
-                held = await self._held(check.call)
-            if refusal is not None and held is None:
+            # Another attempt of this step (one that outlived its timeout) may have held a ticket
+            # and acted since this one looked: then its effect is what this decision refused.
+            earlier = await self._held(check.call) if writes and refusal is not None else None
+            if earlier is not None:
+                decision, held = earlier, True
+            elif refusal is not None:
                 await self.record(refusal)
-        decision = held or decision
         ticket = decision.ticket
         if decision.outcome != "allow" or ticket is None or not (ticket.read_only or writes):
             return DecidedStep(decision=decision)
-        if not ticket.read_only and held is None:
-            kept = await asyncio.to_thread(
-                self.audit.hold, check.call.step.run_id, check.call.step.step_id, ticket.model_dump_json()
-            )
-            ticket = Ticket.model_validate_json(kept)
-            decision = decision.model_copy(update={"ticket": ticket})
+        if not ticket.read_only and not held:
+            mine = ticket.model_dump_json()
+            kept = await asyncio.to_thread(self.audit.hold, check.call.step.run_id, check.call.step.step_id, mine)
+            if kept != mine:  # an attempt that outlived its timeout held one first: act on that
+                ticket = self.admit(check.call, Ticket.model_validate_json(kept))
+                decision = decision.model_copy(update={"ticket": ticket})
         return DecidedStep(decision=decision, reply=await self.act(check.call, ticket, attempt))
 
     async def _held(self, call: ToolCall) -> GateDecision | None:
@@ -377,10 +378,12 @@ class Gate:
         unknown = [step.call.step.step_id for step in steps if step.ticket is None]
         held = await asyncio.to_thread(self.audit.held, unknown) if unknown else {}
         for step in steps:
-            ticket, kept = step.ticket, held.get(step.call.step.step_id)
-            if ticket is None and kept is None:  # decided in its tool's activity, failed before it held a ticket
-                continue
-            ticket = ticket or Ticket.model_validate_json(kept or "")
+            ticket = step.ticket
+            if ticket is None:
+                kept = held.get(step.call.step.step_id)
+                if kept is None:  # decided in its tool's activity, which failed before it held a ticket
+                    continue
+                ticket = Ticket.model_validate_json(kept)
             try:
                 entries.append(self._record_of(step.call, self.admit(step.call, ticket), step.acted))
             except NoValidTicket as exc:
