@@ -38,9 +38,9 @@ from chamberlain.tools._adapter import Effect
 from chamberlain.tools._recording import Recording, RecordingTools, ReplayingTools, current_step
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.workflows._audit import AuditLog
-from chamberlain.workflows._gate import Gate, GateCheck, GateDecision
+from chamberlain.workflows._gate import Gate, GateCheck
 from chamberlain.workflows._graph_workflow import GraphWorkflow
-from chamberlain.workflows._policy import PolicyEngine
+from chamberlain.workflows._policy import PolicyEngine, ResourceRef
 from chamberlain.workflows._runs import decide, progress, start_run
 from chamberlain.workflows._types import PendingApproval, Principal, RunProgress, RunResult
 from chamberlain.workflows._worker import create_worker
@@ -101,10 +101,10 @@ class StepScopedGate(Gate):
     """The gate, naming the step whose resource it resolves (:data:`tools.recording.current_step`),
     so a recorded run's resources are recorded and replayed per step."""
 
-    async def check(self, check: GateCheck) -> GateDecision:
+    async def _resource(self, check: GateCheck) -> ResourceRef:
         scope = current_step.set(check.call.step.step_id)
         try:
-            return await super().check(check)
+            return await super()._resource(check)
         finally:
             current_step.reset(scope)
 
