@@ -1,9 +1,10 @@
 """Model usage per step, run, principal and department, and department budgets.
 
-Each model step's tokens and cost are written once (keyed by step ID, so a retried
-activity cannot count twice) to a SQLModel table — SQLite by default, PostgreSQL by URL.
-Writing answers with the department's spend this month, so the workflow can stop or
-escalate a run when its department is over budget.
+Each model call's tokens and cost are written once, by the model activity that made the call
+(keyed by the call's ID, ``node/visit/attempt``, so a retried activity cannot count twice; runs
+started before that wrote one row per step, keyed by the step's ID) to a SQLModel table —
+SQLite by default, PostgreSQL by URL. Writing answers with the department's spend this month,
+so the workflow can stop or escalate a run when its department is over budget.
 """
 
 from __future__ import annotations
