@@ -21,7 +21,7 @@ from benchmarks.output import add_arguments, default_folder
 SUITE: dict[str, tuple[Callable[[list[str]], None], list[str]]] = {
     "policy_decision": (policy_decision.main, ["--decisions", "5000"]),
     "graph_overhead": (graph_overhead.main, ["--steps", "20", "--runs", "10"]),
-    "throughput": (throughput.main, ["--runs", "60", "--rounds", "2"]),
+    "throughput": (throughput.main, ["--runs", "200", "--rounds", "3"]),
     "parked": (parked.main, ["--runs", "1000"]),
     "webhook_ingress": (webhook_ingress.main, ["--requests", "200", "--rounds", "2"]),
     "intent_eval": (intent_eval.cli, []),
