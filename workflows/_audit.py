@@ -92,7 +92,7 @@ class HeldTicket(SQLModel, table=True):
     """A write step's ticket, kept before its tool acts where the step is decided in the tool's
     own activity: a retry of that activity acts on this allowance instead of deciding again on
     a resource the first attempt's effect may have changed. Not part of the chain: the step's
-    record is (:meth:`Gate.decide_and_act <chamberlain.workflows.Gate.decide_and_act>`)."""
+    record is; the run's seal releases the ticket once that record is committed."""
 
     __tablename__ = "audit_held_ticket"
     step_id: str = Field(primary_key=True)
@@ -126,6 +126,7 @@ _HELD_TABLE = HeldTicket.__table__  # type: ignore[attr-defined]
 _HELD = _HELD_TABLE.select().with_only_columns(_HELD_TABLE.c.step_id, _HELD_TABLE.c.ticket)
 _HELD_OF_STEPS = _HELD.where(_HELD_TABLE.c.step_id.in_(_STEPS))
 _HOLD = _HELD_TABLE.insert()
+_RELEASE = _HELD_TABLE.delete().where(_HELD_TABLE.c.step_id.in_(_STEPS))
 
 
 class AuditEntry(BaseModel):
@@ -311,6 +312,12 @@ class AuditLog:
             return {}
         with self.engine.connect() as connection:
             return {row.step_id: row.ticket for row in connection.execute(_HELD_OF_STEPS, {"steps": sorted(step_ids)})}
+
+    def release(self, step_ids: Sequence[str]) -> None:
+        """Drop the tickets held for ``step_ids``: their run has their results and their records."""
+        if step_ids:
+            with self.engine.begin() as connection:
+                connection.execute(_RELEASE, {"steps": sorted(step_ids)})
 
     def records(self) -> Iterator[AuditRecord]:
         with Session(self.engine) as session:

@@ -373,8 +373,10 @@ class Gate:
     async def seal(self, steps: list[ActedStep]) -> int:
         """Return once the record of every step in ``steps`` is committed, rewriting from the
         run's history any that a crash lost before its commit; how many were rewritten. Only a
-        step whose ticket is valid is written; any other is refused after the valid ones."""
-        entries, refused = [], []
+        step whose ticket is valid is written; any other is refused after the valid ones. The
+        tickets the steps' writes held are released then: the run has their results, and no
+        attempt of them is retried."""
+        entries, refused, writes = [], [], []
         unknown = [step.call.step.step_id for step in steps if step.ticket is None]
         held = await asyncio.to_thread(self.audit.held, unknown) if unknown else {}
         for step in steps:
@@ -388,11 +390,16 @@ class Gate:
                 entries.append(self._record_of(step.call, self.admit(step.call, ticket), step.acted))
             except NoValidTicket as exc:
                 refused.append(exc)
+                continue
+            if not ticket.read_only:
+                writes.append(step.call.step.step_id)
         await self.commits.drain()  # what this worker queued commits now; what is still missing was lost
         missing = await asyncio.to_thread(self.audit.missing, entries)
         if missing:
             log.warning("audit: %d record(s) of run %s rewritten from its history", len(missing), missing[0].run_id)
             await asyncio.gather(*(self.record(entry) for entry in missing))
+        if writes:
+            await asyncio.to_thread(self.audit.release, writes)
         if refused:
             raise refused[0]
         return len(missing)

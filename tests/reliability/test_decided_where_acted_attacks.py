@@ -70,6 +70,7 @@ async def test_a_refund_held_and_paid_before_a_kill_completes_on_a_worker_that_w
     assert (f"{rid}/refund/1", "decision", "deny") not in mine
     assert [m for m in mine if m[0] == f"{rid}/refund/1"] == [(f"{rid}/refund/1", "effect", "allow")]
     assert audit.verify() is None
+    assert audit.held([f"{rid}/refund/1"]) == {}  # released by the run's seal once its record was committed
 
 
 # -- in-process attacks on the held ticket, on SQLite and PostgreSQL ---------------------------

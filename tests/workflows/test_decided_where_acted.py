@@ -104,6 +104,7 @@ async def test_the_seal_finds_the_held_ticket_of_a_step_whose_activity_failed(au
     survivor = gate(AuditLog(str(audit.engine.url)))
     failed = [ActedStep(call=check(node).call, ticket=None, acted=None) for node in ("pay", "never-held")]
     assert await survivor.seal(failed) == 1
+    assert audit.held(["r/pay/1"]) == {}  # released once its record is committed
     assert await survivor.seal(failed) == 0  # sealed twice (a replay): still one record
     records = [(r.step_id, r.kind, r.decision, r.amount) for r in survivor.audit.records()]
     assert records == [("r/pay/1", "decision", "allow", 80.0)]  # allowed; whether it acted, nobody knows
