@@ -120,19 +120,9 @@ class GraphActivities:
             raise ApplicationError(str(exc), type="ModelNotFound", non_retryable=True) from exc
         if not call.metered or reply.usage == TokenUsage():
             return reply
-        principal = call.step.principal
-        spend = await self.record_usage(
-            UsageEntry(
-                step_id=model_step_id(call),
-                run_id=call.step.run_id,
-                principal=principal.id if principal else None,
-                department=principal.department if principal else None,
-                model=reply.model,
-                input_tokens=reply.usage.input_tokens,
-                output_tokens=reply.usage.output_tokens,
-                cost=reply.cost,
-            )
-        )
+        step = call.step
+        entry = UsageEntry.of(model_step_id(call), step.run_id, step.principal, reply.model, reply.usage, reply.cost)
+        spend = await self.record_usage(entry)
         return reply.model_copy(update={"over_budget": spend.exceeded})
 
     @activity.defn(name="chamberlain.record_usage")

@@ -246,17 +246,7 @@ class GraphWorkflow:
     async def _record_usage(self, request: RunRequest, ctx: StepContext, outcome: StepOutcome) -> str | None:
         """Record the step's model usage; why the department is over budget, if it is."""
         assert outcome.usage and outcome.model
-        principal = request.principal
-        entry = UsageEntry(
-            step_id=ctx.step_id,
-            run_id=ctx.run_id,
-            principal=principal.id if principal else None,
-            department=principal.department if principal else None,
-            model=outcome.model,
-            input_tokens=outcome.usage.input_tokens,
-            output_tokens=outcome.usage.output_tokens,
-            cost=outcome.cost,
-        )
+        entry = UsageEntry.of(ctx.step_id, ctx.run_id, request.principal, outcome.model, outcome.usage, outcome.cost)
         if self._local_usage:  # one row in the worker's own database: no round trip through the server
             spend = await workflow.execute_local_activity_method(
                 GraphActivities.record_usage, entry, start_to_close_timeout=timedelta(seconds=30)

@@ -16,6 +16,8 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
+from chamberlain.agents._steps import Principal, TokenUsage
+
 
 class UsageRecord(SQLModel, table=True):
     __tablename__ = "model_usage"
@@ -40,6 +42,22 @@ class UsageEntry(BaseModel):
     input_tokens: int
     output_tokens: int
     cost: float
+
+    @classmethod
+    def of(
+        cls, step_id: str, run_id: str, principal: Principal | None, model: str, usage: TokenUsage, cost: float
+    ) -> UsageEntry:
+        """Usage charged to ``principal`` and their department."""
+        return cls(
+            step_id=step_id,
+            run_id=run_id,
+            principal=principal.id if principal else None,
+            department=principal.department if principal else None,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cost=cost,
+        )
 
 
 class DepartmentSpend(BaseModel):
