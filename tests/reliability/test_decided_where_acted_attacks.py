@@ -17,10 +17,9 @@ from temporalio.client import Client
 
 from chamberlain.agents._steps import StepContext, ToolCall
 from chamberlain.tools import Effect, Resource, ToolContext, ToolRegistry, tool
-from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine, start_run
+from chamberlain.workflows import AuditLog, DevServer, Gate, PolicyEngine
 from chamberlain.workflows._gate import ActedStep, DecidedStep, GateCheck, NoValidTicket
-from tests.conftest import run_id
-from tests.reliability.test_effect_once import REFUND, spawn
+from tests.reliability.test_effect_once import killed_after_the_refund_recorded, spawn
 from tests.support import toolbox
 from tests.support.worker_process import forbidding
 from tests.support.workers import TEST_POLICY, TEST_SECRET, audit_log
@@ -45,16 +44,8 @@ async def test_a_refund_held_and_paid_before_a_kill_completes_on_a_worker_that_w
     probe = await refusing.check(GateCheck(call=fresh, principal=None, grant=None, write_ahead=True))
     assert probe.outcome == "deny"  # the second worker's policy does refuse a fresh decision
 
-    rid = run_id()
-    holding = spawn(dev_server.address, task_queue, "hold", "refund")
-    try:
-        handle = await start_run(client, REFUND, {}, run_id=rid, task_queue=task_queue)
-        assert holding.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(holding.stdout.readline), timeout=60)
-        assert line.strip() == f"recorded {rid}/refund/1"  # held, paid, recorded; not completed
-    finally:
-        holding.kill()
-        holding.wait()
+    handle = await killed_after_the_refund_recorded(client, dev_server, task_queue)  # held, paid, recorded
+    rid = handle.id
     assert audit_log().held([f"{rid}/refund/1"]) != {}  # the allowance outlived the worker
 
     worker = spawn(dev_server.address, task_queue, "forbid", action)

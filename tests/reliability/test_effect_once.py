@@ -80,9 +80,11 @@ async def finish_on_another_worker(address: str, task_queue: str, handle: Workfl
         worker.wait()
 
 
-async def test_a_worker_killed_between_the_record_and_completion_leaves_one_record(
+async def killed_after_the_refund_recorded(
     client: Client, dev_server: DevServer, task_queue: str
-) -> None:
+) -> WorkflowHandle[Any, RunResult]:
+    """A refund run whose worker paid the refund and committed its record, then was SIGKILLed
+    before the activity completed."""
     rid = run_id()
     holding = spawn(dev_server.address, task_queue, "hold", "refund")
     try:
@@ -93,6 +95,14 @@ async def test_a_worker_killed_between_the_record_and_completion_leaves_one_reco
     finally:
         holding.kill()
         holding.wait()
+    return handle
+
+
+async def test_a_worker_killed_between_the_record_and_completion_leaves_one_record(
+    client: Client, dev_server: DevServer, task_queue: str
+) -> None:
+    handle = await killed_after_the_refund_recorded(client, dev_server, task_queue)
+    rid = handle.id
     result = await finish_on_another_worker(dev_server.address, task_queue, handle)
     assert result.status == "completed" and result.output["refund_id"] == "R-A1005"
     assert Counter(toolbox.effects("refund")) == {("refund", f"{rid}/refund/1"): 2}  # the tool ran again…
