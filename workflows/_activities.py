@@ -68,8 +68,9 @@ class GraphActivities:
     @activity.defn(name="chamberlain.gate_read")
     async def check_gate_and_read(self, check: GateCheck) -> DecidedStep:
         """A tool step's decision and, when the tool only reads and is allowed, the read itself
-        (one local activity for a read step)."""
-        return await self._decide_and_act(check, writes=False)
+        (one local activity for a read step); what the run's tools do, if it asks."""
+        decided = await self._decide_and_act(check, writes=False)
+        return decided.model_copy(update={"effects": self._effects(check.effects_of)}) if check.effects_of else decided
 
     @activity.defn(name="chamberlain.decide_and_act")
     async def decide_and_act(self, check: GateCheck) -> DecidedStep:
@@ -88,7 +89,11 @@ class GraphActivities:
     @activity.defn(name="chamberlain.tool_effects")
     async def tool_effects(self, tools: list[str]) -> dict[str, str]:
         """What each of a run's tools does (read, write, irreversible) as this worker offers it:
-        recorded in the run's history, so a replay sends each step the way it went."""
+        recorded in the run's history, so a replay sends each step the way it went (runs started
+        before a run's first tool step told it, :meth:`check_gate_and_read`)."""
+        return self._effects(tools)
+
+    def _effects(self, tools: list[str]) -> dict[str, str]:
         return {name: self.tools[name].effect.value for name in tools if name in self.tools}
 
     @activity.defn(name="chamberlain.audit")

@@ -117,6 +117,7 @@ class GateCheck(BaseModel):
     resource: ResourceRef | None = None
     seal: str | None = None
     write_ahead: bool = False  # the run seals its steps' records (:meth:`Gate.seal`): effects may write behind
+    effects_of: list[str] = []  # tools whose effects the run has yet to learn: the answer says them
 
 
 class ActedStep(BaseModel):
@@ -136,6 +137,7 @@ class DecidedStep(BaseModel):
 
     decision: GateDecision
     reply: ToolReply | None = None
+    effects: dict[str, str] = {}  # what each tool of ``GateCheck.effects_of`` does, as this worker offers it
 
 
 current_ticket: ContextVar[Ticket | None] = ContextVar("chamberlain_ticket", default=None)
@@ -252,10 +254,18 @@ class Gate:
         decision, refusal = await self._decide(check)
         if refusal is not None:
             await self.record(refusal)
-        return decision
+        return self._sealed(check.call, decision)
+
+    def _sealed(self, call: ToolCall, decision: GateDecision) -> GateDecision:
+        """The decision with its resource sealed: a re-decision of the step (after an approval)
+        takes the resource from it rather than reading it again. A step acted on at once needs none."""
+        if decision.resource is None:  # the check was malformed: nothing was read
+            return decision
+        return decision.model_copy(update={"seal": self._sign("seal", call, decision.resource)})
 
     async def _decide(self, check: GateCheck) -> tuple[GateDecision, AuditEntry | None]:
-        """The decision, and the record of a refusal or a request for approval, not yet written."""
+        """The decision (its resource not sealed yet), and the record of a refusal or a request
+        for approval, not yet written."""
         call = check.call
         adapter = self.tools[call.tool]
         try:
@@ -302,8 +312,7 @@ class Gate:
                 policies=decision.policies,
                 **money(resource.attributes),
             )
-        seal = self._sign("seal", call, resource)
-        return decision.model_copy(update={"resource": resource, "seal": seal, "ticket": ticket}), refusal
+        return decision.model_copy(update={"resource": resource, "ticket": ticket}), refusal
 
     async def decide_and_act(self, check: GateCheck, attempt: int, *, writes: bool = False) -> DecidedStep:
         """Decide a tool step and, if it is allowed, act at once: a read (one local activity for a
@@ -323,14 +332,14 @@ class Gate:
                 await self.record(refusal)
         ticket = decision.ticket
         if decision.outcome != "allow" or ticket is None or not (ticket.read_only or writes):
-            return DecidedStep(decision=decision)
+            return DecidedStep(decision=self._sealed(check.call, decision))
         if not ticket.read_only and not held:
             mine = ticket.model_dump_json()
             kept = await asyncio.to_thread(self.audit.hold, check.call.step.run_id, check.call.step.step_id, mine)
             if kept != mine:  # an attempt that outlived its timeout held one first: act on that
                 ticket = self.admit(check.call, Ticket.model_validate_json(kept))
                 decision = decision.model_copy(update={"ticket": ticket})
-        return DecidedStep(decision=decision, reply=await self.act(check.call, ticket, attempt))
+        return DecidedStep(decision=decision, reply=await self._act(check.call, ticket, attempt))
 
     async def _held(self, call: ToolCall) -> GateDecision | None:
         """The allowance an earlier attempt of this step held, if it reached that far."""
@@ -338,10 +347,7 @@ class Gate:
         if kept is None:
             return None
         ticket = self.admit(call, Ticket.model_validate_json(kept))
-        seal = self._sign("seal", call, ticket.resource)
-        return GateDecision(
-            outcome="allow", policies=ticket.policies, resource=ticket.resource, seal=seal, ticket=ticket
-        )
+        return GateDecision(outcome="allow", policies=ticket.policies, resource=ticket.resource, ticket=ticket)
 
     def admit(self, call: ToolCall, ticket: Ticket | None) -> Ticket:
         """At the effect site: the call's ticket, if it is valid for exactly this call."""
@@ -358,7 +364,10 @@ class Gate:
         activity's attempt, so a retry after a crash that followed the record writes no second one.
         A ticket issued ``write_ahead`` has its record written behind (the run seals it); any
         other's is committed before the step completes."""
-        admitted = self.admit(call, ticket)
+        return await self._act(call, self.admit(call, ticket), attempt)
+
+    async def _act(self, call: ToolCall, admitted: Ticket, attempt: int) -> ToolReply:
+        """:meth:`act` with a ticket admitted already (or just signed, by this gate, for this call)."""
         reply: ToolReply | None = None
         try:
             reply = await call_tool(self.tools, call, attempt)

@@ -68,6 +68,7 @@ APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 # Patches, newest first. A run started on this code carries only the newest marker, which
 # implies the changes before it (each marker also costs the server a search attribute upsert);
 # an older run is asked for its markers as its code asked.
+EFFECTS_LEARNED_IN_STEP = "chamberlain-effects-learned-in-step"  # which tools write: told by the first tool step
 DECIDED_WHERE_ACTED = "chamberlain-decided-where-acted"  # a write decided in its tool's activity; usage metered there
 WRITE_AHEAD = "chamberlain-audit-write-ahead"  # steps' records written behind and sealed; usage recorded locally
 READ_WITH_DECISION = "chamberlain-read-with-decision"  # a read runs in its decision's local activity
@@ -115,6 +116,7 @@ class GraphWorkflow:
         self._metered = False  # model calls record their usage where they run
         self._department_over: str | None = None  # a metered call of this step found its department over budget
         self._writes: set[str] = set()  # the tools that write, decided in their own activity
+        self._unlearned: list[str] = []  # the run's tools whose effects its first tool step tells
         self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
@@ -123,9 +125,13 @@ class GraphWorkflow:
         self._request = request
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
-        if workflow.patched(DECIDED_WHERE_ACTED):
+        learns = workflow.patched(EFFECTS_LEARNED_IN_STEP)
+        if learns or workflow.patched(DECIDED_WHERE_ACTED):
             write_ahead = self._local_reads = self._read_with_decision = self._metered = True
-            if tools := request.graph.called_tools():
+            tools = request.graph.called_tools()
+            if learns:
+                self._unlearned = tools
+            elif tools:
                 effects = await workflow.execute_local_activity_method(
                     GraphActivities.tool_effects, tools, start_to_close_timeout=timedelta(seconds=30)
                 )
@@ -352,14 +358,18 @@ class GraphWorkflow:
                     start_to_close_timeout=node.timeout,
                     retry_policy=_retry_policy(node),
                 )
-            return await workflow.execute_local_activity_method(
+            decided = await workflow.execute_local_activity_method(
                 GraphActivities.check_gate_and_read,
-                check,
+                check.model_copy(update={"effects_of": self._unlearned}) if self._unlearned else check,
                 start_to_close_timeout=max(node.timeout, timedelta(seconds=30)),
                 retry_policy=_retry_policy(node),
             )
         except ActivityError as exc:
             raise _step_failed(check.call.step.step_id, exc) from exc
+        if decided.effects:  # until then a write is decided here and acts in its tool's activity
+            self._writes |= {name for name, effect in decided.effects.items() if effect != Effect.READ}
+            self._unlearned = []
+        return decided
 
     async def _activity(
         self,

@@ -27,7 +27,13 @@ from temporalio.client import Client, WorkflowHandle
 
 from chamberlain.agents import GraphSpec
 from chamberlain.workflows import ApprovalAnswer, DevServer, GraphWorkflow, Principal, RunResult, decide, start_run
-from chamberlain.workflows._graph_workflow import DECIDED_WHERE_ACTED, LOCAL_READS, READ_WITH_DECISION, WRITE_AHEAD
+from chamberlain.workflows._graph_workflow import (
+    DECIDED_WHERE_ACTED,
+    EFFECTS_LEARNED_IN_STEP,
+    LOCAL_READS,
+    READ_WITH_DECISION,
+    WRITE_AHEAD,
+)
 from tests.conftest import run_id
 from tests.support import old_version, toolbox
 from tests.support.graphs import graph
@@ -77,10 +83,16 @@ LOOP = GraphSpec.model_validate(
 
 # Each old version: the patch whose introduction it precedes, and the markers its runs carry.
 OLD_VERSIONS = {
+    "before-effects-learned-in-step": (EFFECTS_LEARNED_IN_STEP, {DECIDED_WHERE_ACTED}),
     "before-decided-where-acted": (DECIDED_WHERE_ACTED, {WRITE_AHEAD}),
     "before-write-ahead": (WRITE_AHEAD, {LOCAL_READS, READ_WITH_DECISION}),
     "before-read-with-decision": (READ_WITH_DECISION, {LOCAL_READS}),
     "before-local-reads": (LOCAL_READS, set()),
+}
+# What a marker implies: a run carries only its code's newest marker.
+IMPLIED = {
+    DECIDED_WHERE_ACTED: {WRITE_AHEAD, LOCAL_READS, READ_WITH_DECISION},
+    WRITE_AHEAD: {LOCAL_READS, READ_WITH_DECISION},
 }
 
 
@@ -167,7 +179,7 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
 ) -> None:
     version, folder = old_tree
     _, old_markers = OLD_VERSIONS[version]
-    ways = old_markers | ({LOCAL_READS, READ_WITH_DECISION} if WRITE_AHEAD in old_markers else set())  # implied
+    ways = old_markers.union(*(IMPLIED.get(marker, set()) for marker in old_markers))
     old = old_version.spawn_worker(folder, dev_server.address, task_queue)
     try:
         assert old.stdout is not None
@@ -217,19 +229,23 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
         assert failed == 0, f"{handle.id}: a workflow task failed on replay"
         assert patches == old_markers, handle.id  # it started on the old code, and stays on its path
         assert ("chamberlain.audit_seal" in local) == (WRITE_AHEAD in ways), handle.id  # records as it kept them
-        assert "chamberlain.tool_effects" not in local, handle.id  # its writes kept their decision's local activity
+        # It learnt which tools write as its code did: in a local activity of its own, or not at all.
+        assert ("chamberlain.tool_effects" in local) == (DECIDED_WHERE_ACTED in ways), handle.id
         if READ_WITH_DECISION not in ways:
             assert "chamberlain.gate_read" not in local, handle.id  # reads kept the old shape after the upgrade
     for handle in loops:  # each turn a read and a write: how the old code ran them, it still does
         _, local, _ = history_facts((await handle.fetch_history()).events)
-        if READ_WITH_DECISION in ways:  # a read and its decision, and a write's decision, per turn
+        if DECIDED_WHERE_ACTED in ways:  # a read and its decision per turn; a write decided where it acts
+            assert local.count("chamberlain.gate_read") == TURNS, (handle.id, local)
+        elif READ_WITH_DECISION in ways:  # a read and its decision, and a write's decision, per turn
             assert local.count("chamberlain.gate_read") == 2 * TURNS, (handle.id, local)
         else:
             reads_as_local = local.count("chamberlain.tool_step")
             assert reads_as_local == (TURNS if LOCAL_READS in ways else 0), (handle.id, local)
     patches, local, failed = history_facts((await control.fetch_history()).events)
-    assert (patches, failed) == ({DECIDED_WHERE_ACTED}, 0)  # the newest marker implies those before it
-    assert {"chamberlain.tool_effects", "chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
+    assert (patches, failed) == ({EFFECTS_LEARNED_IN_STEP}, 0)  # the newest marker implies those before it
+    assert {"chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
+    assert "chamberlain.tool_effects" not in local  # the first step's read told which tools write
     assert local.count("chamberlain.gate_read") == 1  # the write decided in its own activity
     assert "chamberlain.record_usage" not in local  # model usage is recorded where the model is called
     assert audit_log().verify() is None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from langchain_core.messages import AIMessage, message_to_dict
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from chamberlain.agents import GraphSpec, ModelRegistry, ScriptedChatModel, run_in_process
@@ -15,6 +16,16 @@ from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.graphs import chat_models, conversation, expected_second_call_types, graph
 from tests.support.workers import graph_worker
+
+
+def local_activities(history: WorkflowHistory) -> list[str]:
+    """The types of a run's local activities, in order (each leaves a marker in history)."""
+    markers = [e.marker_recorded_event_attributes for e in history.events]
+    return [
+        json.loads(m.details["data"].payloads[0].data)["activity_type"]
+        for m in markers
+        if m.marker_name == "core_local_activity"
+    ]
 
 
 async def test_five_step_graph_completes_as_in_process(client: Client, task_queue: str) -> None:
@@ -49,9 +60,44 @@ async def test_each_effectful_step_is_an_activity_with_the_spec_options(client: 
     assert [(a.activity_type.name, a.activity_id) for a in scheduled] == [
         ("chamberlain.model_step", "classify/1"),
         ("chamberlain.decide_and_act", "refund/1"),  # the refund's decision and effect, in one activity
-    ]  # lookup reads only: a local activity, as are the model's usage, the tools' effects and the seal
+    ]  # lookup reads only: a local activity, as is the seal
     assert scheduled[0].start_to_close_timeout.ToSeconds() == 20
     assert scheduled[1].retry_policy.maximum_attempts == 5
+    # The lookup's local activity also told the run which of its tools write: no activity of its own.
+    assert local_activities(history) == ["chamberlain.gate_read", "chamberlain.audit_seal"]
+
+
+TWO_WRITES = GraphSpec.model_validate(
+    {
+        "name": "two-writes",
+        "state": {"label": {"type": "str"}},
+        "start": "first",
+        "nodes": {
+            "first": {"type": "tool", "tool": "test.slow", "args": {"seconds": "0", "label": "'a'"}, "next": "second"},
+            "second": {"type": "tool", "tool": "test.slow", "args": {"seconds": "0", "label": "'b'"}, "next": "done"},
+            "done": {"type": "end"},
+        },
+    }
+)
+
+
+async def test_a_run_whose_first_tool_writes_learns_so_in_that_step(client: Client, task_queue: str) -> None:
+    """Not knowing yet, the run asks its first step's decision in a local activity, which says
+    the tool writes: that step acts in its tool's activity with the decision's ticket; the next
+    write is decided where it acts."""
+    rid = run_id()
+    async with graph_worker(client, task_queue):
+        result = await execute_run(client, TWO_WRITES, {}, run_id=rid, task_queue=task_queue)
+    assert result.status == "completed"
+    history = await client.get_workflow_handle(rid).fetch_history()
+    scheduled = [e.activity_task_scheduled_event_attributes for e in history.events]
+    assert [(a.activity_type.name, a.activity_id) for a in scheduled if a.activity_id] == [
+        ("chamberlain.tool_step", "first/1"),
+        ("chamberlain.decide_and_act", "second/1"),
+    ]
+    assert local_activities(history) == ["chamberlain.gate_read", "chamberlain.audit_seal"]
+    finished = [step for _, step in toolbox.effects("done") if step.startswith(rid)]
+    assert finished == [f"{rid}/first/1", f"{rid}/second/1"]
 
 
 async def test_messages_keep_their_types_across_the_activity_boundary(client: Client, task_queue: str) -> None:
