@@ -34,8 +34,8 @@ class HoldAfterRecord(Gate):
 
     node = ""
 
-    async def act(self, call: ToolCall, ticket: Ticket | None, attempt: int) -> ToolReply:
-        reply = await super().act(call, ticket, attempt)
+    async def _act(self, call: ToolCall, admitted: Ticket, attempt: int) -> ToolReply:  # where every effect happens
+        reply = await super()._act(call, admitted, attempt)
         if call.step.node == self.node:
             await self.drain()
             print(f"recorded {call.step.step_id}", flush=True)
