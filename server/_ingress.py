@@ -8,7 +8,9 @@ input never causes a 5xx, only an unreachable Temporal does (503).
 The run's workflow ID is an injective encoding of the source and the event ID —
 ``webhook:{source}:{percent-encoded event ID}`` (a source name has no ``:``; ``%`` itself is
 encoded) — so two events never share a run, and duplicate or concurrent deliveries of one
-event join the same run. Nothing is truncated or hashed: an ID that would not fit in
+event join the same run. A delivery whose event ID has a run already but whose content differs
+(another input or principal) is refused with 409, not joined: the run would never see it, and the
+sender must hear that it was not taken. Nothing is truncated or hashed: an ID that would not fit in
 Temporal's workflow-ID limit is refused with 400. 202 is answered only after Temporal
 accepted the start; if Temporal is away the answer is 503 with ``Retry-After``, and the
 sender's retry will succeed.
@@ -34,6 +36,7 @@ from chamberlain.server._jsonbody import BodyError, parse_json
 from chamberlain.server._signatures import SignatureError
 from chamberlain.server._sources import PayloadError, SourceCatalog, WebhookSource
 from chamberlain.server._temporal import TemporalConnection, TemporalUnavailable
+from chamberlain.workflows._audit import digest
 from chamberlain.workflows._graph_workflow import GraphWorkflow
 from chamberlain.workflows._types import RunRequest
 
@@ -41,6 +44,8 @@ log = logging.getLogger("chamberlain.webhooks")
 RETRY_AFTER_SECONDS = 5
 STATS_ROLES = frozenset({"operator", "admin"})  # business roles or console roles that may read /api/webhooks/stats
 MAX_RUN_ID_LENGTH = 1000
+EVENT_DIGEST = "chamberlain.event_digest"
+"""The memo key of a webhook run's content digest: a later delivery of its event is compared with it."""
 """Temporal's default ``limit.maxIDLength`` for workflow IDs (bytes; ours are ASCII)."""
 
 
@@ -149,19 +154,30 @@ class Ingress:
 
     async def _start(self, spec: WebhookSource, request: RunRequest, run_id: str) -> None:
         """Start the event's run, or join it if a delivery of the same event already did."""
+        principal = request.principal.model_dump(mode="json") if request.principal else None
+        content = digest({"input": request.input, "principal": principal})  # what the run acts on, and for whom
         try:
             client = await self.temporal.client()
-            await client.start_workflow(
-                GraphWorkflow.run,
-                request,
-                id=run_id,
-                task_queue=spec.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                rpc_timeout=timedelta(seconds=5),
-            )
-        except WorkflowAlreadyStartedError:
-            pass  # this event's run already finished: the delivery is a duplicate, same answer
+            try:
+                await client.start_workflow(
+                    GraphWorkflow.run,
+                    request,
+                    id=run_id,
+                    task_queue=spec.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    memo={EVENT_DIGEST: content},
+                    rpc_timeout=timedelta(seconds=5),
+                )
+            except WorkflowAlreadyStartedError:  # a delivery of this event started its run already
+                description = await client.get_workflow_handle(run_id).describe(rpc_timeout=timedelta(seconds=5))
+                earlier = await description.memo_value(EVENT_DIGEST, None)
+                if earlier is not None and earlier != content:  # (runs started before the memo are joined)
+                    raise Rejected(
+                        409,
+                        f"run {run_id} was started by an earlier delivery of this event, with other content: "
+                        "send other content under a new event ID",
+                    ) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:  # the request, not the service: a retry cannot help
                 raise Rejected(400, f"Temporal refused the run: {exc.message}") from exc

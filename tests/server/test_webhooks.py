@@ -371,6 +371,29 @@ async def test_twenty_concurrent_deliveries_of_one_event_start_one_run(
     assert len(runs) == 1
 
 
+async def test_a_delivery_of_an_event_with_other_content_is_refused_not_joined(
+    client: Client, http: tuple[str, Ingress], worker: None
+) -> None:
+    """Joined silently, the second content would never run and its sender would believe it had."""
+    url, _ = http
+    event = new_event()
+    first = body(event, limit=2)
+    assert (await post(url, first, hub_headers(first))).status_code == 202
+    for other in (body(event, limit=3), body(event, customer="李娜 139-0000-0000")):  # other input; other customer
+        refused = await post(url, other, hub_headers(other))
+        assert refused.status_code == 409, refused.text
+        assert "other content" in refused.json()["detail"] and "new event ID" in refused.json()["detail"]
+    reordered = json.dumps(dict(reversed(json.loads(first).items())), ensure_ascii=False).encode()
+    for again in (first, reordered):  # a redelivery, byte for byte or re-serialised: joined
+        answer = await post(url, again, hub_headers(again))
+        assert answer.status_code == 202 and answer.json()["run_id"] == run_id_for("hub", event)
+    result = await client.get_workflow_handle_for(GraphWorkflow.run, run_id_for("hub", event)).result()
+    assert result.output["n"] == 2 and result.principal is not None
+    assert result.principal.customer == "王伟 138-0013-8000"  # the first content ran, and only it
+    runs = [w async for w in client.list_workflows(f"WorkflowId = '{run_id_for('hub', event)}'")]
+    assert len(runs) == 1
+
+
 async def test_temporal_down_answers_503_and_the_redelivery_succeeds(env: None, tmp_path: Path) -> None:
     server = DevServer(tmp_path / "temporal.db")
     client = await server.start()
