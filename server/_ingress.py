@@ -44,9 +44,9 @@ log = logging.getLogger("chamberlain.webhooks")
 RETRY_AFTER_SECONDS = 5
 STATS_ROLES = frozenset({"operator", "admin"})  # business roles or console roles that may read /api/webhooks/stats
 MAX_RUN_ID_LENGTH = 1000
+"""Temporal's default ``limit.maxIDLength`` for workflow IDs (bytes; ours are ASCII)."""
 EVENT_DIGEST = "chamberlain.event_digest"
 """The memo key of a webhook run's content digest: a later delivery of its event is compared with it."""
-"""Temporal's default ``limit.maxIDLength`` for workflow IDs (bytes; ours are ASCII)."""
 
 
 def run_id_for(source: str, event_id: str) -> str:
