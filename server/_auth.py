@@ -67,3 +67,13 @@ def current_user(request: Request, credentials: HTTPAuthorizationCredentials | N
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+OPERATOR_ROLES = frozenset({"operator", "admin"})
+
+
+def require_operator(request: Request, user: Principal, what: str) -> None:
+    """Refuse (403) a caller who holds the operator or admin role neither as a business role nor
+    as a console role: counts of what the system does are reconnaissance for an attacker."""
+    directory: UserDirectory = request.app.state.users
+    known = directory.find(user.id)
+    if not (set(user.roles) & OPERATOR_ROLES or (known is not None and known.console_role in OPERATOR_ROLES)):
+        raise HTTPException(403, f"{what} need the operator or admin role; {user.id} has neither")

@@ -23,7 +23,7 @@ from collections import Counter
 from datetime import timedelta
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
@@ -31,7 +31,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.server._auth import CurrentUser, UserDirectory
+from chamberlain.server._auth import CurrentUser, require_operator
 from chamberlain.server._jsonbody import BodyError, parse_json
 from chamberlain.server._signatures import SignatureError
 from chamberlain.server._sources import PayloadError, SourceCatalog, WebhookSource
@@ -42,7 +42,6 @@ from chamberlain.workflows._types import RunRequest
 
 log = logging.getLogger("chamberlain.webhooks")
 RETRY_AFTER_SECONDS = 5
-STATS_ROLES = frozenset({"operator", "admin"})  # business roles or console roles that may read /api/webhooks/stats
 MAX_RUN_ID_LENGTH = 1000
 """Temporal's default ``limit.maxIDLength`` for workflow IDs (bytes; ours are ASCII)."""
 EVENT_DIGEST = "chamberlain.event_digest"
@@ -78,10 +77,7 @@ class Ingress:
     async def stats(self, user: CurrentUser, request: Request) -> dict[str, object]:
         """Counts of accepted and rejected deliveries, for operators and admins: which sources
         are probed and how is reconnaissance for an attacker."""
-        directory: UserDirectory = request.app.state.users
-        known = directory.find(user.id)
-        if not (set(user.roles) & STATS_ROLES or (known is not None and known.console_role in STATS_ROLES)):
-            raise HTTPException(403, f"webhook statistics need the operator or admin role; {user.id} has neither")
+        require_operator(request, user, "webhook statistics")
         return {
             "accepted": dict(self.accepted),
             "rejected": [{"source": s, "status": code, "count": n} for (s, code), n in sorted(self.rejected.items())],

@@ -4,7 +4,9 @@ server answers), and — when the worker runs in this process — step latency a
 (:mod:`chamberlain.workflows._telemetry`).
 
 Only counts and timings, never a payload, a principal or a run ID: label values are graph
-states, sources, activity types, outcomes and model names.
+states, sources, activity types, outcomes and model names. Still, for operators and admins only
+(a bearer token, which Prometheus sends with ``authorization: {credentials: ...}``): the counts
+are reconnaissance, and a scrape lists runs from Temporal and queries the audit log.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
+from chamberlain.server._auth import CurrentUser, require_operator
 from chamberlain.workflows._audit import AuditLog, AuditLogNotFound, AuditRecord
 from chamberlain.workflows._run_index import STATUSES, IndexFeed, RunIndex, RunRow
 
@@ -89,7 +92,8 @@ def mount_metrics(app: FastAPI, feed: IndexFeed, audit_url: str) -> None:
     app.add_middleware(_CountRejections)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(user: CurrentUser, request: Request) -> Response:
+        require_operator(request, user, "metrics")
         await feed.fresh()  # runs by status as Temporal has them now, not as of the last console visit
         body = generate_latest(REGISTRY) + await asyncio.to_thread(generate_latest, own)
         return Response(body, media_type=CONTENT_TYPE_LATEST)

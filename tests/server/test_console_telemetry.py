@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -18,6 +19,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 from temporalio.client import Client
 
+from chamberlain.server._auth import token_digest
 from chamberlain.server._http import ServerSettings, create_app
 from chamberlain.server._signatures import sign
 from chamberlain.workflows import DevServer, create_worker
@@ -72,6 +74,10 @@ sources:
     return path
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
@@ -88,7 +94,21 @@ async def test_one_trace_from_webhook_to_model_call_and_metrics_count_it(
     webhooks = sources(tmp_path, task_queue)
     audit = f"sqlite:///{toolbox.ledger_path().with_suffix('.audit.sqlite')}"  # where test workers' gates write
     data = tmp_path / "data"
-    settings = ServerSettings(temporal_address=dev_server.address, webhooks=webhooks, data=data, audit=audit)
+    users = tmp_path / "users.yaml"
+    users.write_text(
+        yaml.safe_dump(
+            {
+                "users": [
+                    {"id": "prometheus", "roles": ["operator"], "token_sha256": token_digest("scrape-token")},
+                    {"id": "victor", "roles": ["viewer"], "token_sha256": token_digest("viewer-token")},
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    settings = ServerSettings(
+        temporal_address=dev_server.address, webhooks=webhooks, data=data, audit=audit, users=users
+    )
     server = ThreadedServer(create_app(settings)).start()
     tools = toolbox.tools()
     models, _ = chat_models()
@@ -109,7 +129,9 @@ async def test_one_trace_from_webhook_to_model_call_and_metrics_count_it(
                 await client.get_workflow_handle(accepted.json()["run_id"]).result()
                 forged = await http.post("/webhooks/traced", content=body, headers={**headers, "X-Signature": "00"})
                 assert forged.status_code == 401
-                metrics = (await http.get("/metrics")).text
+                anonymous = await http.get("/metrics")
+                viewer = await http.get("/metrics", headers=bearer("viewer-token"))
+                metrics = (await http.get("/metrics", headers=bearer("scrape-token"))).text
     finally:
         server.stop()
 
@@ -137,6 +159,9 @@ async def test_one_trace_from_webhook_to_model_call_and_metrics_count_it(
     assert sample("chamberlain_model_tokens_total", model="chat", direction="input") > before["tokens"]
     assert sample("chamberlain_webhook_rejections_total", source="traced", status="401") == before["forged"] + 1
     assert 'chamberlain_runs{status="completed"}' in metrics and "chamberlain_approvals_waiting" in metrics
+    assert (anonymous.status_code, anonymous.headers["www-authenticate"]) == (401, "Bearer")  # Prometheus knows it
+    assert viewer.status_code == 403 and "operator or admin" in viewer.json()["detail"]
+    assert "chamberlain_" not in anonymous.text + viewer.text
 
 
 def one(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
