@@ -348,7 +348,8 @@ class GraphWorkflow:
         """A tool step's first decision, acting at once where it can: a read in the decision's
         local activity, a write in one activity that decides and acts (the gate holds its ticket
         first, so a retry acts on that allowance); under the node's timeout and retry policy as
-        the tool's own activity would be."""
+        the tool's own activity would be. Until the run knows which of its tools write, the local
+        activity tells it, and a write it decided acts after it, in the tool's activity."""
         try:
             if check.call.tool in self._writes:
                 return await workflow.execute_activity_method(
