@@ -59,6 +59,7 @@ from chamberlain.workflows._types import Principal, RunProgress, RunRequest
 GRAPH_TYPE = "chamberlain.graph"
 PENDING_QUERY = 'ChamberlainApproval = "pending" AND ExecutionStatus = "Running"'
 OVERLAP = timedelta(seconds=30)  # visibility is eventually consistent: look back this far again
+START_READS = 16  # start requests read at once while indexing
 STEP_ACTIVITIES = {"chamberlain.model_step", "chamberlain.classify_step", "chamberlain.tool_step"}
 KEEP_PROGRESS = "chamberlain.keep_progress"  # the extern function a finishing run hands its steps to
 log = logging.getLogger(__name__)
@@ -196,23 +197,28 @@ class RunIndex:
         with Session(self.engine) as session:
             return session.get(RunRow, run_id)
 
-    def seen(self, execution: WorkflowExecution, request: RunRequest | None) -> None:
-        """Record what visibility (and, once, the start request) says of a run; never touches
-        the step counts the worker keeps."""
+    def seen(self, runs: list[tuple[WorkflowExecution, RunRequest | None]]) -> None:
+        """Record what visibility (and, once, the start request) says of runs, in one commit;
+        never touches the step counts the worker keeps."""
         with Session(self.engine) as session:
-            row = session.get(RunRow, execution.id) or RunRow(run_id=execution.id)
-            row.workflow_type = execution.workflow_type
-            row.status = execution.status.name.lower() if execution.status else "unknown"
-            row.started_at = as_utc(execution.start_time)
-            row.closed_at = as_utc(execution.close_time)
-            if execution.close_time is not None:
-                row.pending_approval = False
-            if request is not None:
-                row.graph, row.graph_version = request.graph.name, graph_version(request.graph)
-                if request.principal is not None:
-                    row.principal, row.tenant = request.principal.id, request.principal.tenant
-                    row.department = request.principal.department
-            session.add(row)
+            rows = {
+                row.run_id: row
+                for row in session.exec(select(RunRow).where(col(RunRow.run_id).in_([e.id for e, _ in runs])))
+            }
+            for execution, request in runs:
+                row = rows.setdefault(execution.id, RunRow(run_id=execution.id))
+                row.workflow_type = execution.workflow_type
+                row.status = execution.status.name.lower() if execution.status else "unknown"
+                row.started_at = as_utc(execution.start_time)
+                row.closed_at = as_utc(execution.close_time)
+                if execution.close_time is not None:
+                    row.pending_approval = False
+                if request is not None:
+                    row.graph, row.graph_version = request.graph.name, graph_version(request.graph)
+                    if request.principal is not None:
+                        row.principal, row.tenant = request.principal.id, request.principal.tenant
+                        row.department = request.principal.department
+                session.add(row)
             session.commit()
 
     def link(self, run_id: str, rerun_of: str) -> None:
@@ -363,16 +369,21 @@ def _changed_since(when: datetime) -> str:
 
 
 async def _index_batch(client: Client, index: RunIndex, batch: list[WorkflowExecution]) -> None:
+    """Index a page of runs; the start requests of those it has not seen are read concurrently
+    (one history call each: a new replica's first look at a busy namespace reads thousands)."""
     known = index.known([e.id for e in batch if e.workflow_type == GRAPH_TYPE])
-    for execution in batch:
-        request = None
-        if execution.workflow_type == GRAPH_TYPE and execution.id not in known:
+    unseen = [e for e in batch if e.workflow_type == GRAPH_TYPE and e.id not in known]
+    turns = asyncio.Semaphore(START_READS)
+
+    async def read(execution: WorkflowExecution) -> RunRequest | None:
+        async with turns:
             try:
-                request = await _start_request(client, execution)
-            except (ValueError, KeyError):  # another key, no key (KeyError: unknown encoding) or an older shape:
-                # listed without its graph
-                request = None
-        index.seen(execution, request)
+                return await _start_request(client, execution)
+            except (ValueError, KeyError):  # another key, no key (KeyError: unknown encoding) or an older
+                return None  # shape: listed without its graph
+
+    requests = dict(zip((id(e) for e in unseen), await asyncio.gather(*map(read, unseen)), strict=True))
+    await asyncio.to_thread(index.seen, [(execution, requests.get(id(execution))) for execution in batch])
 
 
 async def _start_request(client: Client, execution: WorkflowExecution) -> RunRequest | None:
