@@ -7,7 +7,8 @@ because there is no other way to run a graph. Rows:
 
 - raw activity chain (the baseline) and raw local-activity chain (no graph, no gate);
 - the graph with a writing tool (an activity per step, its effect audited);
-- the graph with a read-only tool (run as a local activity);
+- the graph with a read-only tool: reads in a row, taken together in one local activity;
+- the same, each read alone in its own local activity (as a read between other steps is);
 - the same graph in process, gate on, no durable engine (the floor).
 
     python -m benchmarks.graph_overhead [--steps 20] [--runs 10] [--out DIR] [--write]
@@ -31,7 +32,7 @@ from benchmarks.baseline import RawChain, RawLocalChain, raw_worker
 from benchmarks.output import add_arguments, save, stamp_figure
 from benchmarks.stack import chain, gate, models, tools
 from chamberlain.agents import GraphSpec
-from chamberlain.workflows import DevServer, create_worker, execute_run
+from chamberlain.workflows import DevServer, GraphWorkflow, RunRequest, create_worker
 from chamberlain.workflows._local import run_gated_in_process
 
 BASELINE = "raw activity chain"
@@ -41,6 +42,7 @@ ROWS = (
     "raw local-activity chain",
     "graph, gate on, write tool",
     "graph, gate on, read-only tool",
+    "graph, gate on, read-only tool, each alone",
     "in process, gate on (no durability)",
 )
 
@@ -57,8 +59,10 @@ async def measure(steps: int, runs: int, console: Console) -> dict[str, list[flo
         gated = create_worker(client, models=models(), tools=registry, task_queue="bench-gated", gate=checks)
         async with raw_worker(client, RAW), gated:
 
-            async def graph(spec: GraphSpec, tag: str) -> None:
-                result = await execute_run(client, spec, {}, run_id=f"{tag}-{time.time_ns()}", task_queue="bench-gated")
+            async def graph(spec: GraphSpec, tag: str, read_ahead: bool = True) -> None:
+                request = RunRequest(graph=spec, read_ahead=read_ahead)
+                run = f"{tag}-{time.time_ns()}"
+                result = await client.execute_workflow(GraphWorkflow.run, request, id=run, task_queue="bench-gated")
                 assert result.output["n"] == steps, result
 
             async def in_process() -> None:
@@ -70,6 +74,7 @@ async def measure(steps: int, runs: int, console: Console) -> dict[str, list[flo
                 lambda: client.execute_workflow(RawLocalChain.run, steps, id=f"l{time.time_ns()}", task_queue=RAW),
                 lambda: graph(writes, "write"),
                 lambda: graph(reads, "read"),
+                lambda: graph(reads, "alone", read_ahead=False),
                 in_process,
             )
             for i in track(range(runs + 1), description="graph overhead", console=console):
@@ -96,7 +101,9 @@ def report(timings: dict[str, list[float]], steps: int, console: Console) -> dic
         }
         table.add_row(name, f"{median:.2f}", f"{p90:.2f}", f"{median / baseline:.2f}")
     read = summary["rows"]["graph, gate on, read-only tool"]["median_ms"]
+    alone = summary["rows"]["graph, gate on, read-only tool, each alone"]["median_ms"]
     summary["read_step_speedup_vs_activity"] = round(baseline / read, 2)
+    summary["lone_read_step_speedup_vs_activity"] = round(baseline / alone, 2)
     console.print(table)
     return summary
 
@@ -107,7 +114,7 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     rows = summary["rows"]
     names, values = list(rows), [rows[k]["median_ms"] for k in rows]
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    bars = ax.barh(names, values, color=["#888888", "#bbbbbb", "#1a365d", "#2b6cb0", "#9ae6b4"])
+    bars = ax.barh(names, values, color=["#888888", "#bbbbbb", "#1a365d", "#2b6cb0", "#63b3ed", "#9ae6b4"])
     ax.bar_label(bars, labels=[f"{v:.2f} ms  (×{rows[k]['ratio']})" for k, v in zip(names, values, strict=True)])
     ax.set_xlabel("median milliseconds per step (lower is better)")
     ax.set_title(f"Per-step cost, {summary['steps']}-step chain, {summary['runs']} runs, same dev server", fontsize=10)

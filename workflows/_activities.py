@@ -40,6 +40,7 @@ from chamberlain.workflows._gate import (
     current_ticket,
     model_step_id,
 )
+from chamberlain.workflows._read_ahead import ReadAhead, ReadRun, ReadsAhead
 from chamberlain.workflows._usage import DepartmentSpend, UsageEntry, UsageLedger
 
 
@@ -59,6 +60,7 @@ class GraphActivities:
         self.usage = usage
         self.gate = gate
         self.classifier = ExemplarClassifier()
+        self.reads_ahead = ReadsAhead(gate)
 
     @activity.defn(name="chamberlain.gate")
     async def check_gate(self, check: GateCheck) -> GateDecision:
@@ -71,6 +73,12 @@ class GraphActivities:
         (one local activity for a read step); what the run's tools do, if it asks."""
         decided = await self._decide_and_act(check, writes=False)
         return decided.model_copy(update={"effects": self._effects(check.effects_of)}) if check.effects_of else decided
+
+    @activity.defn(name="chamberlain.read_ahead")
+    async def read_ahead(self, ahead: ReadAhead) -> ReadRun:
+        """Reads in a row, each decided and read as in its own local activity (one local
+        activity for them all; :mod:`workflows.read_ahead`)."""
+        return await self.reads_ahead.run(ahead, activity.info().attempt)
 
     @activity.defn(name="chamberlain.decide_and_act")
     async def decide_and_act(self, check: GateCheck) -> DecidedStep:
@@ -159,6 +167,7 @@ class GraphActivities:
             self.record_usage,
             self.check_gate,
             self.check_gate_and_read,
+            self.read_ahead,
             self.decide_and_act,
             self.tool_effects,
             self.audit,

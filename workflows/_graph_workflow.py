@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from chamberlain.workflows._activities import GraphActivities
     from chamberlain.workflows._audit import AuditEntry
     from chamberlain.workflows._gate import DecidedStep, GateCheck, GateDecision, GatedExecutor, current_ticket, who
+    from chamberlain.workflows._read_ahead import TIME_AHEAD, ReadAhead, ReadRun, reads_on
     from chamberlain.workflows._types import (
         Cursor,
         PendingApproval,
@@ -68,6 +69,7 @@ APPROVAL_STATE = SearchAttributeKey.for_keyword("ChamberlainApproval")
 # Patches, newest first. A run started on this code carries only the newest marker, which
 # implies the changes before it (each marker also costs the server a search attribute upsert);
 # an older run is asked for its markers as its code asked.
+READ_AHEAD = "chamberlain-read-ahead"  # reads in a row taken in one local activity
 EFFECTS_LEARNED_IN_STEP = "chamberlain-effects-learned-in-step"  # which tools write: told by the first tool step
 DECIDED_WHERE_ACTED = "chamberlain-decided-where-acted"  # a write decided in its tool's activity; usage metered there
 WRITE_AHEAD = "chamberlain-audit-write-ahead"  # steps' records written behind and sealed; usage recorded locally
@@ -117,6 +119,8 @@ class GraphWorkflow:
         self._department_over: str | None = None  # a metered call of this step found its department over budget
         self._writes: set[str] = set()  # the tools that write, decided in their own activity
         self._unlearned: list[str] = []  # the run's tools whose effects its first tool step tells
+        self._reads: set[str] | None = None  # the tools that only read, once known, where reads go ahead
+        self._decided_ahead: tuple[str, DecidedStep] | None = None  # a read-ahead's decision where it stopped
         self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
@@ -125,12 +129,14 @@ class GraphWorkflow:
         self._request = request
         # Asked once, before any command: a marker after a long local activity lands in a later
         # workflow task and would not replay (seen under load).
-        learns = workflow.patched(EFFECTS_LEARNED_IN_STEP)
+        reads_ahead = workflow.patched(READ_AHEAD)
+        learns = reads_ahead or workflow.patched(EFFECTS_LEARNED_IN_STEP)
         if learns or workflow.patched(DECIDED_WHERE_ACTED):
             write_ahead = self._local_reads = self._read_with_decision = self._metered = True
             tools = request.graph.called_tools()
             if learns:
                 self._unlearned = tools
+                self._reads = set() if reads_ahead else None
             elif tools:
                 effects = await workflow.execute_local_activity_method(
                     GraphActivities.tool_effects, tools, start_to_close_timeout=timedelta(seconds=30)
@@ -185,55 +191,127 @@ class GraphWorkflow:
                     type="StepLimitExceeded",
                     non_retryable=True,
                 )
-            visit = cursor.visits.get(cursor.node, 0) + 1
-            ctx = StepContext(
-                run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
-            )
-            started, self._department_over = workflow.now(), None
-            try:
-                outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
-            except StepFailed as exc:
-                raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
-            self._steps.append(
-                StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=workflow.now())
-            )
-            cursor.state = plan.merge(cursor.state, outcome.updates)
-            cursor.labels = plan.merge_labels(cursor.labels, outcome)
-            cursor.visits[cursor.node] = visit
-            cursor.steps += 1
-            steps_this_segment += 1
-            if outcome.usage:
-                cursor.usage = TokenUsage(
-                    input_tokens=cursor.usage.input_tokens + outcome.usage.input_tokens,
-                    output_tokens=cursor.usage.output_tokens + outcome.usage.output_tokens,
+            limit = min(plan.max_steps - cursor.steps, request.steps_per_segment - steps_this_segment)
+            taken = await self._read_ahead(request, cursor, executor, limit) if limit > 1 else None
+            if taken:
+                self._department_over = None
+                for step in taken.steps:
+                    ctx = StepContext(
+                        run_id=workflow.info().workflow_id,
+                        node=step.outcome.node,
+                        visit=step.visit,
+                        principal=request.principal,
+                    )
+                    if step.acted is not None:
+                        executor.acted.append(step.acted)
+                    ended = await self._advance(request, plan, cursor, ctx, step.taken(), step.started, step.ended)
+                    if ended is not None:
+                        return ended
+                steps_this_segment += len(taken.steps)
+            else:
+                visit = cursor.visits.get(cursor.node, 0) + 1
+                ctx = StepContext(
+                    run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
                 )
-                cursor.cost += outcome.cost
-            excess = plan.over_budget(cursor.usage, cursor.cost)
-            if self._metered:
-                excess = excess or self._department_over
-            elif outcome.usage and outcome.model:
-                excess = excess or await self._record_usage(request, ctx, outcome)
-            if outcome.next is not None and excess:
-                await self._over_budget(plan, cursor, excess, ctx)
-            if outcome.next is None:
-                rejected = outcome.approval not in (None, "approve")
-                end = None if rejected else cursor.node
-                return RunResult(
-                    status="rejected" if rejected else "completed",
-                    end=end,
-                    output=plan.output(end, cursor.state),
-                    steps=cursor.steps,
-                    segments=cursor.segment,
-                    usage=cursor.usage,
-                    cost=cursor.cost,
-                    principal=request.principal,
-                )
-            cursor.node = outcome.next
+                started, self._department_over = workflow.now(), None
+                try:
+                    outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
+                except StepFailed as exc:
+                    raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
+                result = await self._advance(request, plan, cursor, ctx, outcome, started, workflow.now())
+                if result is not None:
+                    return result
+                steps_this_segment += 1
             if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._seal()
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
+
+    async def _read_ahead(
+        self, request: RunRequest, cursor: Cursor, executor: GatedExecutor, limit: int
+    ) -> ReadRun | None:
+        """Reads in a row from here in one local activity (:mod:`workflows.read_ahead`), when the
+        run knows its reads and this one may lead straight to another; None: the step is taken
+        as any other. A read the worker stopped at was decided there: the step goes on from that."""
+        reads, graph = self._reads, request.graph
+        node = graph.nodes[cursor.node]
+        if not request.read_ahead or not reads or self._decided_ahead:
+            return None
+        if not isinstance(node, ToolNode) or node.tool not in reads:
+            return None
+        if not reads_on(graph, cursor.node, reads):
+            return None
+        ahead = ReadAhead(
+            graph=graph,
+            run_id=workflow.info().workflow_id,
+            node=cursor.node,
+            state=cursor.state,
+            labels=cursor.labels,
+            visits=cursor.visits,
+            limit=limit,
+            principal=request.principal,
+            grant=executor.grant,
+        )
+        longest = max(n.timeout for n in graph.nodes.values() if isinstance(n, ToolNode) and n.tool in reads)
+        try:
+            taken = await workflow.execute_local_activity_method(
+                GraphActivities.read_ahead,
+                ahead,
+                start_to_close_timeout=TIME_AHEAD + longest + timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as exc:  # the steps are taken one at a time, each under its own policy
+            workflow.logger.warning("run %s: read-ahead failed: %s", ahead.run_id, exc.cause)
+            return None
+        if taken.stopped is not None and taken.stopped_at is not None:
+            self._decided_ahead = (taken.stopped_at, taken.stopped)
+        return taken if taken.steps else None
+
+    async def _advance(
+        self,
+        request: RunRequest,
+        plan: GraphPlan,
+        cursor: Cursor,
+        ctx: StepContext,
+        outcome: StepOutcome,
+        started: datetime,
+        ended: datetime,
+    ) -> RunResult | None:
+        """Take a step's outcome into the cursor; the run's result if it ended there."""
+        self._steps.append(StepRecord(**outcome.model_dump(), step_id=ctx.step_id, started_at=started, ended_at=ended))
+        cursor.state = plan.merge(cursor.state, outcome.updates)
+        cursor.labels = plan.merge_labels(cursor.labels, outcome)
+        cursor.visits[cursor.node] = ctx.visit
+        cursor.steps += 1
+        if outcome.usage:
+            cursor.usage = TokenUsage(
+                input_tokens=cursor.usage.input_tokens + outcome.usage.input_tokens,
+                output_tokens=cursor.usage.output_tokens + outcome.usage.output_tokens,
+            )
+            cursor.cost += outcome.cost
+        excess = plan.over_budget(cursor.usage, cursor.cost)
+        if self._metered:
+            excess = excess or self._department_over
+        elif outcome.usage and outcome.model:
+            excess = excess or await self._record_usage(request, ctx, outcome)
+        if outcome.next is not None and excess:
+            await self._over_budget(plan, cursor, excess, ctx)
+        if outcome.next is None:
+            rejected = outcome.approval not in (None, "approve")
+            end = None if rejected else cursor.node
+            return RunResult(
+                status="rejected" if rejected else "completed",
+                end=end,
+                output=plan.output(end, cursor.state),
+                steps=cursor.steps,
+                segments=cursor.segment,
+                usage=cursor.usage,
+                cost=cursor.cost,
+                principal=request.principal,
+            )
+        cursor.node = outcome.next
+        return None
 
     def _unsealed(self) -> bool:
         return self._executor is not None and bool(self._executor.acted)
@@ -350,6 +428,9 @@ class GraphWorkflow:
         first, so a retry acts on that allowance); under the node's timeout and retry policy as
         the tool's own activity would be. Until the run knows which of its tools write, the local
         activity tells it, and a write it decided acts after it, in the tool's activity."""
+        ahead, self._decided_ahead = self._decided_ahead, None
+        if ahead is not None and ahead[0] == check.call.step.step_id:  # a read-ahead stopped here: go on from it
+            return ahead[1]
         try:
             if check.call.tool in self._writes:
                 return await workflow.execute_activity_method(
@@ -369,6 +450,8 @@ class GraphWorkflow:
             raise _step_failed(check.call.step.step_id, exc) from exc
         if decided.effects:  # until then a write is decided here and acts in its tool's activity
             self._writes |= {name for name, effect in decided.effects.items() if effect != Effect.READ}
+            if self._reads is not None:
+                self._reads = {name for name, effect in decided.effects.items() if effect == Effect.READ}
             self._unlearned = []
         return decided
 

@@ -38,6 +38,7 @@ class RunRequest(BaseModel):
     publish_approvals: bool = Field(
         True, description="mark pending approvals in the ChamberlainApproval search attribute"
     )
+    read_ahead: bool = Field(True, description="take reads in a row in one local activity (workflows.read_ahead)")
     resume: Cursor | None = None
     ceiling: list[str] | None = Field(
         None, description="a child run's parent grant: its gate denies any action outside it"

@@ -23,6 +23,7 @@ from chamberlain.workflows import DevServer, RunResult, start_run
 from tests.conftest import run_id
 from tests.support import toolbox
 from tests.support.workers import audit_log
+from tests.workflows.test_read_ahead import counting
 
 pytestmark = pytest.mark.chaos
 ROOT = Path(__file__).parents[2]
@@ -168,4 +169,31 @@ async def test_records_a_killed_worker_never_committed_are_rewritten_from_histor
         (f"{rid}/refund/1", "effect", toolbox.ORDER_TOTAL),
         (f"{rid}/stall/1", "effect", None),
     ]
+    assert audit.verify() is None
+
+
+async def test_a_worker_killed_inside_a_read_ahead_leaves_one_record_per_read(
+    client: Client, dev_server: DevServer, task_queue: str
+) -> None:
+    """Reads in a row go ahead in one local activity; its worker is SIGKILLed after the third
+    read's record committed. The workflow task that ran the local activities never completed,
+    so they left nothing in history: the next worker reads them again — reads change nothing —
+    and the audit log keeps one record per read."""
+    rid = run_id()
+    holding = spawn(dev_server.address, task_queue, "hold", "s3")
+    try:
+        handle = await start_run(client, counting(6), {}, run_id=rid, task_queue=task_queue)
+        assert holding.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holding.stdout.readline), timeout=60)
+        assert line.strip() == f"recorded {rid}/s3/1"
+    finally:
+        holding.kill()
+        holding.wait()
+    result = await finish_on_another_worker(dev_server.address, task_queue, handle)
+    assert result.output == {"n": 6}
+    reads = Counter(step for _, step in toolbox.effects("count") if step.startswith(f"{rid}/"))
+    assert reads == {**{f"{rid}/s{i}/1": 2 for i in range(4)}, f"{rid}/s4/1": 1, f"{rid}/s5/1": 1}
+    audit = audit_log()
+    mine = [(r.step_id, r.kind) for r in audit.records() if r.run_id == rid]
+    assert sorted(mine) == [(f"{rid}/s{i}/1", "effect") for i in range(6)]
     assert audit.verify() is None

@@ -31,6 +31,7 @@ from chamberlain.workflows._graph_workflow import (
     DECIDED_WHERE_ACTED,
     EFFECTS_LEARNED_IN_STEP,
     LOCAL_READS,
+    READ_AHEAD,
     READ_WITH_DECISION,
     WRITE_AHEAD,
 )
@@ -83,6 +84,7 @@ LOOP = GraphSpec.model_validate(
 
 # Each old version: the patch whose introduction it precedes, and the markers its runs carry.
 OLD_VERSIONS = {
+    "before-read-ahead": (READ_AHEAD, {EFFECTS_LEARNED_IN_STEP}),
     "before-effects-learned-in-step": (EFFECTS_LEARNED_IN_STEP, {DECIDED_WHERE_ACTED}),
     "before-decided-where-acted": (DECIDED_WHERE_ACTED, {WRITE_AHEAD}),
     "before-write-ahead": (WRITE_AHEAD, {LOCAL_READS, READ_WITH_DECISION}),
@@ -91,6 +93,7 @@ OLD_VERSIONS = {
 }
 # What a marker implies: a run carries only its code's newest marker.
 IMPLIED = {
+    EFFECTS_LEARNED_IN_STEP: {DECIDED_WHERE_ACTED, WRITE_AHEAD, LOCAL_READS, READ_WITH_DECISION},
     DECIDED_WHERE_ACTED: {WRITE_AHEAD, LOCAL_READS, READ_WITH_DECISION},
     WRITE_AHEAD: {LOCAL_READS, READ_WITH_DECISION},
 }
@@ -230,7 +233,8 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
         assert patches == old_markers, handle.id  # it started on the old code, and stays on its path
         assert ("chamberlain.audit_seal" in local) == (WRITE_AHEAD in ways), handle.id  # records as it kept them
         # It learnt which tools write as its code did: in a local activity of its own, or not at all.
-        assert ("chamberlain.tool_effects" in local) == (DECIDED_WHERE_ACTED in ways), handle.id
+        learnt_apart = DECIDED_WHERE_ACTED in ways and EFFECTS_LEARNED_IN_STEP not in ways
+        assert ("chamberlain.tool_effects" in local) == learnt_apart, handle.id
         if READ_WITH_DECISION not in ways:
             assert "chamberlain.gate_read" not in local, handle.id  # reads kept the old shape after the upgrade
     for handle in loops:  # each turn a read and a write: how the old code ran them, it still does
@@ -243,7 +247,7 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
             reads_as_local = local.count("chamberlain.tool_step")
             assert reads_as_local == (TURNS if LOCAL_READS in ways else 0), (handle.id, local)
     patches, local, failed = history_facts((await control.fetch_history()).events)
-    assert (patches, failed) == ({EFFECTS_LEARNED_IN_STEP}, 0)  # the newest marker implies those before it
+    assert (patches, failed) == ({READ_AHEAD}, 0)  # the newest marker implies those before it
     assert {"chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
     assert "chamberlain.tool_effects" not in local  # the first step's read told which tools write
     assert local.count("chamberlain.gate_read") == 1  # the write decided in its own activity
