@@ -182,7 +182,7 @@ class GraphWorkflow:
 
     async def _walk(self, request: RunRequest, plan: GraphPlan, cursor: Cursor, executor: GatedExecutor) -> RunResult:
         """Step through the graph from ``cursor`` until an end node, or continue as new."""
-        steps_this_segment = 0
+        steps_this_segment, read_ahead = 0, True
         while True:
             self._node = cursor.node
             if cursor.steps >= plan.max_steps:
@@ -192,8 +192,10 @@ class GraphWorkflow:
                     non_retryable=True,
                 )
             limit = min(plan.max_steps - cursor.steps, request.steps_per_segment - steps_this_segment)
-            taken = await self._read_ahead(request, cursor, executor, limit) if limit > 1 else None
-            if taken:
+            # Where a read-ahead stopped, the run takes the step itself (and goes on from its decision).
+            taken = await self._read_ahead(request, cursor, executor, limit) if read_ahead and limit > 1 else None
+            read_ahead = taken is None
+            if taken is not None:
                 self._department_over = None
                 for step in taken.steps:
                     ctx = StepContext(
@@ -234,13 +236,10 @@ class GraphWorkflow:
         """Reads in a row from here in one local activity (:mod:`workflows.read_ahead`), when the
         run knows its reads and this one may lead straight to another; None: the step is taken
         as any other. A read the worker stopped at was decided there: the step goes on from that."""
-        reads, graph = self._reads, request.graph
+        reads, graph = self._reads or set(), request.graph
         node = graph.nodes[cursor.node]
-        if not request.read_ahead or not reads or self._decided_ahead:
-            return None
-        if not isinstance(node, ToolNode) or node.tool not in reads:
-            return None
-        if not reads_on(graph, cursor.node, reads):
+        is_read = isinstance(node, ToolNode) and node.tool in reads
+        if not (request.read_ahead and is_read and reads_on(graph, cursor.node, reads)):
             return None
         ahead = ReadAhead(
             graph=graph,
@@ -264,7 +263,7 @@ class GraphWorkflow:
         except ActivityError as exc:  # the steps are taken one at a time, each under its own policy
             workflow.logger.warning("run %s: read-ahead failed: %s", ahead.run_id, exc.cause)
             return None
-        if taken.stopped is not None and taken.stopped_at is not None:
+        if taken.stopped is not None and taken.stopped_at:
             self._decided_ahead = (taken.stopped_at, taken.stopped)
         return taken if taken.steps else None
 

@@ -147,8 +147,22 @@ async def refund_then_stall(args: StallingRefund, ctx: ToolContext) -> erp_contr
     return view
 
 
+class PeekInput(BaseModel):
+    seconds: float
+
+
+@tool("test.peek")
+async def peek(args: PeekInput, ctx: ToolContext) -> Count:
+    """Read — the first call for a step stalls ``seconds``, as a backend that hangs once."""
+    first = ("peek", ctx.step_id) not in effects("peek")
+    record("peek", ctx.step_id)
+    if first:
+        await asyncio.sleep(args.seconds)
+    return Count(n=1)
+
+
 def tools() -> ToolRegistry:
-    return ToolRegistry([get_order, refund, slow, flaky, count, refund_then_stall])
+    return ToolRegistry([get_order, refund, slow, flaky, count, peek, refund_then_stall])
 
 
 def classify(messages: object, kwargs: dict[str, object]) -> str:

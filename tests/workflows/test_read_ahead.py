@@ -6,6 +6,7 @@ step limits, one record per step, a history that replays."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +245,35 @@ async def test_step_limits_hold_across_a_read_ahead(client: Client, task_queue: 
         **{("count", f"{segmented}/s{i}/1"): 1 for i in range(7)},
     }
     assert result.output == {"n": 7} and result.steps == 8 and result.segments == 3
+
+
+async def test_a_read_that_outlasts_its_timeout_in_a_read_ahead_is_taken_again_by_the_run(
+    client: Client, task_queue: str
+) -> None:
+    """The backend hangs the first time the third read asks: the read-ahead gives up on it at
+    the node's timeout and stops there; the run takes that read under its own retry policy."""
+    spec = reads(
+        ("one", "test.count", {"n": "1"}),
+        ("two", "test.count", {"n": "2"}),
+        ("stalls", "test.peek", {"seconds": "30"}),
+        ("three", "test.count", {"n": "3"}),
+    )
+    nodes = {**spec.nodes, "stalls": spec.nodes["stalls"].model_copy(update={"timeout": timedelta(seconds=1)})}
+    spec = spec.model_copy(update={"nodes": nodes})
+    rid = run_id()
+    async with graph_worker(client, task_queue):
+        handle = await start_run(client, spec, {}, run_id=rid, task_queue=task_queue)
+        result = await handle.result()
+    assert result.status == "completed" and result.output["three"] == {"n": 4}
+    assert toolbox.effects("peek").count(("peek", f"{rid}/stalls/1")) == 2  # cut off once, then read
+    assert local_activities(await handle.fetch_history()) == [
+        "chamberlain.gate_read",
+        "chamberlain.read_ahead",  # two, and gives up on the third at its timeout
+        "chamberlain.gate_read",  # the run takes the third itself
+        "chamberlain.gate_read",  # the fourth leads to no other read: its own local activity
+        "chamberlain.audit_seal",
+    ]
+    assert [r for r in records(audit_log(), rid) if r[0] == "stalls/1"] == [
+        ("stalls/1", "decision", "allow"),  # allowed, not acted: the read was cut off
+        ("stalls/1", "effect", "allow"),
+    ]
