@@ -41,7 +41,7 @@ ROWS = (
     BASELINE,
     "raw local-activity chain",
     "graph, gate on, write tool",
-    "graph, gate on, read-only tool",
+    "graph, gate on, read-only tool, in a row",
     "graph, gate on, read-only tool, each alone",
     "in process, gate on (no durability)",
 )
@@ -100,7 +100,7 @@ def report(timings: dict[str, list[float]], steps: int, console: Console) -> dic
             "ratio": round(median / baseline, 2),
         }
         table.add_row(name, f"{median:.2f}", f"{p90:.2f}", f"{median / baseline:.2f}")
-    read = summary["rows"]["graph, gate on, read-only tool"]["median_ms"]
+    read = summary["rows"]["graph, gate on, read-only tool, in a row"]["median_ms"]
     alone = summary["rows"]["graph, gate on, read-only tool, each alone"]["median_ms"]
     summary["read_step_speedup_vs_activity"] = round(baseline / read, 2)
     summary["lone_read_step_speedup_vs_activity"] = round(baseline / alone, 2)
