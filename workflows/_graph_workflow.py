@@ -88,9 +88,10 @@ def _step_failed(step_id: str, exc: ActivityError) -> ApplicationError:
     )
 
 
-def _retry_policy(node: ActivityNode) -> RetryPolicy:
+def _retry_policy(node: ActivityNode, spent: int = 0) -> RetryPolicy:
+    """The node's retry policy, less the attempts ``spent`` already (in a read-ahead)."""
     return RetryPolicy(
-        maximum_attempts=node.retry.max_attempts,
+        maximum_attempts=node.retry.max_attempts - spent,
         initial_interval=node.retry.initial_interval,
         backoff_coefficient=node.retry.backoff,
         maximum_interval=node.retry.max_interval,
@@ -120,7 +121,7 @@ class GraphWorkflow:
         self._writes: set[str] = set()  # the tools that write, decided in their own activity
         self._unlearned: list[str] = []  # the run's tools whose effects its first tool step tells
         self._reads: set[str] | None = None  # the tools that only read, once known, where reads go ahead
-        self._decided_ahead: tuple[str, DecidedStep] | None = None  # a read-ahead's decision where it stopped
+        self._stopped_ahead: ReadRun | None = None  # what became of the step a read-ahead stopped at
         self._executor: GatedExecutor | None = None
         self._approval_turn = asyncio.Lock()  # one approval pending at a time (a map's tool items ask at once)
 
@@ -196,39 +197,52 @@ class GraphWorkflow:
             taken = await self._read_ahead(request, cursor, executor, limit) if read_ahead and limit > 1 else None
             read_ahead = taken is None
             if taken is not None:
-                self._department_over = None
-                for step in taken.steps:
-                    ctx = StepContext(
-                        run_id=workflow.info().workflow_id,
-                        node=step.outcome.node,
-                        visit=step.visit,
-                        principal=request.principal,
-                    )
-                    if step.acted is not None:
-                        executor.acted.append(step.acted)
-                    ended = await self._advance(request, plan, cursor, ctx, step.taken(), step.started, step.ended)
-                    if ended is not None:
-                        return ended
+                result = await self._apply(request, plan, cursor, executor, taken)
                 steps_this_segment += len(taken.steps)
             else:
-                visit = cursor.visits.get(cursor.node, 0) + 1
-                ctx = StepContext(
-                    run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
-                )
-                started, self._department_over = workflow.now(), None
-                try:
-                    outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
-                except StepFailed as exc:
-                    raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
-                result = await self._advance(request, plan, cursor, ctx, outcome, started, workflow.now())
-                if result is not None:
-                    return result
+                result = await self._step(request, plan, cursor, executor)
                 steps_this_segment += 1
+            if result is not None:
+                return result
             if steps_this_segment >= request.steps_per_segment or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 await self._seal()
                 cursor.segment += 1
                 workflow.continue_as_new(request.model_copy(update={"resume": cursor, "input": {}}))
+
+    async def _step(
+        self, request: RunRequest, plan: GraphPlan, cursor: Cursor, executor: GatedExecutor
+    ) -> RunResult | None:
+        """Take the step at the cursor; the run's result if it ended there."""
+        visit = cursor.visits.get(cursor.node, 0) + 1
+        ctx = StepContext(
+            run_id=workflow.info().workflow_id, node=cursor.node, visit=visit, principal=request.principal
+        )
+        started, self._department_over = workflow.now(), None
+        try:
+            outcome = await plan.step(cursor.node, cursor.state, executor, ctx, cursor.labels)
+        except StepFailed as exc:
+            raise ApplicationError(str(exc), type=exc.kind, non_retryable=True) from exc
+        return await self._advance(request, plan, cursor, ctx, outcome, started, workflow.now())
+
+    async def _apply(
+        self, request: RunRequest, plan: GraphPlan, cursor: Cursor, executor: GatedExecutor, taken: ReadRun
+    ) -> RunResult | None:
+        """Take the steps a read-ahead took, one by one, as if the run had taken them."""
+        self._department_over = None
+        for step in taken.steps:
+            ctx = StepContext(
+                run_id=workflow.info().workflow_id,
+                node=step.outcome.node,
+                visit=step.visit,
+                principal=request.principal,
+            )
+            if step.acted is not None:
+                executor.acted.append(step.acted)
+            result = await self._advance(request, plan, cursor, ctx, step.taken(), step.started, step.ended)
+            if result is not None:
+                return result
+        return None
 
     async def _read_ahead(
         self, request: RunRequest, cursor: Cursor, executor: GatedExecutor, limit: int
@@ -236,10 +250,13 @@ class GraphWorkflow:
         """Reads in a row from here in one local activity (:mod:`workflows.read_ahead`), when the
         run knows its reads and this one may lead straight to another; None: the step is taken
         as any other. A read the worker stopped at was decided there: the step goes on from that."""
-        reads, graph = self._reads or set(), request.graph
-        node = graph.nodes[cursor.node]
-        is_read = isinstance(node, ToolNode) and node.tool in reads
-        if not (request.read_ahead and is_read and reads_on(graph, cursor.node, reads)):
+        graph, node = request.graph, request.graph.nodes[cursor.node]
+        if self._reads is None or not request.read_ahead or not isinstance(node, ToolNode):
+            return None
+        # Before the run's first tool step it does not know which tools read: any may, and the
+        # read-ahead tells (deciding that step if it writes, as the step's own local activity would).
+        reads = set(self._unlearned) or self._reads
+        if node.tool not in reads or not reads_on(graph, cursor.node, reads):
             return None
         ahead = ReadAhead(
             graph=graph,
@@ -251,8 +268,9 @@ class GraphWorkflow:
             limit=limit,
             principal=request.principal,
             grant=executor.grant,
+            effects_of=self._unlearned,
         )
-        longest = max(n.timeout for n in graph.nodes.values() if isinstance(n, ToolNode) and n.tool in reads)
+        longest = max(n.timeout for n in graph.nodes.values() if isinstance(n, ToolNode))
         try:
             taken = await workflow.execute_local_activity_method(
                 GraphActivities.read_ahead,
@@ -263,8 +281,9 @@ class GraphWorkflow:
         except ActivityError as exc:  # the steps are taken one at a time, each under its own policy
             workflow.logger.warning("run %s: read-ahead failed: %s", ahead.run_id, exc.cause)
             return None
-        if taken.stopped is not None and taken.stopped_at:
-            self._decided_ahead = (taken.stopped_at, taken.stopped)
+        if taken.effects:
+            self._learn(taken.effects)
+        self._stopped_ahead = taken if taken.stopped_at else None
         return taken if taken.steps else None
 
     async def _advance(
@@ -400,6 +419,7 @@ class GraphWorkflow:
             ceiling=call.grant,
             labels=call.labels,
             publish_approvals=self._request.publish_approvals,
+            read_ahead=self._request.read_ahead,
         )
         await self._seal()  # the child may wait for a person
         try:
@@ -427,9 +447,14 @@ class GraphWorkflow:
         first, so a retry acts on that allowance); under the node's timeout and retry policy as
         the tool's own activity would be. Until the run knows which of its tools write, the local
         activity tells it, and a write it decided acts after it, in the tool's activity."""
-        ahead, self._decided_ahead = self._decided_ahead, None
-        if ahead is not None and ahead[0] == check.call.step.step_id:  # a read-ahead stopped here: go on from it
-            return ahead[1]
+        ahead, self._stopped_ahead, spent = self._stopped_ahead, None, 0
+        if ahead is not None and ahead.stopped_at == check.call.step.step_id:  # a read-ahead began this step
+            if ahead.stopped is not None:  # go on from its decision (and reply)
+                return ahead.stopped
+            if ahead.failure is not None:  # its read failed: an attempt spent
+                spent = 1
+                if node.retry.max_attempts == spent:  # none left: failed as its last attempt would fail it
+                    raise ApplicationError(ahead.failure.message, type=ahead.failure.kind, non_retryable=True)
         try:
             if check.call.tool in self._writes:
                 return await workflow.execute_activity_method(
@@ -443,16 +468,20 @@ class GraphWorkflow:
                 GraphActivities.check_gate_and_read,
                 check.model_copy(update={"effects_of": self._unlearned}) if self._unlearned else check,
                 start_to_close_timeout=max(node.timeout, timedelta(seconds=30)),
-                retry_policy=_retry_policy(node),
+                retry_policy=_retry_policy(node, spent),
             )
         except ActivityError as exc:
             raise _step_failed(check.call.step.step_id, exc) from exc
         if decided.effects:  # until then a write is decided here and acts in its tool's activity
-            self._writes |= {name for name, effect in decided.effects.items() if effect != Effect.READ}
-            if self._reads is not None:
-                self._reads = {name for name, effect in decided.effects.items() if effect == Effect.READ}
-            self._unlearned = []
+            self._learn(decided.effects)
         return decided
+
+    def _learn(self, effects: dict[str, str]) -> None:
+        """What each of the run's tools does, as its first tool step's local activity told it."""
+        self._writes |= {name for name, effect in effects.items() if effect != Effect.READ}
+        if self._reads is not None:
+            self._reads = {name for name, effect in effects.items() if effect == Effect.READ}
+        self._unlearned = []
 
     async def _activity(
         self,

@@ -4,12 +4,16 @@ A read step is one local activity: the gate's decision and the read. When the gr
 from a read straight on to another read (through routes, perhaps), the run asks for them
 together — :class:`ReadAhead`, run by :class:`ReadsAhead` in the worker — and the worker
 walks the same :class:`~agents.plan.GraphPlan` the workflow does, deciding and reading each
-step exactly as the step's own local activity would. It stops before anything else (a model,
-a write, an approval, a child run, an end), before a step the gate does not allow as it is
-(the decision travels back, so the workflow goes on from it rather than asking again), at a
-step that fails or outlasts its node's timeout (the workflow takes it, under the node's retry
-policy), at the run's step limits, and once it has been at it for :data:`TIME_AHEAD`. The
-workflow applies the steps it gets back one by one, as if it had taken them; if the local
+step exactly as the step's own local activity would. It stops:
+
+- before anything else (a model, a write, an approval, a child run, an end);
+- at a read the gate does not allow as it is, or whose reply the plan fails the step on: the
+  decision and reply travel back, and the workflow goes on from them, not asking or reading again;
+- at a read that fails or outlasts its node's timeout: the workflow takes it under the node's
+  retry policy, one attempt spent;
+- at the run's step limits, and once it has been at it for :data:`TIME_AHEAD`.
+
+The workflow applies the steps it gets back one by one, as if it had taken them; if the local
 activity itself fails, the workflow takes the steps one at a time.
 """
 
@@ -27,7 +31,7 @@ from chamberlain.agents._labels import DataLabels
 from chamberlain.agents._outcomes import StepOutcome
 from chamberlain.agents._plan import GraphPlan
 from chamberlain.agents._spec import EndNode, GraphSpec, RouteNode, ToolNode
-from chamberlain.agents._steps import StepContext, ToolCall, ToolReply
+from chamberlain.agents._steps import StepContext, ToolCall, ToolFailure, ToolReply
 from chamberlain.tools._adapter import Effect
 from chamberlain.workflows._gate import ActedStep, DecidedStep, Gate, GateCheck
 from chamberlain.workflows._types import Principal
@@ -48,6 +52,7 @@ class ReadAhead(BaseModel):
     limit: int
     principal: Principal | None
     grant: list[str] | None
+    effects_of: list[str] = []  # the run's tools, if it does not know yet which of them write
 
 
 class ReadStep(BaseModel):
@@ -66,12 +71,15 @@ class ReadStep(BaseModel):
 
 
 class ReadRun(BaseModel):
-    """The steps taken, and the decision on the read where the worker stopped, if it stopped
-    at one the gate did not allow as it is (the workflow goes on from that decision)."""
+    """The steps taken, and what became of the step the worker stopped at, if it began it: its
+    decision — and its reply, if it read — from which the workflow goes on, or the failure of
+    the read it tried, an attempt of the node's retry policy spent."""
 
     steps: list[ReadStep] = []
+    stopped_at: str | None = None  # the ID of the step begun and not taken
     stopped: DecidedStep | None = None
-    stopped_at: str | None = None  # the ID of the step ``stopped`` decided
+    failure: ToolFailure | None = None
+    effects: dict[str, str] = {}  # what each tool of ``ReadAhead.effects_of`` does, as this worker offers it
 
 
 def reads_on(graph: GraphSpec, name: str, reads: set[str]) -> bool:
@@ -111,15 +119,14 @@ class _ReadsOnly:
     def __init__(self, gate: Gate, ahead: ReadAhead, attempt: int) -> None:
         self.gate, self.ahead, self.attempt = gate, ahead, attempt
         self.acted: ActedStep | None = None
-        self.stopped: DecidedStep | None = None
+        self.decided: DecidedStep | None = None
 
     async def call_tool(self, call: ToolCall, node: Any) -> ToolReply:
         check = GateCheck(
             call=call, principal=self.ahead.principal, grant=self.ahead.grant, labels=call.labels, write_ahead=True
         )
-        decided = await self.gate.decide_and_act(check, self.attempt)
+        decided = self.decided = await self.gate.decide_and_act(check, self.attempt)
         if decided.reply is None or decided.decision.ticket is None:
-            self.stopped = decided
             raise _Stop
         self.acted = ActedStep(call=call, ticket=decided.decision.ticket, acted=decided.reply.error is None)
         return decided.reply
@@ -146,18 +153,26 @@ class ReadsAhead:
             self._plans.popitem(last=False)
         return plan
 
-    def _is_read(self, plan: GraphPlan, name: str) -> bool:
+    def _goes_ahead(self, plan: GraphPlan, name: str, first: bool) -> bool:
+        """A route, a read this worker offers — or the run's first tool step, whatever its tool:
+        a write is decided then and not acted on (:class:`_ReadsOnly`), as its own local activity would."""
         node = plan.node(name)
         if isinstance(node, RouteNode):
             return True
         tools = self.gate.tools
-        return isinstance(node, ToolNode) and node.tool in tools and tools[node.tool].effect is Effect.READ
+        if not isinstance(node, ToolNode) or node.tool not in tools:
+            return False
+        return tools[node.tool].effect is Effect.READ or first
 
     async def run(self, ahead: ReadAhead, attempt: int) -> ReadRun:
         plan = self._plan(ahead.graph)
         name, state, labels, visits = ahead.node, ahead.state, ahead.labels, dict(ahead.visits)
-        taken, until = ReadRun(), datetime.now(UTC) + TIME_AHEAD
-        while len(taken.steps) < ahead.limit and self._is_read(plan, name) and datetime.now(UTC) < until:
+        tools = self.gate.tools
+        effects = {tool: tools[tool].effect.value for tool in ahead.effects_of if tool in tools}
+        taken, until = ReadRun(effects=effects), datetime.now(UTC) + TIME_AHEAD
+        while len(taken.steps) < ahead.limit and datetime.now(UTC) < until:
+            if not self._goes_ahead(plan, name, first=bool(ahead.effects_of) and not taken.steps):
+                break
             node = plan.node(name)
             visit = visits.get(name, 0) + 1
             ctx = StepContext(run_id=ahead.run_id, node=name, visit=visit, principal=ahead.principal)
@@ -166,10 +181,11 @@ class ReadsAhead:
             try:
                 async with asyncio.timeout(node.timeout.total_seconds() if isinstance(node, ToolNode) else None):
                     outcome = await plan.step(name, state, executor, ctx, labels)
-            except _Stop:
-                taken.stopped, taken.stopped_at = executor.stopped, ctx.step_id
-                break
-            except Exception:  # a failure or a timeout: the workflow takes this step under its retry policy
+            except Exception as exc:  # the workflow takes this step, from what became of it here
+                taken.stopped_at, taken.stopped = ctx.step_id, executor.decided
+                if executor.decided is None and not isinstance(exc, _Stop):  # the read raised, or timed out
+                    kind = "StepFailed" if isinstance(exc, TimeoutError) else type(exc).__name__
+                    taken.failure = ToolFailure(kind=kind, message=str(exc) or "timed out")
                 break
             taken.steps.append(
                 ReadStep(

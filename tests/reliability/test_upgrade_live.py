@@ -248,8 +248,9 @@ async def test_runs_started_by_the_old_worker_finish_on_the_new_one(
             assert reads_as_local == (TURNS if LOCAL_READS in ways else 0), (handle.id, local)
     patches, local, failed = history_facts((await control.fetch_history()).events)
     assert (patches, failed) == ({READ_AHEAD}, 0)  # the newest marker implies those before it
-    assert {"chamberlain.gate_read", "chamberlain.audit_seal"} <= set(local)  # the new path
+    assert {"chamberlain.read_ahead", "chamberlain.audit_seal"} <= set(local)  # the new path
     assert "chamberlain.tool_effects" not in local  # the first step's read told which tools write
-    assert local.count("chamberlain.gate_read") == 1  # the write decided in its own activity
+    assert local.count("chamberlain.read_ahead") == 1  # the read; the write decided in its own activity
+    assert "chamberlain.gate_read" not in local
     assert "chamberlain.record_usage" not in local  # model usage is recorded where the model is called
     assert audit_log().verify() is None

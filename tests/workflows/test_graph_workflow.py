@@ -63,8 +63,9 @@ async def test_each_effectful_step_is_an_activity_with_the_spec_options(client: 
     ]  # lookup reads only: a local activity, as is the seal
     assert scheduled[0].start_to_close_timeout.ToSeconds() == 20
     assert scheduled[1].retry_policy.maximum_attempts == 5
-    # The lookup's local activity also told the run which of its tools write: no activity of its own.
-    assert local_activities(history) == ["chamberlain.gate_read", "chamberlain.audit_seal"]
+    # The lookup's local activity (a read-ahead: a tool may follow) also told the run which of its
+    # tools write: no activity of its own.
+    assert local_activities(history) == ["chamberlain.read_ahead", "chamberlain.audit_seal"]
 
 
 TWO_WRITES = GraphSpec.model_validate(
@@ -82,9 +83,9 @@ TWO_WRITES = GraphSpec.model_validate(
 
 
 async def test_a_run_whose_first_tool_writes_learns_so_in_that_step(client: Client, task_queue: str) -> None:
-    """Not knowing yet, the run asks its first step's decision in a local activity, which says
-    the tool writes: that step acts in its tool's activity with the decision's ticket; the next
-    write is decided where it acts."""
+    """Not knowing yet, the run asks its first step's decision in a local activity (a read-ahead,
+    as a read may follow), which says the tool writes and goes no further: that step acts in its
+    tool's activity with the decision's ticket; the next write is decided where it acts."""
     rid = run_id()
     async with graph_worker(client, task_queue):
         result = await execute_run(client, TWO_WRITES, {}, run_id=rid, task_queue=task_queue)
@@ -95,7 +96,7 @@ async def test_a_run_whose_first_tool_writes_learns_so_in_that_step(client: Clie
         ("chamberlain.tool_step", "first/1"),
         ("chamberlain.decide_and_act", "second/1"),
     ]
-    assert local_activities(history) == ["chamberlain.gate_read", "chamberlain.audit_seal"]
+    assert local_activities(history) == ["chamberlain.read_ahead", "chamberlain.audit_seal"]
     finished = [step for _, step in toolbox.effects("done") if step.startswith(rid)]
     assert finished == [f"{rid}/first/1", f"{rid}/second/1"]
 

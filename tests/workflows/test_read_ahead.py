@@ -95,12 +95,8 @@ async def test_reads_in_a_row_take_one_local_activity_and_do_what_single_steps_d
         steps = (await progress(handle)).steps
     in_process = await run_in_process(spec, {}, models=toolbox.models(), tools=toolbox.tools())
     assert result.output == in_process.output == {"n": 6}
-    # The first read learns which tools write; the other five go ahead together.
-    assert local_activities(await handle.fetch_history()) == [
-        "chamberlain.gate_read",
-        "chamberlain.read_ahead",
-        "chamberlain.audit_seal",
-    ]
+    # All six in one local activity, which also tells the run which of its tools write.
+    assert local_activities(await handle.fetch_history()) == ["chamberlain.read_ahead", "chamberlain.audit_seal"]
     assert [s.step_id for s in steps] == [f"{rid}/s{i}/1" for i in range(7)]
     assert [s.updates for s in steps[:6]] == [{"n": i} for i in range(1, 7)]
     mine = [effect for effect in toolbox.effects("count") if effect[1].startswith(f"{rid}/")]
@@ -136,11 +132,7 @@ async def test_a_read_ahead_stops_at_another_customers_order_and_the_run_goes_on
         result = await handle.result()
     assert result.end == "refused" and "customers-only-their-own-records" in result.output["why"]
     assert result.output["profile"]["id"] == mine.customer_id
-    assert local_activities(await handle.fetch_history()) == [
-        "chamberlain.gate_read",
-        "chamberlain.read_ahead",
-        "chamberlain.audit_seal",
-    ]
+    assert local_activities(await handle.fetch_history()) == ["chamberlain.read_ahead", "chamberlain.audit_seal"]
     assert records(audit, rid) == [
         ("status/1", "effect", "allow"),
         ("profile/1", "effect", "allow"),
@@ -267,7 +259,6 @@ async def test_a_read_that_outlasts_its_timeout_in_a_read_ahead_is_taken_again_b
     assert result.status == "completed" and result.output["three"] == {"n": 4}
     assert toolbox.effects("peek").count(("peek", f"{rid}/stalls/1")) == 2  # cut off once, then read
     assert local_activities(await handle.fetch_history()) == [
-        "chamberlain.gate_read",
         "chamberlain.read_ahead",  # two, and gives up on the third at its timeout
         "chamberlain.gate_read",  # the run takes the third itself
         "chamberlain.gate_read",  # the fourth leads to no other read: its own local activity
