@@ -86,17 +86,17 @@ def reads_on(graph: GraphSpec, name: str, reads: set[str]) -> bool:
     """Whether the read at ``name`` may lead straight to another read (through routes only):
     only then is asking for reads together worth sending the graph along."""
     seen: set[str] = set()
-    ahead = _next(graph, name)
-    while ahead:
-        node_name = ahead.pop()
-        if node_name in seen:
+    queue = _next(graph, name)
+    while queue:
+        found = queue.pop()
+        if found in seen:
             continue
-        seen.add(node_name)
-        node = graph.nodes[node_name]
+        seen.add(found)
+        node = graph.nodes[found]
         if isinstance(node, ToolNode) and node.tool in reads:
             return True
         if isinstance(node, RouteNode):
-            ahead.extend(_next(graph, node_name))
+            queue.extend(_next(graph, found))
     return False
 
 
