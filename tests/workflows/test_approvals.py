@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -120,4 +120,7 @@ async def test_escalation_reminders_are_recorded(time_skipping: WorkflowEnvironm
         await wait_for_approval(handle)
         await time_skipping.sleep(timedelta(minutes=61))
         escalated = await wait_for_approval(handle)
+        await handle.cancel()  # a run left parked on the shared test server would stop its clock for later tests
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
     assert len(escalated.reminders) == 1 and "no decision from manager within 1:00:00" in escalated.reminders[0]
