@@ -24,6 +24,7 @@ shared key; :meth:`Gate.development` is the one announced exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,7 +32,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,13 @@ class DecidedStep(BaseModel):
 current_ticket: ContextVar[Ticket | None] = ContextVar("chamberlain_ticket", default=None)
 """The ticket of the tool call under way: set by :class:`GatedExecutor` around the inner call,
 and at the effect site by the activity interceptor that read it from the header."""
+
+
+def _forget_ticket(carried: Token[Ticket | None]) -> None:
+    """Unset the ticket a step carried. When the SDK evicts a cached run, it closes the step's
+    coroutine in another context, where the ticket was never set: nothing to unset there."""
+    with contextlib.suppress(ValueError):
+        current_ticket.reset(carried)
 
 
 # -- the deployment's key -------------------------------------------------------------------------
@@ -609,7 +617,7 @@ class GatedExecutor:
         try:
             reply = await self.inner.call_tool(call, node)
         finally:
-            current_ticket.reset(carried)
+            _forget_ticket(carried)
             self._acted(call, verdict.ticket, reply)
         return reply.model_copy(update={"args": edited}) if edited is not None else reply
 

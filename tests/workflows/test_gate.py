@@ -3,11 +3,12 @@ approvals, forged calls, audit, and refusing to start when anything it needs is 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import logging
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,12 @@ from chamberlain.workflows._gate import (
     GRANT_SECRET_FILE,
     Gate,
     GateCheck,
+    GatedExecutor,
     GateNotConfigured,
     NoValidTicket,
     Ticket,
     TicketInterceptor,
+    current_ticket,
 )
 from chamberlain.workflows._local import run_gated_in_process
 from chamberlain.workflows._policy import PolicyEngine
@@ -297,6 +300,38 @@ async def test_a_re_decision_trusts_only_a_resource_this_deployment_sealed(tmp_p
     claimed = first.resource.model_copy(update={"attributes": {**first.resource.attributes, "amount": 0.01}})
     again = await gate.check(sealed.model_copy(update={"resource": claimed, "attempt": 3}))
     assert again.resource == first.resource and reads == ["A1", "A1"]  # a forged one is read from the source
+
+
+class _Suspended:
+    """An effect site still at work: the step's coroutine waits here until it is closed."""
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield
+
+
+class _AtWork:
+    async def call_tool(self, call: ToolCall, node: Any) -> Any:
+        assert current_ticket.get() is not None  # the ticket is carried to the effect site
+        await _Suspended()
+
+
+async def test_a_step_closed_in_another_context_lets_its_ticket_go_quietly(tmp_path: Path) -> None:
+    """When the SDK evicts a cached run, it closes a step's coroutine in another context than the
+    one its ticket was set in; letting the ticket go there must not raise (it did: "created in a
+    different Context", an unraisable error at every such eviction)."""
+    gate = gate_for_tests(toolbox.tools(), AuditLog(f"sqlite:///{tmp_path / 'audit.sqlite'}"))
+    call = small_refund()
+    verdict = await gate.check(GateCheck(call=call, principal=None, grant=None))
+
+    async def allow(check: GateCheck) -> Any:
+        return verdict
+
+    graph = refund_graph(["erp.refund"])
+    executor = GatedExecutor(_AtWork(), allow, principal=None, graph=graph)  # type: ignore[arg-type]
+    step = executor.call_tool(call, graph.nodes["refund"])  # type: ignore[arg-type]
+    contextvars.copy_context().run(step.send, None)  # at work, in the run's context
+    step.close()  # torn down from here
+    assert current_ticket.get() is None
 
 
 async def test_a_forged_tool_activity_call_is_refused_where_it_would_act(
