@@ -21,11 +21,12 @@ opens the embedded system, ``http(s)://…`` talks to a REST service with the sa
 Every resource names its ``owner`` (the customer ID, read from the system of record, never
 from arguments) so policy can keep a customer to its own records; money resources also carry
 the order's ``refunded`` and ``total`` (limits are cumulative) and ``pinned``: whether the
-refund is pinned to the refunded amount it is decided on (see ``RefundRequest``).
+refund is pinned to the refunded amount this decision sees (see ``RefundRequest``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from chamberlain.tools._exceptions import ToolRejected
 from chamberlain.tools._registry import ToolRegistry
 from chamberlain.tools.crm.contract import CrmBackend, CustomerView, TicketRequest, TicketView
 from chamberlain.tools.erp.contract import (
+    CENT,
     ErpBackend,
     OrderStatusView,
     OrderView,
@@ -212,7 +214,7 @@ def business_tools(
         effect=Effect.IRREVERSIBLE,
         action="erp.refund.create",
         labels={"amount": FINANCIAL},
-        resource=lambda a: order_resource(a.order_id, _pinned(a.amount, a.expected_refunded)),
+        resource=lambda a: pinned(order_resource(a.order_id, {"amount": a.amount}), a.expected_refunded),
     )
     async def refund(args: RefundRequest, ctx: ToolContext) -> RefundView:
         """Refund an amount of an order's payment, once per step."""
@@ -271,7 +273,7 @@ def business_tools(
         effect=Effect.IRREVERSIBLE,
         action="erp.refund.create",
         labels={"amount": FINANCIAL},
-        resource=lambda a: return_resource(a.rma, {"pinned": a.expected_refunded is not None}),
+        resource=lambda a: pinned(return_resource(a.rma), a.expected_refunded),
     )
     async def refund_return(args: ReturnRefund, ctx: ToolContext) -> RefundView:
         """Refund an authorised return's amount (the ERP's, not an argument) to the original payment, once."""
@@ -315,5 +317,11 @@ def _ownership(order: OrderView) -> dict[str, Any]:
     return {"owner": order.customer_id, "currency": order.currency, "total": order.total, "refunded": order.refunded}
 
 
-def _pinned(amount: float, expected_refunded: float | None) -> dict[str, Any]:
-    return {"amount": amount, "pinned": expected_refunded is not None}
+async def pinned(resource: Awaitable[Resource], expected_refunded: float | None) -> Resource:
+    """A refund's resource, ``pinned`` if the refund is pinned to the refunded amount this very
+    decision sees. A pin to any other amount — ahead of a refund not made yet, say — would let
+    two refunds decided at once each pass the limit alone and both land."""
+    found = await resource
+    refunded = found.attributes.get("refunded")
+    held = expected_refunded is not None and refunded is not None and abs(refunded - expected_refunded) < CENT
+    return Resource(found.type, found.id, {**found.attributes, "pinned": held})

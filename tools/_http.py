@@ -9,6 +9,7 @@ side maps the same two errors back to status codes.
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from fastapi import FastAPI, Request
@@ -59,6 +60,14 @@ class JsonClient:
             return model.model_validate(response.json())
         except (ValueError, ValidationError) as exc:
             raise ToolUnavailable(f"{method} {path}: the service answered with a malformed body") from exc
+
+
+def segment(value: str) -> str:
+    """An ID as one segment of a URL path: "A1003/../A1004" or "A1004?of=A1003" names no other
+    order than the one the call names, on any server."""
+    if value in ("", ".", ".."):
+        raise ToolRejected(f"no such ID: {value!r}")
+    return quote(value, safe="")
 
 
 def _detail(response: httpx.Response) -> str:

@@ -28,6 +28,7 @@ from chamberlain.workflows._types import Principal
 POLICIES = Path(__file__).with_name("policies")
 MODEL_ACTION = "model.invoke"  # a model step's action: the one whose data can be masked
 CNY_PER_UNIT = {"CNY": 1.0, "HKD": 0.93, "USD": 7.1, "EUR": 7.7}
+MAX_AMOUNT = 1e12  # beyond any order in any currency: no money a policy can weigh
 
 
 class ResourceRef(BaseModel):
@@ -213,16 +214,17 @@ def _money(attributes: dict[str, Any]) -> dict[str, Any]:
     limits apply to), and with its ``total`` also ``amount_cents`` and ``refundable_cents`` (exact)."""
     if "amount" not in attributes:
         return {}
-    currency = str(attributes.get("currency", "CNY"))
-    rate = CNY_PER_UNIT.get(currency, 1.0)
-    amount = float(attributes["amount"])
+    currency = str(attributes.get("currency", "CNY")).upper()
+    rate = CNY_PER_UNIT.get(currency)
+    amount, refunded, total = (float(attributes.get(key, 0)) for key in ("amount", "refunded", "total"))
+    if rate is None or not all(math.isfinite(x) and abs(x) <= MAX_AMOUNT for x in (amount, refunded, total)):
+        return {"currency": currency}  # no amount policy can weigh: a limit's condition fails, a refund is refused
     money: dict[str, Any] = {"currency": currency, "amount_cny": math.ceil(amount * rate - 1e-9)}
     if "refunded" in attributes:
-        refunded = float(attributes["refunded"])
         money["amount_cumulative_cny"] = math.ceil((refunded + amount) * rate - 1e-9)
         if "total" in attributes:
             money["amount_cents"] = round(amount * 100)
-            money["refundable_cents"] = round((float(attributes["total"]) - refunded) * 100)
+            money["refundable_cents"] = round((total - refunded) * 100)
     return money
 
 

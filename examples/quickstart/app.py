@@ -38,15 +38,18 @@ def _refunded(db: sqlite3.Connection, order_id: str) -> float:
     return float(total)
 
 
-def _order(order_id: str, extra: dict[str, object] | None = None) -> Resource:
-    """An order as policy sees it: its owner, total and refunded-so-far (no owner if unknown)."""
+def _order(order_id: str, extra: dict[str, object] | None = None, pin: float | None = None) -> Resource:
+    """An order as policy sees it: its owner, total and refunded-so-far (no owner if unknown);
+    ``pinned`` if a refund's ``pin`` is the refunded amount this decision sees (a pin ahead of a
+    refund not made yet would let two refunds decided at once both pass the limit)."""
     if order_id not in ORDERS:
         return Resource("Order", order_id, extra or {})
     owner, total = ORDERS[order_id]
     with closing(_db()) as db:
         refunded = _refunded(db, order_id)
     money = {"owner": owner, "total": total, "refunded": refunded, "currency": "CNY"}
-    return Resource("Order", order_id, {**money, **(extra or {})})
+    pinned = pin is not None and abs(refunded - pin) < 0.005
+    return Resource("Order", order_id, {**money, **(extra or {}), "pinned": pinned})
 
 
 class OrderQuery(BaseModel):
@@ -92,7 +95,7 @@ async def get_order(args: OrderQuery, ctx: ToolContext) -> Order:
     "shop.refund",
     effect=Effect.WRITE,
     action="shop.refund.create",
-    resource=lambda a: _order(a.order_id, {"amount": a.amount, "pinned": a.expected_refunded is not None}),
+    resource=lambda a: _order(a.order_id, {"amount": a.amount}, pin=a.expected_refunded),
 )
 async def refund(args: RefundRequest, ctx: ToolContext) -> Refund:
     """Refund an order, once per idempotency key, never beyond what is left of its total."""

@@ -143,6 +143,13 @@ async def test_an_ineligible_return_is_refused_with_its_reasons(registry: ToolRe
         await registry.invoke("returns.evaluate", {**ask, "lines": []}, ctx("k"))
 
 
+@pytest.mark.parametrize("rma", ["RMA\u0663", "RMA\u00b9", "RMA", "RMA1\n", "rma000001", "..", "RMA1/../RMA2"])
+async def test_a_return_number_is_rma_and_ascii_digits(registry: ToolRegistry, rma: str) -> None:
+    """Other scripts' digits, superscripts, path tricks: refused as no return, never read as another's."""
+    with pytest.raises(ToolRejected):
+        await registry.invoke("returns.receive", {"rma": rma}, ctx("r/x/1"))
+
+
 async def test_a_pinned_refund_happens_only_on_the_order_it_was_decided_on(registry: ToolRegistry) -> None:
     order = await registry.invoke("erp.order.get", {"order_id": "A1004"}, ctx("k"))
     first = {"order_id": order["id"], "amount": 10, "expected_refunded": 0}

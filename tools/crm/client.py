@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from chamberlain.tools._http import JsonClient
+from chamberlain.tools._http import JsonClient, segment
 from chamberlain.tools.crm.contract import CustomerView, TicketRequest, TicketView
 
 
@@ -15,7 +15,7 @@ class HttpCrm:
         self.http = JsonClient(base_url, timeout=timeout, transport=transport)
 
     async def get_customer(self, customer_id: str) -> CustomerView:
-        return await self.http.request("GET", f"/customers/{customer_id}", CustomerView)
+        return await self.http.request("GET", f"/customers/{segment(customer_id)}", CustomerView)
 
     async def open_ticket(self, request: TicketRequest, idempotency_key: str) -> TicketView:
         return await self.http.request("POST", "/tickets", TicketView, body=request, idempotency_key=idempotency_key)

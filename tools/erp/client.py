@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from pydantic import RootModel
 
-from chamberlain.tools._http import JsonClient
+from chamberlain.tools._http import JsonClient, segment
 from chamberlain.tools.erp.contract import (
     OrderStatusView,
     OrderView,
@@ -28,16 +28,16 @@ class HttpErp:
         self.http = JsonClient(base_url, timeout=timeout, transport=transport)
 
     async def get_order(self, order_id: str) -> OrderView:
-        return await self.http.request("GET", f"/orders/{order_id}", OrderView)
+        return await self.http.request("GET", f"/orders/{segment(order_id)}", OrderView)
 
     async def get_stock(self, sku: str, warehouse: str) -> StockView:
         return await self.http.request("GET", "/stock", StockView, params={"sku": sku, "warehouse": warehouse})
 
     async def order_status(self, order_id: str) -> OrderStatusView:
-        return await self.http.request("GET", f"/orders/{order_id}/status", OrderStatusView)
+        return await self.http.request("GET", f"/orders/{segment(order_id)}/status", OrderStatusView)
 
     async def cancel_order(self, order_id: str, idempotency_key: str) -> OrderStatusView:
-        path = f"/orders/{order_id}/cancel"
+        path = f"/orders/{segment(order_id)}/cancel"
         return await self.http.request("POST", path, OrderStatusView, idempotency_key=idempotency_key)
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
@@ -47,11 +47,13 @@ class HttpErp:
         return await self.http.request("POST", "/returns", RmaView, body=request, idempotency_key=idempotency_key)
 
     async def get_return(self, rma: str) -> RmaView:
-        return await self.http.request("GET", f"/returns/{rma}", RmaView)
+        return await self.http.request("GET", f"/returns/{segment(rma)}", RmaView)
 
     async def find_return(self, idempotency_key: str) -> RmaView | None:
         found = await self.http.request("GET", "/returns", _MaybeRma, params={"idempotency_key": idempotency_key})
         return found.root
 
     async def receive_return(self, rma: str, idempotency_key: str) -> RmaView:
-        return await self.http.request("POST", f"/returns/{rma}/receive", RmaView, idempotency_key=idempotency_key)
+        return await self.http.request(
+            "POST", f"/returns/{segment(rma)}/receive", RmaView, idempotency_key=idempotency_key
+        )

@@ -12,6 +12,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+CENT = 0.005  # amounts closer than half a cent are equal
+
 
 class LineView(BaseModel):
     line_no: int

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, update
@@ -21,6 +22,7 @@ from sqlmodel import Session, SQLModel, col, select
 from chamberlain.tools._database import open_engine
 from chamberlain.tools._exceptions import ToolRejected
 from chamberlain.tools.erp.contract import (
+    CENT,
     LineView,
     OrderStatusView,
     OrderView,
@@ -43,15 +45,13 @@ from chamberlain.tools.erp.models import (
     Warehouse,
 )
 
-CENT = 0.005  # amounts closer than half a cent are equal
-
 
 def rma_number(rma_id: int) -> str:
     return f"RMA{rma_id:06d}"
 
 
 def _rma_id(rma: str) -> int:
-    if not rma.startswith("RMA") or not rma[3:].isdigit():
+    if not re.fullmatch(r"RMA[0-9]{1,9}", rma):  # ASCII digits only: "RMA٣" is no other return's number
         raise ToolRejected(f"{rma!r} is not an RMA number (RMA and six digits)")
     return int(rma[3:])
 
