@@ -77,7 +77,7 @@ def strings_in(value: Any) -> Iterator[str]:
             yield from strings_in(item)
     elif isinstance(value, str | int | float) and not isinstance(value, bool):
         text = str(value).strip()
-        if len(text) >= MIN_LENGTH:
+        if len(_normalise(text)) >= MIN_LENGTH:  # zero-width characters alone are no value
             yield text
 
 
@@ -172,8 +172,8 @@ _UNSPACED = (
     "\ufb1d-\ufb4f\ufb50-\ufdff\ufe70-\ufeff"
 )
 _LETTER = f"[^\\W\\d{_UNSPACED}]"  # a letter (or _) of a script that separates words with spaces
-_DIGITS = re.compile(r"\+?[\d\s\-.()]+")  # phones, cards, account numbers: digits in groups
-_SEPARATORS = r"[\s\-.()]{0,3}"
+_DIGITS = re.compile(r"\+?[\d\s\-.(),]+")  # phones, cards, account numbers: digits in groups
+_SEPARATORS = r"[\s\-.(),]{0,8}"  # a line break and its indent included
 _MIN_DIGITS = 7
 
 
@@ -183,6 +183,8 @@ def _pattern(value: str) -> str:
     Chinese and other unspaced scripts it may touch anything. A number written in groups is also
     found with other separators or none ("138 0013 8000" in "138-0013-8000" and "13800138000")."""
     value = _normalise(value)
+    if not value:
+        return "(?!)"  # nothing to find
     number = _number(value)
     body = re.escape(value) if number is None else _SEPARATORS.join(map(re.escape, number))
     return f"{_edge((number or value)[0], '(?<!{})')}{body}{_edge((number or value)[-1], '(?!{})')}"
@@ -208,13 +210,25 @@ def _occurs(value: str, normal_text: str) -> bool:
     return re.search(_pattern(value), normal_text) is not None
 
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+# Zero-width characters and soft hyphens dropped; dashes of every kind, the minus sign and the
+# katakana long-vowel mark (written between digit groups in Japanese) as "-"; the ideographic comma as ",".
+_AS_ASCII = {
+    **dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad")),
+    **dict.fromkeys(map(ord, "\u058a\u05be\u1400\u1806\u2010\u2011\u2012\u2013\u2014\u2015\u2e17\u2e1a"), "-"),
+    **dict.fromkeys(map(ord, "\u2e3a\u2e3b\u2e40\u2e5d\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d"), "-"),
+    **dict.fromkeys(map(ord, "\U00010ead\u2212\u30fc"), "-"),
+    ord("\u3001"): ",",
+}
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")
+# Marks that compose with the letter before them though Unicode gives them no combining class:
+# half-width katakana's voicing marks, and Hangul's vowel and final jamo (a syllable decomposed).
+_COMPOSES_BACK = re.compile("[\uff9e\uff9f\u1160-\u11ff\ud7b0-\ud7ff]")
 
 
 def _normalise(text: str) -> str:
     """``text`` as values are compared in: NFKC (full-width letters and digits, composed
-    accents), zero-width characters and soft hyphens dropped, every decimal digit as 0-9."""
+    accents), case folded, zero-width characters and soft hyphens dropped, every decimal digit
+    as 0-9, every dash as "-"."""
     return _normalised(text)[0]
 
 
@@ -226,14 +240,21 @@ def _normalised(text: str) -> tuple[str, list[tuple[int, int]]]:
     i = 0
     while i < len(text):
         end = i + 1
-        while end < len(text) and unicodedata.combining(text[end]):
+        while end < len(text) and (unicodedata.combining(text[end]) or _composes(text[i:end], text[end])):
             end += 1
-        piece = unicodedata.normalize("NFKC", text[i:end]).translate(_ZERO_WIDTH)
+        piece = unicodedata.normalize("NFKC", text[i:end]).casefold().translate(_AS_ASCII)
         piece = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m[0])), piece)
         chars += piece
         origin += [(i, end)] * len(piece)
         i = end
     return "".join(chars), origin
+
+
+def _composes(before: str, mark: str) -> bool:
+    """Whether ``mark`` (of no combining class) joins the characters before it under NFKC."""
+    if not _COMPOSES_BACK.match(mark):
+        return False
+    return len(unicodedata.normalize("NFKC", before + mark)) <= len(unicodedata.normalize("NFKC", before))
 
 
 def _map_strings(value: Any, change: Callable[[str], str]) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -24,7 +24,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chamberlain.agents._labels import redact
+from chamberlain.agents._labels import redact, strings_in
 from chamberlain.agents._steps import TokenUsage
 from chamberlain.server._approvals import PendingItem
 from chamberlain.server._auth import CurrentUser
@@ -283,11 +283,11 @@ class _Masker:
         for step in progress.steps if progress else []:
             for name, value in step.updates.items():
                 for label in self.hidden.get(name, ()):
-                    values.setdefault(label, set()).update(_strings(value))
+                    values.setdefault(label, set()).update(strings_in(value))
         if request is not None:
             for name, value in request.input.items():
                 for label in self.hidden.get(name, ()):
-                    values.setdefault(label, set()).update(_strings(value))
+                    values.setdefault(label, set()).update(strings_in(value))
         self.sensitive = {label: sorted(v for v in vs if v) for label, vs in values.items()}
 
     def step(self, record: StepRecord) -> StepView:
@@ -321,18 +321,6 @@ class _Masker:
         if isinstance(value, list):
             return [self._walk(v) for v in value]
         return value
-
-
-def _strings(value: Any) -> Iterable[str]:
-    """The text a value shows when printed: its strings, and its numbers as written."""
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-    elif value is not None and not isinstance(value, bool):
-        yield str(value)
 
 
 class IndexedRun(RunSummary):
