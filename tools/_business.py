@@ -276,15 +276,9 @@ def business_tools(
         resource=lambda a: pinned(return_resource(a.rma), a.expected_refunded),
     )
     async def refund_return(args: ReturnRefund, ctx: ToolContext) -> RefundView:
-        """Refund an authorised return's amount (the ERP's, not an argument) to the original payment, once."""
-        rma = await erp.get_return(args.rma)
-        request = RefundRequest(
-            order_id=rma.order_id,
-            amount=rma.refund_amount,
-            reason=f"return {rma.rma}",
-            expected_refunded=args.expected_refunded,
-        )
-        return await erp.refund(request, ctx.idempotency_key)
+        """Refund an authorised return's amount (the ERP's, not an argument) to the original
+        payment, once per return: a return refunded already, by any run, is refused."""
+        return await erp.refund_return(args.rma, args.expected_refunded, ctx.idempotency_key)
 
     @tool(
         "returns.receive",

@@ -21,7 +21,7 @@ from pathlib import Path
 from chamberlain.tools._business import business_tools
 from chamberlain.tools._seed import REFERENCE_DAY
 from chamberlain.tools.crm.embedded import EmbeddedCrm
-from chamberlain.tools.erp.contract import RefundRequest, RefundView, RmaRequest, RmaView
+from chamberlain.tools.erp.contract import RefundView, RmaRequest, RmaView
 from chamberlain.tools.erp.embedded import EmbeddedErp
 from chamberlain.workflows import Gate, PolicyEngine, connect, create_worker, grant_secret
 from tests.support import evaluation, toolbox
@@ -48,8 +48,8 @@ class LingeringErp(EmbeddedErp):
         await asyncio.sleep(LINGER)
         return view
 
-    async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
-        view = await super().refund(request, idempotency_key)
+    async def refund_return(self, rma: str, expected_refunded: float | None, idempotency_key: str) -> RefundView:
+        view = await super().refund_return(rma, expected_refunded, idempotency_key)
         toolbox.record("refund", idempotency_key)
         await asyncio.sleep(LINGER)
         return view

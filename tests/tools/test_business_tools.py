@@ -84,9 +84,11 @@ async def test_resources_name_their_owner_and_money_from_the_system_of_record(re
     assert (await registry["crm.customer.get"].resource_of({"customer_id": other})).attributes == {"owner": other}
 
 
-async def first_eligible(registry: ToolRegistry) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The first seeded order with a line the policy lets the customer return today."""
-    for n in range(1000, 1120):
+async def first_eligible(
+    registry: ToolRegistry, first: int = 1000
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The first seeded order from A``first`` with a line the policy lets the customer return today."""
+    for n in range(first, 1120):
         order = await registry.invoke("erp.order.get", {"order_id": f"A{n}"}, ctx("k"))
         for line in order["lines"]:
             ask = {
@@ -127,6 +129,9 @@ async def test_a_return_from_evaluation_to_restock(registry: ToolRegistry) -> No
     refund = await registry.invoke("returns.refund", pinned, ctx("r/f/1"))
     assert refund["amount"] == pytest.approx(decision["refund_amount"])
     assert refund == await registry.invoke("returns.refund", pinned, ctx("r/f/1"))  # a retry, not a new refund
+    again = {"rma": rma["rma"], "expected_refunded": decision["refunded"] + refund["amount"]}
+    with pytest.raises(ToolRejected, match=f"return {rma['rma']} was refunded already"):  # another run, honestly pinned
+        await registry.invoke("returns.refund", again, ctx("other/f/1"))
     after = await registry.invoke("erp.order.get", {"order_id": order["id"]}, ctx("k"))
     assert after["refunded"] == pytest.approx(refund["amount"])
     received = await registry.invoke("returns.receive", {"rma": rma["rma"]}, ctx("r/g/1"))
@@ -171,3 +176,20 @@ async def test_two_pinned_refunds_at_once_on_one_order_one_happens(registry: Too
     assert len(results) - len(refused) == 1 and all(isinstance(r, ToolRejected) for r in refused), refused
     after = await registry.invoke("erp.order.get", {"order_id": order["id"]}, ctx("k"))
     assert after["refunded"] == pytest.approx(part["amount"])
+
+
+async def test_refunds_of_one_return_at_once_one_happens(registry: ToolRegistry) -> None:
+    """Runs refunding one return at once, none pinned (each approved, say): it is paid out once,
+    on an order that could pay it out more than once."""
+    order, ask, decision = await first_eligible(registry)
+    while order["paid"] - decision["refunded"] < 2 * decision["refund_amount"]:
+        order, ask, decision = await first_eligible(registry, int(order["id"][1:]) + 1)
+    rma = (await registry.invoke("returns.authorize", ask, ctx("r/a/1")))["rma"]
+    results = await asyncio.gather(
+        *(registry.invoke("returns.refund", {"rma": rma}, ctx(f"race/{i}")) for i in range(4)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(results) - len(refused) == 1, refused
+    assert all(isinstance(r, ToolRejected) and "refunded already" in str(r) for r in refused), refused
+    after = await registry.invoke("erp.order.get", {"order_id": order["id"]}, ctx("k"))
+    assert after["refunded"] == pytest.approx(decision["refunded"] + decision["refund_amount"])

@@ -547,11 +547,6 @@ async def test_a_customer_named_otherwise_than_the_owner_is_refused_its_own_orde
 # -- one return, refunded again ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="returns.refund refunds an RMA's amount with each step's own idempotency key and "
-    "nothing marks the RMA refunded (tools/_business.py refund_return): one return pays out again per run",
-)
 async def test_a_return_is_refunded_once_whatever_runs_ask_for_it(erp: EmbeddedErp, audit: AuditLog) -> None:
     """A T-shirt returned from A1014 (63.20 CNY): the helpdesk refunds its return, then asks
     again in later runs — under the cumulative limit each time (126.40, 189.60) — honestly pinned."""

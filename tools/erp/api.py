@@ -13,6 +13,7 @@ from chamberlain.tools.erp.contract import (
     OrderView,
     RefundRequest,
     RefundView,
+    ReturnRefundRequest,
     RmaRequest,
     RmaView,
     StockView,
@@ -57,6 +58,10 @@ def erp_api(erp: ErpBackend) -> FastAPI:
     @app.get("/returns/{rma}")
     async def get_return(rma: str) -> RmaView:
         return await erp.get_return(rma)
+
+    @app.post("/returns/{rma}/refund")
+    async def refund_return(rma: str, request: ReturnRefundRequest, key: IdempotencyKey) -> RefundView:
+        return await erp.refund_return(rma, request.expected_refunded, key)
 
     @app.post("/returns/{rma}/receive")
     async def receive_return(rma: str, key: IdempotencyKey) -> RmaView:

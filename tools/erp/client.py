@@ -11,6 +11,7 @@ from chamberlain.tools.erp.contract import (
     OrderView,
     RefundRequest,
     RefundView,
+    ReturnRefundRequest,
     RmaRequest,
     RmaView,
     StockView,
@@ -42,6 +43,11 @@ class HttpErp:
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
         return await self.http.request("POST", "/refunds", RefundView, body=request, idempotency_key=idempotency_key)
+
+    async def refund_return(self, rma: str, expected_refunded: float | None, idempotency_key: str) -> RefundView:
+        body = ReturnRefundRequest(expected_refunded=expected_refunded)
+        path = f"/returns/{segment(rma)}/refund"
+        return await self.http.request("POST", path, RefundView, body=body, idempotency_key=idempotency_key)
 
     async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView:
         return await self.http.request("POST", "/returns", RmaView, body=request, idempotency_key=idempotency_key)

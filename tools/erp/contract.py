@@ -63,6 +63,12 @@ class RefundRequest(BaseModel):
     )
 
 
+class ReturnRefundRequest(BaseModel):
+    expected_refunded: float | None = Field(
+        None, ge=0, description="the order's refunded amount this refund was decided on; refused if it changed"
+    )
+
+
 class RefundView(BaseModel):
     refund_id: str
     order_id: str
@@ -117,6 +123,11 @@ class ErpBackend(Protocol):
     async def get_stock(self, sku: str, warehouse: str) -> StockView: ...
 
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView: ...
+
+    async def refund_return(self, rma: str, expected_refunded: float | None, idempotency_key: str) -> RefundView:
+        """Refund a return's amount to its order's payment — once per return, whichever step asks:
+        a return refunded already is refused (its own step's retry answers with the first result)."""
+        ...
 
     async def authorize_return(self, request: RmaRequest, idempotency_key: str) -> RmaView: ...
 

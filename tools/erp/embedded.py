@@ -41,6 +41,7 @@ from chamberlain.tools.erp.models import (
     Product,
     Refund,
     ReturnAuthorization,
+    ReturnRefund,
     Shipment,
     Warehouse,
 )
@@ -186,10 +187,23 @@ class EmbeddedErp:
     async def refund(self, request: RefundRequest, idempotency_key: str) -> RefundView:
         return await asyncio.to_thread(self._refund, request, idempotency_key)
 
-    def _refund(self, request: RefundRequest, key: str) -> RefundView:
+    async def refund_return(self, rma: str, expected_refunded: float | None, idempotency_key: str) -> RefundView:
+        found = await self.get_return(rma)
+        request = RefundRequest(
+            order_id=found.order_id,
+            amount=found.refund_amount,
+            reason=f"return {found.rma}",
+            expected_refunded=expected_refunded,
+        )
+        return await asyncio.to_thread(self._refund, request, idempotency_key, _rma_id(found.rma))
+
+    def _refund(self, request: RefundRequest, key: str, rma_id: int | None = None) -> RefundView:
+        """A refund — of a return, once per return, if ``rma_id`` names it — in one transaction."""
         with Session(self.engine) as session:
             if existing := session.exec(select(Refund).where(Refund.idempotency_key == key)).first():
                 return _refund_view(existing)
+            if rma_id is not None and session.get(ReturnRefund, rma_id) is not None:
+                raise ToolRejected(f"return {rma_number(rma_id)} was refunded already")
             payment = session.exec(select(Payment).where(Payment.order_id == request.order_id)).first()
             if payment is None or payment.id is None:
                 raise ToolRejected(f"order {request.order_id} has no payment to refund")
@@ -215,10 +229,14 @@ class EmbeddedErp:
                 created_at=datetime.now(UTC),
             )
             session.add(refund)
+            if rma_id is not None:
+                session.add(ReturnRefund(rma_id=rma_id, refund_key=key))
             try:
                 session.commit()
-            except IntegrityError:  # the same key won a race: ours rolls back, theirs answers
+            except IntegrityError:  # the same key won a race (theirs answers), or the return was refunded
                 session.rollback()
+                if rma_id is not None and not self._refunded_with(key):
+                    raise ToolRejected(f"return {rma_number(rma_id)} was refunded already") from None
                 return self._refund_by_key(key)
             session.refresh(refund)
             return _refund_view(refund)
@@ -236,6 +254,10 @@ class EmbeddedErp:
                 "decided on (another refund came first): look the order up again and decide anew"
             )
         return f"refund of {request.amount} on order {request.order_id} exceeds the {left:.2f} still refundable"
+
+    def _refunded_with(self, key: str) -> bool:
+        with Session(self.engine) as session:
+            return session.exec(select(Refund).where(Refund.idempotency_key == key)).first() is not None
 
     def _refund_by_key(self, key: str) -> RefundView:
         with Session(self.engine) as session:

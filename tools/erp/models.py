@@ -93,6 +93,14 @@ class Refund(SQLModel, table=True):
     created_at: datetime
 
 
+class ReturnRefund(SQLModel, table=True):
+    """A return's refund: one per return (its key), taken in the refund's transaction."""
+
+    __tablename__ = "erp_return_refund"
+    rma_id: int = Field(primary_key=True, foreign_key="erp_rma.id")
+    refund_key: str
+
+
 class ReturnAuthorization(SQLModel, table=True):
     __tablename__ = "erp_rma"
     __table_args__ = (UniqueConstraint("idempotency_key", name="rma_once_per_key"),)
