@@ -67,12 +67,13 @@ class PendingItem(PendingApproval):
 
 def may_decide(viewer: Principal, pending: PendingApproval, tenant: str | None) -> bool:
     """Whether ``viewer`` holds one of the approval's current approver roles, is not its
-    requester and belongs to the run's ``tenant`` (when it has one) — the rule the workflow's
-    ``decide`` validator enforces when they decide."""
+    requester and is of the run's ``tenant`` (no tenant for a run without one: a tenant's manager
+    sees no run the runs API hides from them) — the rule the workflow's ``decide`` validator
+    enforces when they decide."""
     return (
         bool(set(viewer.roles) & set(pending.approvers))
         and viewer.id != pending.requested_by
-        and (tenant is None or viewer.tenant == tenant)
+        and viewer.tenant == tenant
     )
 
 
@@ -117,8 +118,7 @@ async def pending_for(client: Client, viewer: Principal) -> tuple[list[PendingIt
 async def check_tenant(client: Client, run_id: str, user: Principal) -> None:
     """Refuses (``PermissionError``) a decision on a run of another tenant before it is sent;
     the workflow's validator refuses it too, for a caller that goes around the API."""
-    tenant = await run_tenant(client, run_id)
-    if tenant is not None and user.tenant != tenant:
+    if user.tenant != await run_tenant(client, run_id):
         raise PermissionError(f"no run {run_id} waiting for a decision")
 
 

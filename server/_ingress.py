@@ -109,7 +109,12 @@ class Ingress:
         where = spec.event.where
         signed_id = _utf8_header(request, spec.event.header) if spec.event.header else None
         try:
-            spec.signature.verify(spec.secret_values(), body, request.headers, signed_id)
+            secrets = spec.secret_values()
+        except ValueError as exc:  # its secret went away while the server runs: nothing is checked, so nothing starts
+            log.error("%s", exc)
+            raise Rejected(503, "this source's secret is not configured: try again later") from exc
+        try:
+            spec.signature.verify(secrets, body, request.headers, signed_id)
         except SignatureError as exc:
             raise Rejected(401, str(exc)) from exc
         try:

@@ -219,8 +219,11 @@ class WebhookSource(BaseModel):
         for key, expression in self._input.items():
             try:
                 values[key] = expression(scope)
-            except ExpressionError as exc:
-                raise PayloadError(f"payload does not map to the run's input {key}: {exc}") from exc
+            except ExpressionError as exc:  # its text may quote the payload's values: personal data
+                failed = type(exc.__cause__).__name__ if exc.__cause__ else "an error"
+                raise PayloadError(
+                    f"payload does not map to the run's input {key}: {expression.source!r} raised {failed}"
+                ) from exc
         return values, principal
 
     def sign_request(self, body: bytes, event_id: str | None = None) -> dict[str, str]:
@@ -340,8 +343,8 @@ def _resolve(reference: str, source: str) -> str | None:
     kind, _, where = reference.rstrip("?").partition(":")
     if kind == "env" and (value := os.environ.get(where)):
         return value
-    if kind == "file" and Path(where).is_file():
-        return Path(where).read_text(encoding="utf-8").strip()
+    if kind == "file" and Path(where).is_file() and (value := Path(where).read_text(encoding="utf-8").strip()):
+        return value  # an empty file is no secret: anyone could sign with the empty key
     if optional:
         return None
     raise ValueError(f"webhook source {source}: secret {kind}:{where} is not set (use env:NAME or file:/path)")

@@ -604,8 +604,9 @@ class GraphWorkflow:
         if not set(decision.approver.roles) & set(pending.approvers):
             raise ValueError(f"{decision.approver.id} lacks every approver role of {pending.approvers}")
         owner = self._request.principal if self._request else None
-        if owner is not None and owner.tenant is not None and decision.approver.tenant != owner.tenant:
-            raise ValueError(f"{decision.approver.id} is not of the run's tenant {owner.tenant}")
+        tenant = owner.tenant if owner else None
+        if decision.approver.tenant != tenant:  # a run without a tenant: approvers without one
+            raise ValueError(f"{decision.approver.id} is not of the run's tenant {tenant or '(none)'}")
         node = self._request.graph.nodes.get(pending.node) if self._request else None
         if isinstance(node, ApprovalNode) and node.output and decision.outcome == "approve":
             try:  # an approval that asks for values (a reply) gets them, valid, or is not decided
