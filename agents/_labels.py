@@ -13,6 +13,7 @@ full-width "１３８…" or a zero-width space inside a name hides nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -172,30 +173,53 @@ _UNSPACED = (
     "\ufb1d-\ufb4f\ufb50-\ufdff\ufe70-\ufeff"
 )
 _LETTER = f"[^\\W\\d{_UNSPACED}]"  # a letter (or _) of a script that separates words with spaces
-_DIGITS = re.compile(r"\+?[\d\s\-.(),]+")  # phones, cards, account numbers: digits in groups
+_DIGITS = re.compile(r"[(\s]*\+?[\d\s\-.(),]+")  # phones, cards, account numbers: digits in groups
 _SEPARATORS = r"[\s\-.(),]{0,8}"  # a line break and its indent included
 _MIN_DIGITS = 7
 
 
+@functools.lru_cache(maxsize=4096)
 def _pattern(value: str) -> str:
     """The regular expression ``value`` is found by in text. A value may not begin or end inside
     a word of a space-separated script ("Ann" is not in "Annual") nor inside a longer number; in
     Chinese and other unspaced scripts it may touch anything. A number written in groups is also
-    found with other separators or none ("138 0013 8000" in "138-0013-8000" and "13800138000")."""
+    found with other separators or none ("138 0013 8000" in "138-0013-8000" and "13800138000"),
+    and a phone held with its country code in the forms people dial it in ("+86 138 0013 8000"
+    in "0086 13800138000" and "138 0013 8000"; "+7 912 …" in "8 (912) …")."""
     value = _normalise(value)
     if not value:
         return "(?!)"  # nothing to find
     number = _number(value)
-    body = re.escape(value) if number is None else _SEPARATORS.join(map(re.escape, number))
-    return f"{_edge((number or value)[0], '(?<!{})')}{body}{_edge((number or value)[-1], '(?!{})')}"
+    if number is None:
+        return f"{_edge(value[0], '(?<!{})')}{re.escape(value)}{_edge(value[-1], '(?!{})')}"
+    forms = sorted(_dialled(number), key=len, reverse=True)
+    body = "|".join(_edge(form[0], "(?<!{})") + _SEPARATORS.join(map(re.escape, form)) for form in forms)
+    return f"(?:{body})(?!\\d)"
 
 
 def _number(value: str) -> str | None:
     """A number written in groups (a phone, a card) as its digits, with a leading ``+`` if it has
     one; None for any other value."""
     if _DIGITS.fullmatch(value) and len(digits := re.sub(r"\D", "", value)) >= _MIN_DIGITS:
-        return ("+" if value.startswith("+") else "") + digits
+        return ("+" if value.lstrip("( ").startswith("+") else "") + digits
     return None
+
+
+def _dialled(number: str) -> set[str]:
+    """The digits a number is written with: itself, and for a phone with its country code also
+    ``00`` and the code, and the national number with and without its trunk prefix."""
+    if not number.startswith("+"):
+        return {number}
+    import phonenumbers  # here: its metadata loads only when a labelled phone is masked
+
+    try:
+        phone = phonenumbers.parse(number)
+    except phonenumbers.NumberParseException:
+        return {number}
+    national = re.sub(r"\D", "", phonenumbers.format_number(phone, phonenumbers.PhoneNumberFormat.NATIONAL))
+    significant = phonenumbers.national_significant_number(phone)
+    forms = {number, f"00{number[1:]}", national, significant}
+    return {form for form in forms if len(form) >= _MIN_DIGITS}
 
 
 def _edge(char: str, guard: str) -> str:
