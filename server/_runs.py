@@ -174,8 +174,8 @@ async def load_run(client: Client, run_id: str, viewer: Principal, index: RunInd
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise RunNotFound(f"no run {run_id}") from exc
         raise
-    if described.workflow_type != WORKFLOW_TYPE:
-        raise RunNotFound(f"{run_id} is not a graph run")
+    if described.workflow_type != WORKFLOW_TYPE:  # answered as no run at all: its ID says nothing of it
+        raise RunNotFound(f"no run {run_id}")
     this_run = client.get_workflow_handle(run_id, run_id=described.run_id)
     events = [event async for event in this_run.fetch_history_events()]
     request = await _request_in(client, events)

@@ -832,3 +832,18 @@ async def test_a_tenant_approver_who_may_not_see_a_run_neither_lists_nor_decides
             assert decided.status_code == 404, decided.text
         finally:
             await end(client, handle.id)
+
+
+async def test_a_workflow_that_is_no_graph_run_reads_like_no_run_at_all(client: Client, api: str) -> None:
+    """Another workflow on the same namespace: the runs API says of it what it says of an ID that
+    does not exist, so probing IDs tells nothing of what else runs there."""
+    other = await client.start_workflow("someone.elses", id=run_id(), task_queue="nobody-polls-this")
+    ghost = run_id()
+    try:
+        async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+            shown = await http.get(f"/runs/{other.id}", headers=bearer("boss"))
+            absent = await http.get(f"/runs/{ghost}", headers=bearer("boss"))
+        assert shown.status_code == 404 == absent.status_code
+        assert shown.json()["detail"].replace(other.id, "ID") == absent.json()["detail"].replace(ghost, "ID")
+    finally:
+        await other.terminate()
