@@ -41,6 +41,7 @@ class PromoState(BaseModel):
     line_no: int = 1
     quantity: int = 1
     threat: bool = False
+    unclear: bool = False
     condition: str = "unopened"
     reason: str = ""
     order_status: str | None = None
@@ -177,6 +178,7 @@ def graph() -> Graph:
             "quantity": "result.quantity if result.quantity else 1",  # "return 10" is 10, never the model's 1
             "everything": "everything and result.everything",  # the model's "everything" only where the message says it
             "threat": "result.threat",
+            "unclear": "result.unclear",  # "don't cancel", two orders, two counts: a person reads it
             "intent": "'complaint' if result.threat else intent",  # legal action, a chargeback: a person answers
         },
         next="triage",
@@ -185,6 +187,7 @@ def graph() -> Graph:
         "triage",
         [
             When("margin < min_margin", "support"),  # an unsure classifier (two classes close): a person
+            When("unclear", "support"),
             When("intent in ['complaint', 'non_delivery', 'exchange', 'other']", "support"),
             When("order_id == None", "ask_order"),  # the message names no order
             When("intent == 'status'", "status"),

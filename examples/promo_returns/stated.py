@@ -1,12 +1,12 @@
 """What a customer's message states in so many words: the order IDs it contains, the number of
-items it asks for, whether it asks for everything in the order, and whether it threatens legal
-action or a payment dispute.
+items it asks for, whether it asks for everything in the order, whether it threatens legal
+action or a payment dispute, and whether it is unclear what it asks for.
 
-A careful employee never guesses an order number, never shrinks "return 10" to one item, and
-hands a threat to a person instead of paying it out. The small model's extraction is read
-against these literal facts, which are exact where the model is not: the model may pick which of
-the written order IDs is meant, but an ID the message does not contain is cleared, and a
-quantity the customer wrote wins over the model's.
+A careful employee never guesses an order number, never shrinks "return 10" to one item, hands
+a threat to a person instead of paying it out, and asks a person when the request says "don't",
+names two orders, or counts two ways. The small model's extraction is read against these
+literal facts, which are exact where the model is not: an ID the message does not contain is
+cleared, and a quantity the customer wrote wins over the model's.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ _EN_QUANTITY = re.compile(
     r"pcs\b|pairs?\b|units?\b|bottles?\b|boxes?\b|sets?\b|packs?\b)",
     re.IGNORECASE,
 )
+_EN_ASKED = re.compile(  # "return one", "refund just 2": a count the request itself states
+    r"\b(?:return|refund|send back)\s+(?:only\s+|just\s+)?([0-9]{1,2}|" + "|".join(_EN_NUMBERS) + r")\b"
+    r"(?!\s*(?:[-/.:]|days?\b|weeks?\b|months?\b|years?\b|hours?\b))",
+    re.IGNORECASE,
+)
 _ZH_QUANTITY = re.compile(r"([0-9]+|[一二两俩三四五六七八九十]+)\s*(?:件|个|双|条|套|盒|瓶|支|台|份|只|包|箱)")
 # "Everything", "the whole order", 全部, 所有东西 — not "all unopened", not 所有规则 ("all the rules").
 _EVERYTHING = re.compile(
@@ -57,6 +62,19 @@ _THREAT = re.compile(
 )
 
 
+# "Don't cancel", "I don't want a refund", 不要取消, 别退, 不是都退: an action the message says not to take.
+_NEGATED = re.compile(
+    r"\b(?:don'?t|do not|never|not)\s+(?:[a-z']+\s+){0,3}(?:cancel|refund|return|send (?:it |them )?back)"
+    r"|(?:不要|不用|不想|不必|无需|不需要|别|先别|不是)[^，。,.!?！？]{0,6}(?:取消|退)",
+    re.IGNORECASE,
+)
+# "All but one", "everything except line 1", 除了, 半个: a count the customer leaves to be worked out.
+_PARTIAL = re.compile(
+    r"\b(?:all but|except|other than|apart from|half)\b|除了|除去|一半|半[个件双条套盒瓶支台份只包箱]", re.IGNORECASE
+)
+_NEGATIVE_COUNT = re.compile(r"-\s*[0-9]+\s+(?:of|items?|pieces?|pairs?|units?)\b", re.IGNORECASE)
+
+
 class Reading(BaseModel):
     text: str = Field(max_length=4000)
     order_id: str | None = Field(None, description="the order ID the model read, checked against the text")
@@ -68,6 +86,9 @@ class Stated(BaseModel):
     quantity: int | None = Field(description="the number of items the text asks for, if it says")
     everything: bool = Field(description="the text asks for everything in the order")
     threat: bool
+    unclear: bool = Field(
+        description="a person should read it: it says not to act, names two orders, or counts two ways"
+    )
 
 
 def _zh_number(text: str) -> int | None:
@@ -82,16 +103,37 @@ def _zh_number(text: str) -> int | None:
 
 def stated_quantity(text: str) -> int | None:
     """The first count of goods the text states ("10 of the items", "退20件", "both pairs" → 2)."""
+    found = _counts(text)
+    if found:
+        return min(found)[1]
+    return 2 if _BOTH.search(text) else None
+
+
+def _counts(text: str) -> list[tuple[int, int]]:
+    """Every count of goods the text states, with where it stands."""
     found: list[tuple[int, int]] = []
-    for match in _EN_QUANTITY.finditer(text):
+    for match in (*_EN_QUANTITY.finditer(text), *_EN_ASKED.finditer(text)):
         word = match.group(1).lower()
         found.append((match.start(), int(word) if word.isdigit() else _EN_NUMBERS[word]))
     for match in _ZH_QUANTITY.finditer(text):
         if (number := _zh_number(match.group(1))) is not None:
             found.append((match.start(), number))
-    if found:
-        return min(found)[1]
-    return 2 if _BOTH.search(text) else None
+    return found
+
+
+def unclear(text: str) -> bool:
+    """Whether a careful employee would ask before acting: the text says not to act, names more
+    than one order, states two different counts (or none that can be taken: 0, half, "all but
+    one", a negative), or asks for everything but something."""
+    counts = {count for _, count in _counts(text)}
+    return bool(
+        _NEGATED.search(text)
+        or len(set(ORDER_ID.findall(text))) > 1
+        or len(counts) > 1
+        or 0 in counts
+        or _PARTIAL.search(text)
+        or _NEGATIVE_COUNT.search(text)
+    )
 
 
 def state(text: str, order_id: str | None = None) -> Stated:
@@ -105,6 +147,7 @@ def state(text: str, order_id: str | None = None) -> Stated:
         quantity=stated_quantity(text),
         everything=bool(_EVERYTHING.search(text)),
         threat=bool(_THREAT.search(text)),
+        unclear=unclear(text),
     )
 
 
