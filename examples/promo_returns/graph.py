@@ -187,7 +187,7 @@ def graph() -> Graph:
         "triage",
         [
             When("margin < min_margin", "support"),  # an unsure classifier (two classes close): a person
-            When("unclear", "support"),
+            When("unclear or language == 'other'", "support"),  # a script the helpdesk does not write in, too
             When("intent in ['complaint', 'non_delivery', 'exchange', 'other']", "support"),
             When("order_id == None", "ask_order"),  # the message names no order
             When("intent == 'status'", "status"),

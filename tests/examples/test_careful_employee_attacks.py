@@ -310,7 +310,6 @@ async def test_only_cancel_if_not_shipped_leaves_a_shipped_order_alone(runs: Run
         "注文{order}をキャンセルしてください",  # Japanese: please cancel order …
     ],
 )
-@pytest.mark.xfail(strict=True, reason="a cancel in Japanese (kanji counted as zh) is read as a return and refunded")
 async def test_a_cancel_in_another_language_is_not_refunded(runs: Runs, shop: Shop, message: str) -> None:
     order_id = (await shop.returnable(max_total=200))[0]
     result, _ = await runs.finish(message.format(order=order_id), shop.order(order_id).customer_id, order_id=order_id)
