@@ -3,6 +3,7 @@
 AgentError
  ├── GraphSpecError             config: the graph's author must fix the spec (file, line, suggestion)
  ├── ExpressionError            a condition or mapping is not in the safe language, or failed
+ ├── InputInvalid               a run's input: a field the graph lacks, or a value of the wrong type
  ├── ModelCallError             the model server gave no answer (translated at the client's edge)
  │    ├── ModelUnavailable      it may pass: retry, after ``retry_after``
  │    └── ModelRequestRejected  the server refused the request itself
@@ -69,6 +70,10 @@ class GraphWarning(UserWarning):
 
 class ExpressionError(AgentError):
     """An expression uses syntax outside the safe language, or failed while evaluating."""
+
+
+class InputInvalid(AgentError, ValueError):
+    """A run's input names a field the graph's state lacks, or gives one a value of another type."""
 
 
 class RunFailed(AgentError):

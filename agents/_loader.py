@@ -110,7 +110,9 @@ def spec_issue(error: Any) -> SpecIssue:
     elif error["type"] == "union_tag_invalid":
         loc = (*loc, "type")
         message = f"unknown node type {error['input'].get('type')!r}" if isinstance(error["input"], dict) else message
-        suggestion = "use one of: model, tool, route, approval, end"
+        tags = [tag.strip(" '") for tag in str(error.get("ctx", {}).get("expected_tags", "")).split(",")]
+        typed = str(error["input"].get("type")) if isinstance(error["input"], dict) else ""
+        suggestion = did_you_mean(typed, tags) or f"use one of: {', '.join(tags)}"
     else:
         where = ".".join(str(p) for p in loc)
         message = f"{where}: {message}"

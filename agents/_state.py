@@ -13,6 +13,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage, message_to_dict
 from pydantic import TypeAdapter, ValidationError
 
+from chamberlain.agents._exceptions import InputInvalid
 from chamberlain.agents._messages import to_message
 from chamberlain.agents._spec import FieldType, GraphSpec
 
@@ -38,7 +39,7 @@ def initial_state(spec: GraphSpec, values: dict[str, Any]) -> State:
     a value of the wrong type is an error naming the field."""
     unknown = sorted(set(values) - set(spec.state))
     if unknown:
-        raise ValueError(f"input field(s) {', '.join(unknown)} not in the state of graph '{spec.name}'")
+        raise InputInvalid(f"input field(s) {', '.join(unknown)} not in the state of graph '{spec.name}'")
     state: State = {}
     for name, declared in spec.state.items():
         value = values.get(name, copy.deepcopy(declared.default))
@@ -48,7 +49,7 @@ def initial_state(spec: GraphSpec, values: dict[str, Any]) -> State:
         try:
             state[name] = _FIELD_TYPES[declared.type].validate_python(value)
         except ValidationError as exc:
-            raise ValueError(f"state field '{name}' of graph '{spec.name}': {exc.errors()[0]['msg']}") from exc
+            raise InputInvalid(f"state field '{name}' of graph '{spec.name}': {exc.errors()[0]['msg']}") from exc
     return state
 
 

@@ -27,13 +27,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import chamberlain
 from chamberlain.agents._embedded import EMBEDDED_MODEL, EmbeddedModelServer
-from chamberlain.agents._exceptions import GraphSpecError, GraphWarning
+from chamberlain.agents._exceptions import AgentError, GraphSpecError, GraphWarning
 from chamberlain.agents._loader import load_graph
 from chamberlain.agents._spec import GraphSpec
+from chamberlain.agents._state import initial_state
 from chamberlain.server._app import App, AppError, load_app
 from chamberlain.server._errors import CliError, explain, reading
 from chamberlain.server._http import BackgroundServer, create_app
@@ -169,11 +171,18 @@ def graph_export(target: Annotated[str, typer.Argument(help="MODULE:ATTR naming 
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
         raise CliError(f"{target!r}: name the graph as MODULE:ATTR, e.g. mypkg.graphs:support")
+    from chamberlain.agents import Graph
+
     value = getattr(importlib.import_module(module_name), attr, None)
-    if callable(value) and not isinstance(value, GraphSpec):
-        value = value()
+    if callable(value) and not isinstance(value, GraphSpec | Graph):
+        try:
+            value = value()
+        except TypeError as exc:
+            raise CliError(f"{target}: calling it without arguments failed ({exc}) — name a graph") from exc
+    if isinstance(value, Graph):
+        value = value.build()
     if not isinstance(value, GraphSpec):
-        raise CliError(f"{target}: is {type(value).__name__}, not a GraphSpec (or a function returning one)")
+        raise CliError(f"{target}: is {type(value).__name__}, not a GraphSpec or Graph (or a function returning one)")
     dump: Callable[[GraphSpec], str] | None = getattr(loader, "dump_graph", None)
     if dump is None:
         raise CliError("this version of chamberlain cannot write graphs as YAML yet")
@@ -208,6 +217,7 @@ def graph_run(
     values = _json_arg(input, "--input")
     loaded = _app(app_name)
     spec = _load(file, loaded)
+    initial_state(spec, values)  # a wrong --input is refused before anything starts
     principal = _principal(who, role or [], None, None)
     gate = loaded.development_gate(settings().ensure_data())
 
@@ -263,11 +273,15 @@ def run_start(
 
     values = _json_arg(input, "--input")
     spec = _load(file, _app(app_name))
+    initial_state(spec, values)  # a wrong --input is refused here, not by the run in a worker
     principal = _principal(who, role or [], department, tenant)
     run = run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
 
     async def start(client: Client) -> None:
-        handle = await start_run(client, spec, values, run_id=run, principal=principal, task_queue=task_queue)
+        try:
+            handle = await start_run(client, spec, values, run_id=run, principal=principal, task_queue=task_queue)
+        except WorkflowAlreadyStartedError as exc:
+            raise CliError(f"run {run} exists already — chamberlain run show {run}, or give another --id") from exc
         console.print(f"started [bold]{handle.id}[/bold] as {principal.id} — chamberlain run show {handle.id}")
         if wait:
             view = await _wait(client, handle.id, principal)
@@ -497,11 +511,15 @@ def _check_sources(path: Path, loaded: App) -> None:
 
 @app.command()
 def dev(
-    port: int = 7233,
-    ui_port: int = 8233,
-    model_port: Annotated[int, typer.Option(help="port of the embedded model's OpenAI-compatible API")] = 8766,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 7233,
+    ui_port: Annotated[int, typer.Option(min=1, max=65535)] = 8233,
+    model_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="port of the embedded model's OpenAI-compatible API")
+    ] = 8766,
     model: Annotated[bool, typer.Option(help="serve the embedded model (SmolLM2-135M, llama.cpp)")] = True,
-    http_port: Annotated[int, typer.Option(help="port of the HTTP server (webhooks, runs, approvals API)")] = 8000,
+    http_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="port of the HTTP server (webhooks, runs, approvals API)")
+    ] = 8000,
     app_name: AppOption = None,
 ) -> None:
     """Start the embedded stack: Temporal dev server (SQLite in the data folder), the embedded
@@ -582,7 +600,9 @@ def dev(
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, app_name: AppOption = None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000, app_name: AppOption = None
+) -> None:
     """Run the HTTP server (webhooks, runs and approvals API); configured by CHAMBERLAIN_*
     variables. With --app, webhook sources are checked against that app's tools first."""
     import uvicorn
@@ -762,7 +782,7 @@ def eval_cases(
 
 # -- the front door ----------------------------------------------------------------------------------
 
-KNOWN = (CliError, TemporalUnavailable, AppError, GraphSpecError, AuditLogError, OSError, ValueError, ImportError)
+KNOWN = (CliError, TemporalUnavailable, AppError, AgentError, AuditLogError, OSError, ValueError, ImportError, KeyError)
 
 
 def main(argv: list[str] | None = None) -> None:

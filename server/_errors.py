@@ -18,7 +18,7 @@ import httpx
 import yaml
 from pydantic import ValidationError
 
-from chamberlain.agents._exceptions import GraphSpecError
+from chamberlain.agents._exceptions import GraphSpecError, InputInvalid, ModelCallError, ModelOutputInvalid
 from chamberlain.server._app import AppError
 from chamberlain.server._sources import SourceError
 from chamberlain.server._temporal import TemporalUnavailable
@@ -59,6 +59,19 @@ def explain(exc: BaseException) -> str | None:
             return f"{exc.filename}: is a folder — name a file"
         case PermissionError():
             return f"{exc.filename}: permission denied — check the file's owner and mode"
+        case NotADirectoryError():
+            return f"{exc.filename}: is a file, not a folder — name a folder"
+        case InputInvalid():
+            return f"{exc} — fix --input"
+        case ModelCallError() | ModelOutputInvalid() if "unreachable" in str(exc):
+            return f"{exc} — start the model server (`chamberlain dev` starts the embedded one)"
+        case ModelCallError() | ModelOutputInvalid():
+            return str(exc)
+        case KeyError() if "payload encoding" in str(exc):
+            return (
+                "a payload is encrypted — set CHAMBERLAIN_PAYLOAD_KEYS to the deployment's keys "
+                "(`chamberlain dev` keeps its own in .chamberlain/payload-keys, read from there when unset)"
+            )
         case UnicodeDecodeError():
             return f"a file is not UTF-8 text ({exc.reason} at offset {exc.start}) — save it as UTF-8"
         case yaml.MarkedYAMLError() if exc.problem_mark is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keyword
 import re
+import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 from chamberlain.agents._schema import SCHEMA_FILE
@@ -31,7 +33,8 @@ def package_name(name: str) -> str:
             f"project name {name!r}: use a letter, then letters, digits, '-' or '_' (at most 64), e.g. acme"
         )
     package = name.lower().replace("-", "_")
-    if keyword.iskeyword(package) or package in {"chamberlain", "tests", "test", PLACEHOLDER}:
+    taken = {"chamberlain", "tests", "test", PLACEHOLDER} | sys.stdlib_module_names | packages_distributions().keys()
+    if keyword.iskeyword(package) or package in taken:  # "json": the project's tests would import the stdlib's
         raise ScaffoldError(f"project name {name!r}: {package} would shadow another module — pick another name")
     return package
 

@@ -8,7 +8,10 @@ import asyncio
 
 from temporalio.client import Client
 
+from chamberlain.server._settings import ServerSettings
+from chamberlain.workflows._codec import EncryptionCodec
 from chamberlain.workflows._converter import connect
+from chamberlain.workflows._devserver import DevServer
 from chamberlain.workflows._telemetry import tracing_interceptors
 
 
@@ -19,12 +22,22 @@ class TemporalUnavailable(Exception):
 async def reach(address: str, namespace: str = "default", timeout: float = 5.0) -> Client:
     """A client for ``address``, or :class:`TemporalUnavailable` naming the address and a fix."""
     try:
-        return await asyncio.wait_for(connect(address, namespace), timeout=timeout)
+        return await asyncio.wait_for(connect(address, namespace, codec=payload_codec()), timeout=timeout)
     except (RuntimeError, OSError, TimeoutError) as exc:
         raise TemporalUnavailable(
             f"Temporal at {address} (namespace {namespace}) is unreachable — start it with `chamberlain dev`, "
             "or point --address / TEMPORAL_ADDRESS at your Temporal service"
         ) from exc
+
+
+def payload_codec() -> EncryptionCodec | None:
+    """The deployment's payload keys (``CHAMBERLAIN_PAYLOAD_KEYS``); unset, those ``chamberlain dev``
+    keeps in the data folder, if it has started there — else a run started from this shell would
+    reach its worker unencrypted, be refused, and never run."""
+    if codec := EncryptionCodec.from_env():
+        return codec
+    dev = DevServer(ServerSettings().temporal_db)
+    return EncryptionCodec.parse(dev.payload_keys()) if dev.keys_file.exists() else None
 
 
 class TemporalConnection:

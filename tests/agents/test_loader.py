@@ -96,7 +96,15 @@ def test_a_good_graph_loads_with_typed_fields() -> None:
         (
             "    type: route\n",
             "    type: rout\n",
-            ["returns.yaml:15: unknown node type 'rout' — use one of: model, tool, route, approval, end"],
+            ["returns.yaml:15: unknown node type 'rout' — did you mean 'route'?"],
+        ),
+        (
+            "    type: route\n",
+            "    type: fork\n",
+            [
+                "returns.yaml:15: unknown node type 'fork' — use one of: "
+                "model, classify, tool, route, approval, agent, subgraph, map, end"
+            ],
         ),
         (
             "      - to: done\n",

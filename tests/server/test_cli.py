@@ -8,9 +8,14 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+
+from chamberlain.server._temporal import payload_codec
+from chamberlain.workflows import DevServer
+from chamberlain.workflows._codec import PAYLOAD_KEYS_ENV, EncryptionCodec, new_key
 
 ROOT = Path(__file__).parents[2]
 QUICKSTART = "chamberlain.examples.quickstart.app"
@@ -96,6 +101,9 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
         (["run", "list", "--status", "exploded"], "--status"),
         (["graph", "export", "tests.support.toolbox"], "MODULE:ATTR"),
         (["webhook", "send", "helpdesk", "x.json", "--sources", PROMO_SOURCES], "PROMO_HELPDESK_SECRET"),
+        (["graph", "run", "tests/graphs/loop.yaml", "--input", '{"limt": 2}'], "--input"),
+        (["graph", "export", "json:dumps"], "json:dumps"),
+        (["init", "json", "--in", "/tmp"], "would shadow another module"),
     ],
 )
 def test_known_errors_are_one_line_naming_the_flag_or_file(args: list[str], names: str) -> None:
@@ -188,3 +196,29 @@ def test_dev_stops_its_temporal_server_when_a_later_start_fails(tmp_path: Path) 
     assert (tmp_path / "data" / "temporal.db").exists()  # it did start…
     with socket.socket() as probe:  # …and is gone: nothing listens on its port any more
         assert probe.connect_ex(("127.0.0.1", temporal_port)) != 0
+
+
+def test_a_run_id_taken_is_one_line_naming_the_run(dev_server: DevServer, tmp_path: Path) -> None:
+    """Starting a run under an ID that exists says so, and how to look at it."""
+    run = f"cli-dup-{uuid.uuid4().hex[:8]}"
+    start = ["run", "start", "tests/graphs/loop.yaml", "--id", run, "--address", dev_server.address]
+    assert chamberlain(*start, "--task-queue", "nobody-polls-this").returncode == 0
+    assert f"run {run} exists already — chamberlain run show {run}" in one_line_error(
+        chamberlain(*start, "--task-queue", "nobody-polls-this")
+    )
+
+
+def test_the_command_line_reads_the_dev_stacks_payload_keys_when_none_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chamberlain dev` keeps its keys in the data folder; a command run beside it without
+    CHAMBERLAIN_PAYLOAD_KEYS encrypts with them (it sent plain payloads, which its worker refused:
+    the run never ran). The deployment's own keys win when set."""
+    monkeypatch.delenv(PAYLOAD_KEYS_ENV, raising=False)
+    monkeypatch.setenv("CHAMBERLAIN_DATA", str(tmp_path))
+    assert payload_codec() is None  # no stack has started here
+    keys = DevServer(tmp_path / "temporal.db").payload_keys()
+    assert payload_codec() == EncryptionCodec.parse(keys)
+    own = new_key("prod1")
+    monkeypatch.setenv(PAYLOAD_KEYS_ENV, own)
+    assert payload_codec() == EncryptionCodec.parse(own)
