@@ -69,7 +69,7 @@ DOCS_SCHEMA = PACKAGE.resolve().parent / "docs" / "graph.schema.json"  # a sourc
 
 AppOption = Annotated[str | None, typer.Option("--app", help="module offering tools() and models()")]
 AuditOption = Annotated[
-    str | None, typer.Option("--db", envvar="CHAMBERLAIN_AUDIT", help="audit log database URL [default: in data]")
+    str | None, typer.Option("--db", envvar="CHAMBERLAIN_AUDIT", help="audit log database URL \\[default: in data]")
 ]
 AddressOption = Annotated[str, typer.Option("--address", envvar="TEMPORAL_ADDRESS", help="the Temporal service")]
 NamespaceOption = Annotated[str, typer.Option("--namespace", envvar="TEMPORAL_NAMESPACE")]
@@ -205,7 +205,7 @@ def graph_run(
     file: Path,
     input: Annotated[str, typer.Option("--input", help="initial state as JSON")] = "{}",
     approve: Annotated[bool, typer.Option(help="answer approval steps with approve")] = False,
-    who: Annotated[str | None, typer.Option("--as", help="the principal the run acts for [default: you]")] = None,
+    who: Annotated[str | None, typer.Option("--as", help="the principal the run acts for \\[default: you]")] = None,
     role: Annotated[list[str] | None, typer.Option("--role", help="a role of the principal (repeat)")] = None,
     app_name: AppOption = None,
 ) -> None:
@@ -257,11 +257,11 @@ def _principal(who: str | None, roles: list[str], department: str | None, tenant
 def run_start(
     file: Path,
     input: Annotated[str, typer.Option("--input", help="initial state as JSON")] = "{}",
-    who: Annotated[str | None, typer.Option("--as", help="the principal the run acts for [default: you]")] = None,
+    who: Annotated[str | None, typer.Option("--as", help="the principal the run acts for \\[default: you]")] = None,
     role: Annotated[list[str] | None, typer.Option("--role", help="a role of the principal (repeat)")] = None,
     department: Annotated[str | None, typer.Option(help="the principal's department")] = None,
     tenant: Annotated[str | None, typer.Option(help="the principal's tenant")] = None,
-    run_id: Annotated[str | None, typer.Option("--id", help="the run's ID [default: graph name + random]")] = None,
+    run_id: Annotated[str | None, typer.Option("--id", help="the run's ID \\[default: graph name + random]")] = None,
     task_queue: Annotated[str, typer.Option(envvar="CHAMBERLAIN_TASK_QUEUE")] = TASK_QUEUE,
     wait: Annotated[bool, typer.Option("--wait", help="wait for the result")] = False,
     address: AddressOption = "127.0.0.1:7233",
@@ -420,7 +420,7 @@ def audit_verify(
     if problem:
         errors.print(f"[red]audit log broken[/red]: {problem}")
         raise typer.Exit(1)
-    console.print(f"{sum(1 for _ in log.records())} records, chain intact")
+    console.print(f"{_count(sum(1 for _ in log.records()), 'record')}, chain intact")
 
 
 @audit_app.command("checkpoint")
@@ -435,13 +435,17 @@ def audit_checkpoint(path: Path, db: AuditOption = None) -> None:
         raise CliError(str(exc)) from exc
     except OSError as exc:
         raise CliError(f"{path}: cannot write the checkpoint there ({exc.strerror})") from exc
-    console.print(f"checkpoint of {mark.records} records written to {path}")
+    console.print(f"checkpoint of {_count(mark.records, 'record')} written to {path}")
 
 
 @audit_app.command("export")
 def audit_export(out: Path, db: AuditOption = None) -> None:
     """Write every record as JSON Lines."""
-    console.print(f"wrote {_audit_log(db).export(out)} records to {out}")
+    console.print(f"wrote {_count(_audit_log(db).export(out), 'record')} to {out}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 # -- serving -----------------------------------------------------------------------------------------
@@ -720,10 +724,12 @@ async def _until_interrupted() -> None:
 @app.command("eval")
 def eval_cases(
     cases: Annotated[Path, typer.Argument(help="a JSON Lines case file (docs/evaluation.md)")],
-    models: Annotated[str | None, typer.Option(help="models.yaml, or MODULE:ATTR [default: the app's]")] = None,
+    models: Annotated[str | None, typer.Option(help="models.yaml, or MODULE:ATTR \\[default: the app's]")] = None,
     compare: Annotated[tuple[str, str] | None, typer.Option(help="two configurations, side by side")] = None,
-    graph: Annotated[Path | None, typer.Option(help="the graph [default: the webhook source's]")] = None,
-    sources: Annotated[Path | None, typer.Option(help="webhook sources [default: webhooks.yaml by the cases]")] = None,
+    graph: Annotated[Path | None, typer.Option(help="the graph \\[default: the webhook source's]")] = None,
+    sources: Annotated[
+        Path | None, typer.Option(help="webhook sources \\[default: webhooks.yaml by the cases]")
+    ] = None,
     source: Annotated[str | None, typer.Option(help="the webhook source the cases' events arrive at")] = None,
     record: Annotated[Path | None, typer.Option(help="record every tool answer to this JSON Lines file")] = None,
     replay: Annotated[Path | None, typer.Option(help="answer tools from this recording: no writes")] = None,
@@ -735,10 +741,14 @@ def eval_cases(
     min_field: Annotated[list[str] | None, typer.Option(help="FIELD=SHARE: exit 1 below it (repeat)")] = None,
     max_escalation_rate: Annotated[float | None, typer.Option(help="exit 1 above this escalation rate")] = None,
     max_p95: Annotated[float | None, typer.Option(help="exit 1 above this p95 latency (seconds)")] = None,
-    embedded: Annotated[bool | None, typer.Option(help="start the embedded model [default: if needed]")] = None,
-    work: Annotated[Path | None, typer.Option(help="keep stores, audit logs and Temporal here [default: temp]")] = None,
+    embedded: Annotated[bool | None, typer.Option(help="start the embedded model \\[default: if needed]")] = None,
+    work: Annotated[
+        Path | None, typer.Option(help="keep stores, audit logs and Temporal here \\[default: temp]")
+    ] = None,
     case_timeout: Annotated[float, typer.Option(min=1, help="stop a case's run after this many seconds")] = 600,
-    address: Annotated[str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal [default: embedded]")] = None,
+    address: Annotated[
+        str | None, typer.Option(envvar="TEMPORAL_ADDRESS", help="Temporal \\[default: embedded]")
+    ] = None,
     app_name: AppOption = None,
 ) -> None:
     """Run cases through the real workflow (fresh store per case, the gate, Temporal) and report

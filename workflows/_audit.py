@@ -495,7 +495,7 @@ def _load_checkpoint(path: Path, key: bytes | None) -> Checkpoint | str:
     try:
         mark = Checkpoint.model_validate_json(path.read_bytes())
     except FileNotFoundError:
-        return f"checkpoint {path} is missing"
+        return f"checkpoint {path} is missing (write one with `chamberlain audit checkpoint {path}`)"
     except ValidationError as exc:
         return f"checkpoint {path} is not a checkpoint: {exc.errors()[0]['msg']}"
     if not mark.is_signed_by(key):

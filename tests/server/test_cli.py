@@ -139,7 +139,7 @@ def test_audit_verify_reads_the_data_folder_and_refuses_a_log_that_is_not_there(
     )
     log.append(entry)
     done = chamberlain("audit", "verify", CHAMBERLAIN_DATA=str(data), CHAMBERLAIN_AUDIT="", cwd=tmp_path)
-    assert done.returncode == 0 and "1 records, chain intact" in done.stdout, done.stderr
+    assert done.returncode == 0 and "1 record, chain intact" in done.stdout, done.stderr
 
 
 def test_graph_run_says_rejected_when_an_approval_said_no(tmp_path: Path) -> None:

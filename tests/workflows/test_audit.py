@@ -169,7 +169,7 @@ def test_a_checkpoint_vouches_only_when_signed_with_the_key(tmp_path: Path) -> N
     forged = {**json.loads(mark.read_text()), "records": 2}
     mark.write_text(json.dumps(forged))
     assert "was not signed with this key" in (log.verify(checkpoint=mark, key=KEY) or "")
-    assert log.verify(checkpoint=tmp_path / "gone", key=KEY) == f"checkpoint {tmp_path / 'gone'} is missing"
+    assert log.verify(checkpoint=tmp_path / "gone", key=KEY).startswith(f"checkpoint {tmp_path / 'gone'} is missing")
     mark.write_text("{}")
     assert (log.verify(checkpoint=mark, key=KEY) or "").startswith(f"checkpoint {mark} is not a checkpoint")
     with pytest.raises(AuditLogError, match="CHAMBERLAIN_AUDIT_KEY"):
