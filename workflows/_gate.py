@@ -161,7 +161,11 @@ def grant_secret(value: str | bytes | None = None, *, setting: str = GRANT_SECRE
     worker of a deployment must share it, so a run resumed on another worker keeps its tickets;
     there is no per-process fallback."""
     raw = value if value is not None else os.environ.get(GRANT_SECRET_ENV)
-    fix = "give every worker the same random value: `python -c 'import secrets; print(secrets.token_hex(32))'`"
+    fix = (
+        "give every worker the same random value: `python -c 'import secrets; print(secrets.token_hex(32))'` "
+        "(a worker joining `chamberlain dev`'s stack takes the stack's: "
+        '`CHAMBERLAIN_GRANT_SECRET="$(cat .chamberlain/grant-secret)"`)'
+    )
     if not raw:
         raise GateNotConfigured(f"{setting} is not set: the permission gate signs tickets with it; {fix}")
     key = raw.encode() if isinstance(raw, str) else raw
