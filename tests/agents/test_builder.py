@@ -74,7 +74,11 @@ def quickstart_graph() -> Graph:
         "lookup",
         tool="shop.order",
         args={"order_id": "order_id"},
-        output={"amount": "result.total - result.refunded", "refunded": "result.refunded"},
+        output={
+            "amount": "result.total - result.refunded",
+            "refunded": "result.refunded",
+            "reply": "'Order ' + result.order_id + ' was refunded in full already (' + str(result.refunded) + ' CNY)'",
+        },
         on_error="refused",
         error="error",
         next=[When("amount <= 0", "already_refunded"), When("refunded + amount > 200", "manager"), "refund"],
@@ -109,7 +113,7 @@ def quickstart_graph() -> Graph:
     )
     g.end("done", output=["intent", "order_id", "amount", "refund_id", "reply"])
     g.end("ask_order", output=["intent", "question"])
-    g.end("already_refunded", output=["intent", "order_id", "refunded"])
+    g.end("already_refunded", output=["intent", "order_id", "refunded", "reply"])
     g.end("refused", output=["intent", "order_id", "error"])
     return g
 
